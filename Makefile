@@ -1,0 +1,37 @@
+# zmqproc: `make run` starts a local server and the viewer; `make test` installs and runs the whole suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 5555
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: install test run run-server lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[gui,dev]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q
+
+run: install
+	$(BIN)/python server_main.py --bind tcp://$(HOST):$(PORT) --workers $(WORKERS)
+
+run-server: install
+	$(BIN)/python server_main.py --bind tcp://$(HOST):$(PORT) --workers $(WORKERS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy zmqproc
+
+bench: install
+	$(BIN)/python bench/core.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

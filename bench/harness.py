@@ -1,0 +1,87 @@
+"""Shared by the benchmarks: start servers as real processes, count round trips, print ratios."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RAW_ECHO_SERVER = """
+import sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.ROUTER)
+s.bind(sys.argv[1])
+while True:
+    s.send_multipart(s.recv_multipart(copy=False), copy=False)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@contextmanager
+def process(args: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` (a server on ``port``) for the duration of the block."""
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def raw_echo_server() -> Iterator[str]:
+    port = free_port()
+    with process([sys.executable, "-c", RAW_ECHO_SERVER, f"tcp://127.0.0.1:{port}"], port):
+        yield f"tcp://127.0.0.1:{port}"
+
+
+@contextmanager
+def zmqproc_server(workers: int = os.cpu_count() or 1, *extra: str) -> Iterator[str]:
+    port = free_port()
+    args = [sys.executable, "server_main.py", "--bind", f"tcp://127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"]
+    with process([*args, *extra], port):
+        yield f"tcp://127.0.0.1:{port}"
+
+
+def rate(round_trip: Callable[[], object], seconds: float, warmup: int = 20) -> float:
+    """Round trips per second of ``round_trip`` called in a loop for ``seconds``."""
+    for _ in range(warmup):
+        round_trip()
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        round_trip()
+        n += 1
+    return n / elapsed
+
+
+def best_of(times: int, measure: Callable[[], float]) -> float:
+    """The best of a few runs: the least disturbed by other work on the machine."""
+    return max(measure() for _ in range(times))

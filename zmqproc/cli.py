@@ -1,0 +1,145 @@
+"""``zmqproc`` / ``python -m zmqproc``: process, ping, ops, stats, check-port."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .client import Client
+from .errors import ConnectionLost, ProcessingError
+from .images import sniff_format
+from .pipeline import parse_step
+
+DEFAULT_SERVER = "tcp://127.0.0.1:5555"
+_WRITE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+class UserError(Exception):
+    """A mistake on the command line or a failure to report in one line."""
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.server, timeout=args.timeout)
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    data = Path(args.input).read_bytes()
+    try:
+        sniff_format(data[:16])
+    except ValueError as exc:
+        raise UserError(f"{args.input}: {exc}") from None
+    steps = [parse_step(text) for text in args.op] or [parse_step("identity")]
+    suffix = Path(args.output).suffix.lower()
+    with _client(args) as client:
+        if suffix in _WRITE_FORMATS:
+            result = client.process(data, steps, reply_format=_WRITE_FORMATS[suffix], details=True)
+            Path(args.output).write_bytes(result.image)
+        else:  # bmp, tiff, ...: take raw pixels and let OpenCV write the file
+            import cv2
+
+            result = client.process(data, steps, reply_format="raw", details=True)
+            if not cv2.imwrite(args.output, result.image):
+                raise UserError(f"cannot write {args.output}: unknown extension {suffix!r}")
+    found = f", results {result.results}" if result.results else ""
+    print(f"wrote {args.output} (server {result.server_ms:.1f} ms{found})")
+    return 0
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rtt = client.ping()
+        print(f"pong from {args.server} in {rtt * 1000:.2f} ms (epoch {client.epoch})")
+    return 0
+
+
+def _param_text(name: str, p: dict[str, Any]) -> str:
+    if p["type"] == "choice":
+        return f"{name}={p['default']} {{{'|'.join(map(str, p['choices']))}}}"
+    if p["type"] == "bool":
+        return f"{name}={str(p['default']).lower()}"
+    return f"{name}={p['default']} [{p.get('min')}..{p.get('max')}{', odd' if p.get('odd') else ''}]"
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        listing = client.ops()
+    width = max(len(o["name"]) for o in listing)
+    for o in listing:
+        print(f"{o['name']:<{width}}  {o['doc']}")
+        for name, p in o["params"].items():
+            print(f"{'':<{width}}    {_param_text(name, p)}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        stats = client.stats()
+    for key, value in stats.items():
+        print(f"{key:<16} {value}")
+    return 0
+
+
+def port_state(host: str, port: int, timeout: float) -> str:
+    """``open``, ``closed`` (refused) or ``filtered`` (no answer, or unreachable), as nmap names them."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return "open"
+    except ConnectionRefusedError:
+        return "closed"
+    except (TimeoutError, OSError):
+        return "filtered"
+
+
+def cmd_check_port(args: argparse.Namespace) -> int:
+    state = port_state(args.host, args.port, args.timeout)
+    print(f"{args.host}:{args.port} tcp {state}")
+    if state != "open":
+        return 1
+    endpoint = f"tcp://{args.host}:{args.port}"
+    with Client(endpoint, timeout=args.timeout) as client:
+        try:
+            rtt = client.ping()
+        except TimeoutError:
+            print(f"no zmqproc reply from {endpoint} within {args.timeout} s (something else listens there?)")
+            return 1
+    print(f"zmqproc ping {rtt * 1000:.2f} ms (epoch {client.epoch})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zmqproc", description="Remote image processing over ZeroMQ.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_server(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--server", default=DEFAULT_SERVER, help="server endpoint (default %(default)s)")
+        sp.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply (default %(default)s)")
+        return sp
+
+    sp = with_server(sub.add_parser("process", help="process an image file"))
+    sp.add_argument("input")
+    sp.add_argument("-o", "--output", required=True, help="output file; png/jpeg/webp are encoded by the server")
+    sp.add_argument("--op", action="append", default=[], metavar="NAME[:k=v,...]", help="a pipeline step (repeatable, in order)")
+    sp.set_defaults(run=cmd_process)
+    with_server(sub.add_parser("ping", help="round-trip time to the server")).set_defaults(run=cmd_ping)
+    with_server(sub.add_parser("ops", help="the server's operations and their parameters")).set_defaults(run=cmd_ops)
+    with_server(sub.add_parser("stats", help="the server's counters")).set_defaults(run=cmd_stats)
+    sp = sub.add_parser("check-port", help="TCP state of HOST:PORT, then a zmqproc ping if open")
+    sp.add_argument("host")
+    sp.add_argument("port", type=int)
+    sp.add_argument("--timeout", type=float, default=3.0)
+    sp.set_defaults(run=cmd_check_port)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (ProcessingError, TimeoutError, ConnectionLost, UserError, OSError, ValueError) as exc:
+        print(f"zmqproc: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,239 @@
+"""Wire contract v1, sans I/O: frames in, typed requests and replies out, and back.
+
+Nothing here touches a socket. A message is a list of buffers: frame 0 is a
+msgpack header, frame 1 (``process`` only) the image payload. The server calls
+:func:`decode_request` and :func:`encode_reply` / :func:`encode_error`; clients
+call :func:`encode_request` and :func:`decode_reply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .errors import (
+    BadRequest,
+    MalformedReply,
+    ProcessingError,
+    TooLarge,
+    UnknownKind,
+    UnsupportedVersion,
+    error_from_wire,
+)
+from .images import ImageDescriptor, parse_descriptor
+
+VERSION = 1
+KINDS = ("ping", "ops", "process", "cancel", "stats")
+REPLY_FORMATS = ("raw", "png", "jpeg", "webp")
+MAX_ID_LENGTH = 128
+MAX_PIPELINE_STEPS = 16
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the server accepts; checked before anything big is allocated."""
+
+    max_header_bytes: int = 64 * 1024
+    max_frame_bytes: int = 128 * 1024 * 1024
+    max_pixels: int = 40_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    op: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request that passed the wire-level checks (op names and params are checked by ops)."""
+
+    id: str
+    kind: str
+    pipeline: tuple[Step, ...] = ()
+    image: ImageDescriptor | None = None
+    payload: Buffer | None = None
+    reply_format: str | None = None
+    deadline_ms: float | None = None
+    target: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A decoded reply: its header (all keys), and the payload frame of an ok ``process`` reply."""
+
+    id: str | None
+    header: dict[str, Any]
+    payload: Buffer | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.header["status"] == "ok"
+
+    @property
+    def epoch(self) -> str | None:
+        return self.header.get("epoch")
+
+    @property
+    def error(self) -> ProcessingError | None:
+        """The typed error of an error reply, None for an ok reply."""
+        if self.ok:
+            return None
+        err = self.header.get("error") or {}
+        return error_from_wire(err.get("code"), err.get("message", ""), self.id)
+
+
+def _pack(header: dict[str, Any]) -> bytes:
+    return msgpack.packb(header, use_bin_type=True)
+
+
+def _unpack_header(frame: Buffer, max_bytes: int) -> dict[str, Any]:
+    if len(frame) > max_bytes:
+        raise TooLarge(f"header is {len(frame)} bytes, the limit is {max_bytes}")
+    try:
+        header = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise BadRequest(f"header is not valid msgpack ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise BadRequest("header must be a msgpack map")
+    return header
+
+
+def _valid_id(value: object) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= MAX_ID_LENGTH
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parse_pipeline(value: object) -> tuple[Step, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_PIPELINE_STEPS:
+        raise BadRequest(f"'pipeline' must be a list of 1 to {MAX_PIPELINE_STEPS} steps")
+    steps = []
+    for i, step in enumerate(value):
+        if not isinstance(step, dict) or not isinstance(step.get("op"), str):
+            raise BadRequest(f"pipeline step {i} must be a map with a string 'op'")
+        params = step.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise BadRequest(f"pipeline step {i}: 'params' must be a map with string keys")
+        steps.append(Step(step["op"], params))
+    return tuple(steps)
+
+
+def decode_request(frames: Sequence[Buffer], limits: Limits = Limits()) -> Request:
+    """Check one request message and return it, or raise the ProcessingError to answer with.
+
+    The raised error carries ``request_id`` once the header's id could be read.
+    """
+    if not frames:
+        raise BadRequest("empty message")
+    header = _unpack_header(frames[0], limits.max_header_bytes)
+    request_id = header.get("id")
+    if not _valid_id(request_id):
+        raise BadRequest(f"'id' must be a string of 1 to {MAX_ID_LENGTH} characters")
+    try:
+        return _decode_checked(header, request_id, frames, limits)
+    except ProcessingError as err:
+        err.request_id = request_id
+        raise
+
+
+def _decode_checked(header: dict[str, Any], request_id: str, frames: Sequence[Buffer], limits: Limits) -> Request:
+    if "v" not in header:
+        raise BadRequest("missing key 'v'")
+    version = header["v"]
+    if type(version) is not int or version != VERSION:
+        raise UnsupportedVersion(f"protocol version {version!r} is not supported; this server speaks {VERSION}")
+    kind = header.get("kind")
+    if not isinstance(kind, str):
+        raise BadRequest("'kind' must be a string")
+    if kind not in KINDS:
+        raise UnknownKind(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+    expected = 2 if kind == "process" else 1
+    if len(frames) != expected:
+        raise BadRequest(f"a {kind} request has {expected} frame(s), got {len(frames)}")
+    if kind == "cancel":
+        target = header.get("target")
+        if not _valid_id(target):
+            raise BadRequest("'target' must be the id of an earlier request")
+        return Request(request_id, kind, target=target)
+    if kind != "process":
+        return Request(request_id, kind)
+
+    pipeline = _parse_pipeline(header.get("pipeline"))
+    payload = frames[1]
+    if len(payload) > limits.max_frame_bytes:
+        raise TooLarge(f"payload is {len(payload)} bytes, the limit is {limits.max_frame_bytes}")
+    image = parse_descriptor(header.get("image"), payload, limits.max_pixels)
+    reply_format = header.get("reply_format")
+    if reply_format is not None and reply_format not in REPLY_FORMATS:
+        raise BadRequest(f"'reply_format' must be one of {', '.join(REPLY_FORMATS)}")
+    deadline_ms = header.get("deadline_ms")
+    if deadline_ms is not None and (not _number(deadline_ms) or deadline_ms < 0):
+        raise BadRequest("'deadline_ms' must be a non-negative number")
+    return Request(request_id, kind, pipeline, image, payload, reply_format, deadline_ms)
+
+
+def encode_reply(request_id: str | None, epoch: str, fields: dict[str, Any], payload: Any = None) -> list[Any]:
+    """Frames of an ok reply; ``payload`` is any buffer (a numpy array travels without a copy)."""
+    header = {"v": VERSION, "id": request_id, "status": "ok", "epoch": epoch, **fields}
+    return [_pack(header)] if payload is None else [_pack(header), payload]
+
+
+def encode_error(request_id: str | None, epoch: str, err: ProcessingError) -> list[Any]:
+    """Frames of an error reply: a header only."""
+    header = {
+        "v": VERSION,
+        "id": request_id,
+        "status": "error",
+        "epoch": epoch,
+        "error": {"code": err.code, "message": err.message},
+    }
+    return [_pack(header)]
+
+
+def encode_request(kind: str, request_id: str, fields: dict[str, Any] | None = None, payload: Any = None) -> list[Any]:
+    """Frames of a request. Use :func:`process_fields` for a process request's keys."""
+    header = {"v": VERSION, "id": request_id, "kind": kind, **(fields or {})}
+    return [_pack(header)] if payload is None else [_pack(header), payload]
+
+
+def process_fields(
+    pipeline: Sequence[Step],
+    image: ImageDescriptor,
+    reply_format: str | None = None,
+    deadline_ms: float | None = None,
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "pipeline": [{"op": s.op, "params": s.params} for s in pipeline],
+        "image": image.to_wire(),
+    }
+    if reply_format is not None:
+        fields["reply_format"] = reply_format
+    if deadline_ms is not None:
+        fields["deadline_ms"] = deadline_ms
+    return fields
+
+
+def decode_reply(frames: Sequence[Buffer]) -> Reply:
+    """Read a reply message; raise MalformedReply when it breaks the contract."""
+    if not 1 <= len(frames) <= 2:
+        raise MalformedReply(f"a reply has 1 or 2 frames, got {len(frames)}")
+    try:
+        header = msgpack.unpackb(frames[0], raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise MalformedReply(f"reply header is not msgpack ({type(exc).__name__})") from None
+    if not isinstance(header, dict) or header.get("status") not in ("ok", "error"):
+        raise MalformedReply("reply header must be a map with status ok or error")
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise MalformedReply("reply id must be a string or nil")
+    return Reply(request_id, header, frames[1] if len(frames) == 2 else None)

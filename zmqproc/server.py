@@ -1,0 +1,318 @@
+"""The processing server: one ROUTER socket loop and a pool of worker threads.
+
+The socket loop only moves frames: it decodes and checks each request (pure
+functions from :mod:`zmqproc.protocol` and :mod:`zmqproc.ops`), answers
+``ping``/``ops``/``stats``/``cancel`` and refusals at once, and queues
+``process`` work. Workers decode pixels, run the pipeline and encode the reply,
+then hand the frames back over an inproc PUSH socket, so the ROUTER is only
+ever touched by the loop's thread. Threads, not processes: OpenCV releases the
+GIL, and raw pixels never need copying between address spaces (see
+docs/architecture.md for the measurement).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from . import ops
+from .errors import Busy, Cancelled, DeadlineExceeded, InternalError, ProcessingError
+from .images import decode_image, encode_image
+from .protocol import Limits, Request, decode_request, encode_error, encode_reply
+
+log = logging.getLogger("zmqproc.server")
+
+SHUTDOWN_FINISH_S = 3.0  # after a stop, queued work may still run this long
+SHUTDOWN_LIMIT_S = 4.5  # then the loop exits, whatever is left
+SUMMARY_INTERVAL_S = 60.0
+
+
+@dataclass(slots=True)
+class Job:
+    client: bytes
+    request: Request
+    pipeline: list[tuple[ops.Op, dict[str, Any]]]
+    received: float
+    deadline: float | None
+
+
+class WorkQueue:
+    """A bounded FIFO of jobs shared by the loop and the workers; queued jobs can be withdrawn."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._jobs: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def put(self, job: Job) -> bool:
+        with self._cond:
+            if len(self._jobs) >= self.maxlen:
+                return False
+            self._jobs.append(job)
+            self._cond.notify()
+            return True
+
+    def get(self) -> Job | None:
+        """The next job; None once the queue is closed and empty."""
+        with self._cond:
+            while not self._jobs and not self._closed:
+                self._cond.wait()
+            return self._jobs.popleft() if self._jobs else None
+
+    def withdraw(self, client: bytes, request_id: str) -> Job | None:
+        with self._cond:
+            for job in self._jobs:
+                if job.client == client and job.request.id == request_id:
+                    self._jobs.remove(job)
+                    return job
+        return None
+
+    def withdraw_all(self) -> list[Job]:
+        with self._cond:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            return jobs
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class Server:
+    """Serve the wire contract on ``bind`` until :meth:`stop` (thread- and signal-safe)."""
+
+    def __init__(
+        self,
+        bind: str = "tcp://0.0.0.0:5555",
+        workers: int | None = None,
+        max_queue: int = 64,
+        limits: Limits = Limits(),
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.bind = bind
+        self.workers = workers or os.cpu_count() or 1
+        self.limits = limits
+        self.epoch = f"{uuid.uuid4().hex[:12]}"
+        self.endpoint: str | None = None
+        self._ctx = context or zmq.Context.instance()
+        self._queue = WorkQueue(max_queue)
+        self._stop = threading.Event()
+        self._results_addr = f"inproc://zmqproc-results-{self.epoch}"
+        self._started = time.monotonic()
+        self._outstanding = 0
+        self._counts: Counter[str] = Counter()
+        self._requests = 0
+        self._dropped = 0
+        self._ops_reply = {"ops": ops.describe()}
+
+    # -- control -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop taking work, finish or answer what is in flight, then return from serve()."""
+        self._stop.set()
+
+    def stats(self) -> dict[str, Any]:
+        errors = {code: n for code, n in self._counts.items() if code != "ok"}
+        return {
+            "requests": self._requests,
+            "ok": self._counts["ok"],
+            "errors": errors,
+            "in_flight": self._outstanding,
+            "queue_length": len(self._queue),
+            "max_queue": self._queue.maxlen,
+            "workers": self.workers,
+            "dropped_replies": self._dropped,
+            "uptime_s": round(time.monotonic() - self._started, 3),
+        }
+
+    # -- the socket loop ------------------------------------------------------
+
+    def serve(self, ready: threading.Event | None = None) -> None:
+        router = self._ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # libzmq disconnects a peer whose frame is over MAXMSGSIZE; smaller oversize frames get `too_large`.
+        router.setsockopt(zmq.MAXMSGSIZE, 2 * max(self.limits.max_frame_bytes, self.limits.max_header_bytes))
+        router.setsockopt(zmq.HEARTBEAT_IVL, 2000)
+        router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+        router.setsockopt(zmq.LINGER, 1000)
+        router.bind(self.bind)
+        self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        results = self._ctx.socket(zmq.PULL)
+        results.bind(self._results_addr)
+        threads = [threading.Thread(target=self._work, name=f"zmqproc-worker-{i}", daemon=True) for i in range(self.workers)]
+        for t in threads:
+            t.start()
+        log.info("listening on %s with %d workers, queue %d (epoch %s)", self.endpoint, self.workers, self._queue.maxlen, self.epoch)
+        if ready is not None:
+            ready.set()
+        try:
+            self._loop(router, results)
+        finally:
+            self._queue.close()
+            for t in threads:
+                t.join(timeout=max(0.0, SHUTDOWN_LIMIT_S - (time.monotonic() - self._stopping_since)))
+            results.close(linger=0)
+            router.close()
+            log.info("stopped: %s", self._summary())
+
+    _stopping_since = 0.0
+
+    def _loop(self, router: zmq.Socket, results: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(results, zmq.POLLIN)
+        next_summary = time.monotonic() + SUMMARY_INTERVAL_S
+        drained = False
+        while True:
+            events = dict(poller.poll(100))
+            if results in events:
+                self._forward_results(router, results)
+            if router in events:
+                self._receive_requests(router)
+            now = time.monotonic()
+            if now >= next_summary:
+                log.info("summary: %s", self._summary())
+                next_summary = now + SUMMARY_INTERVAL_S
+            if not self._stop.is_set():
+                continue
+            if not self._stopping_since:
+                self._stopping_since = now
+                log.info("stopping: %d requests in flight", self._outstanding)
+            elapsed = now - self._stopping_since
+            if not drained and elapsed >= SHUTDOWN_FINISH_S:
+                for job in self._queue.withdraw_all():
+                    self._outstanding -= 1
+                    self._reply(router, job.client, encode_error(job.request.id, self.epoch, Busy("the server is shutting down")), "busy")
+                drained = True
+            if self._outstanding == 0 or elapsed >= SHUTDOWN_LIMIT_S:
+                return
+
+    def _summary(self) -> str:
+        s = self.stats()
+        return (
+            f"{s['requests']} requests, {s['ok']} ok, errors {s['errors'] or '{}'}, "
+            f"{s['in_flight']} in flight, {s['dropped_replies']} replies dropped, up {s['uptime_s']:.0f} s"
+        )
+
+    def _reply(self, router: zmq.Socket, client: bytes, frames: list[Any], code: str) -> None:
+        self._counts[code] += 1
+        try:
+            router.send_multipart([client, *frames], flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: client gone; EAGAIN: client not reading
+            self._dropped += 1
+            log.debug("reply to a gone or stalled client dropped (%s)", exc.strerror)
+
+    def _forward_results(self, router: zmq.Socket, results: zmq.Socket) -> None:
+        while True:
+            try:
+                code, client, *frames = results.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._outstanding -= 1
+            self._reply(router, client.bytes, frames, code.bytes.decode())
+
+    def _receive_requests(self, router: zmq.Socket) -> None:
+        for _ in range(1000):  # bounded, so worker results are forwarded between bursts
+            try:
+                frames = router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._requests += 1
+            client = frames[0].bytes
+            try:
+                request = decode_request([f.buffer for f in frames[1:]], self.limits)
+                try:
+                    self._handle(router, client, request)
+                except ProcessingError as err:
+                    err.request_id = request.id
+                    raise
+            except ProcessingError as err:
+                log.debug("request %s refused: %s", err.request_id, err)
+                self._reply(router, client, encode_error(err.request_id, self.epoch, err), err.code)
+
+    def _handle(self, router: zmq.Socket, client: bytes, request: Request) -> None:
+        if request.kind == "process":
+            self._enqueue(client, request)
+            return
+        if request.kind == "ping":
+            fields: dict[str, Any] = {"time": time.time()}
+        elif request.kind == "ops":
+            fields = self._ops_reply
+        elif request.kind == "stats":
+            fields = self.stats()
+        else:  # cancel
+            job = self._queue.withdraw(client, request.target or "")
+            if job is not None:
+                self._outstanding -= 1
+                self._reply(router, client, encode_error(job.request.id, self.epoch, Cancelled("cancelled by the client")), "cancelled")
+            fields = {"cancelled": job is not None}
+        log.debug("%s %s ok", request.kind, request.id)
+        self._reply(router, client, encode_reply(request.id, self.epoch, fields), "ok")
+
+    def _enqueue(self, client: bytes, request: Request) -> None:
+        if self._stop.is_set():
+            raise Busy("the server is shutting down")
+        pipeline = ops.validate_pipeline(request.pipeline)
+        now = time.monotonic()
+        deadline = None if request.deadline_ms is None else now + request.deadline_ms / 1000
+        if not self._queue.put(Job(client, request, pipeline, now, deadline)):
+            raise Busy(f"the queue is full ({self._queue.maxlen} requests); retry later")
+        self._outstanding += 1
+
+    # -- workers --------------------------------------------------------------
+
+    def _work(self) -> None:
+        out = self._ctx.socket(zmq.PUSH)
+        out.connect(self._results_addr)
+        try:
+            while (job := self._queue.get()) is not None:
+                code, frames = self._execute(job)
+                out.send_multipart([code.encode(), job.client, *frames], copy=False)
+        finally:
+            out.close(linger=1000)
+
+    def _execute(self, job: Job) -> tuple[str, list[Any]]:
+        request = job.request
+        started = time.monotonic()
+        try:
+            if job.deadline is not None and started > job.deadline:
+                waited = (started - job.received) * 1000
+                raise DeadlineExceeded(f"waited {waited:.0f} ms in the queue, past deadline_ms={request.deadline_ms}")
+            assert request.image is not None
+            image = decode_image(request.image, request.payload)
+            result, findings = ops.run_pipeline(image, job.pipeline)
+            desc, payload = encode_image(result, request.reply_format or request.image.format)
+            fields: dict[str, Any] = {"image": desc.to_wire(), "server_ms": round((time.monotonic() - started) * 1000, 3)}
+            if findings:
+                fields["results"] = findings
+            log.debug("process %s ok in %.1f ms", request.id, fields["server_ms"])
+            return "ok", encode_reply(request.id, self.epoch, fields, payload)
+        except ProcessingError as err:
+            log.debug("process %s: %s", request.id, err)
+            return err.code, encode_error(request.id, self.epoch, err)
+        except Exception as exc:
+            log.error("process %s failed inside the server:\n%s", request.id, traceback.format_exc())
+            err = InternalError(f"{type(exc).__name__} inside the server (logged); it keeps serving")
+            return err.code, encode_error(request.id, self.epoch, err)
+
+
+def serve_until_signalled(server: Server) -> None:
+    """Run ``server`` in this (main) thread; SIGTERM and SIGINT stop it gracefully."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: server.stop())
+    server.serve()

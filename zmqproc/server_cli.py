@@ -1,0 +1,47 @@
+"""``zmqproc-server`` / ``server_main.py``: command line of the processing server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+from .protocol import Limits
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    defaults = Limits()
+    p = argparse.ArgumentParser(prog="zmqproc-server", description="zmqproc processing server (ZeroMQ ROUTER).")
+    p.add_argument("--bind", default="tcp://0.0.0.0:5555", help="endpoint to bind (default %(default)s)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker threads (default: CPU count, %(default)s)")
+    p.add_argument("--max-queue", type=int, default=64, help="queued requests before 'busy' (default %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest image, in pixels (default %(default)s)")
+    p.add_argument("--max-frame-bytes", type=int, default=defaults.max_frame_bytes, help="largest payload frame (default %(default)s)")
+    p.add_argument("--opencv-threads", type=int, default=1, help="OpenCV's own threads per worker (default %(default)s)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = p.parse_args(argv)
+    if args.workers < 1 or args.max_queue < 1 or args.max_pixels < 1 or args.max_frame_bytes < 1:
+        p.error("--workers, --max-queue, --max-pixels and --max-frame-bytes must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # OpenCV reads its decoder limit once, on first use: set it before anything decodes.
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(args.max_pixels)
+    import cv2
+    import zmq
+
+    from .server import Server, serve_until_signalled
+
+    cv2.setNumThreads(args.opencv_threads)
+    limits = Limits(max_frame_bytes=args.max_frame_bytes, max_pixels=args.max_pixels)
+    try:
+        server = Server(args.bind, args.workers, args.max_queue, limits)
+        serve_until_signalled(server)
+    except zmq.ZMQError as exc:  # e.g. the port is taken: one clear line, no traceback
+        logging.getLogger("zmqproc.server").error("cannot serve on %s: %s", args.bind, exc)
+        return 1
+    return 0
