@@ -120,3 +120,31 @@ def error_from_wire(code: object, message: object, request_id: str | None = None
 
 class MalformedReply(ValueError):
     """A reply that does not follow the wire contract (client side)."""
+
+
+class TunnelError(ConnectionError):
+    """The SSH tunnel to a server could not be opened, or stopped working."""
+
+
+class TunnelAuthFailed(TunnelError):
+    """The SSH server refused every key or password offered."""
+
+
+class HostKeyUnknown(TunnelError):
+    """The SSH host is not in known_hosts (and accepting a new key was not asked for)."""
+
+
+class HostKeyChanged(TunnelError):
+    """The SSH host presented a key other than the one in known_hosts."""
+
+
+class TunnelUnreachable(TunnelError):
+    """The SSH host cannot be reached: refused port, unknown name, no route, no answer in time."""
+
+
+class TunnelTargetRefused(TunnelError):
+    """The SSH host is up but the server endpoint behind it refused the forwarded connection."""
+
+
+class TunnelDied(TunnelError):
+    """An open tunnel ended: the SSH connection or the ssh process is gone."""
