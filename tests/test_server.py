@@ -106,7 +106,11 @@ def test_unreadable_headers_answer_with_nil_id(raw, raw_header, code):
         (process_header("", [2, 2, 3], [{"op": "nope"}]), [b"\0" * 12], "unknown_op"),
         (process_header("", [2, 2, 3], [{"op": "gaussian_blur", "params": {"ksize": 4}}]), [b"\0" * 12], "bad_params"),
         (process_header("", [2, 2, 3], [{"op": "gaussian_blur", "params": {"size": 3}}]), [b"\0" * 12], "bad_params"),
-        (process_header("", [2, 2, 3], [{"op": "median_blur"}], image={"format": "raw", "dtype": "float32", "shape": [2, 2]}), [b"\0" * 16], "bad_params"),
+        (
+            process_header("", [2, 2, 3], [{"op": "median_blur"}], image={"format": "raw", "dtype": "float32", "shape": [2, 2]}),
+            [b"\0" * 16],
+            "bad_params",
+        ),
         (process_header("", [2, 2, 3]), [b"\0" * 11], "decode_failed"),
         (process_header("", [2, 2, 5]), [b"\0" * 20], "bad_request"),
         (process_header("", [2, 2, 3], image={"format": "gif"}), [b"GIF89a"], "bad_request"),
@@ -114,7 +118,11 @@ def test_unreadable_headers_answer_with_nil_id(raw, raw_header, code):
         (process_header("", [2, 2, 3], reply_format="gif"), [b"\0" * 12], "bad_request"),
         (process_header("", [2, 2, 3], deadline_ms=-1), [b"\0" * 12], "bad_request"),
         (process_header("", [2, 2, 3], pipeline=[{"op": "identity"}] * 17), [b"\0" * 12], "bad_request"),
-        (process_header("", [2, 2, 3], reply_format="jpeg", image={"format": "raw", "dtype": "float32", "shape": [2, 2]}), [b"\0" * 16], "bad_params"),
+        (
+            process_header("", [2, 2, 3], reply_format="jpeg", image={"format": "raw", "dtype": "float32", "shape": [2, 2]}),
+            [b"\0" * 16],
+            "bad_params",
+        ),
     ],
 )
 def test_each_malformed_request_gets_its_code_and_id(raw, header, payload, code):
@@ -140,7 +148,9 @@ def test_limits_from_the_command_line(start_server):
     try:
         assert error_code(dealer.call(process_header("a", [11, 10, 1]), b"\0" * 110)) == "too_large"
         assert error_code(dealer.call(process_header("b", [10, 10, 3], image={"format": "png"}), b"\0" * 1001)) == "too_large"
-        assert error_code(dealer.call(None, raw_header=msgpack.packb({"v": 1, "id": "c", "kind": "ping", "pad": "x" * 70000}))) == "too_large"
+        assert (
+            error_code(dealer.call(None, raw_header=msgpack.packb({"v": 1, "id": "c", "kind": "ping", "pad": "x" * 70000}))) == "too_large"
+        )
         header, _ = dealer.call(process_header("d", [10, 10, 1]), b"\0" * 100)
         assert header["status"] == "ok"
     finally:
@@ -292,8 +302,8 @@ def test_signal_finishes_work_in_flight_and_exits_zero_within_5s(start_server, s
 
 def test_no_input_stops_the_server(raw):
     rng = np.random.default_rng(7)
-    for i in range(300):
-        frames = [bytes(rng.integers(0, 256, rng.integers(0, 64), dtype=np.uint8)) for _ in range(rng.integers(1, 4))]
+    for _ in range(300):
+        frames = [bytes(rng.integers(0, 256, rng.integers(0, 64), dtype=np.uint8)) for _n in range(rng.integers(1, 4))]
         raw.sock.send_multipart(frames)
     replies = 0
     while replies < 300:
@@ -310,7 +320,9 @@ def test_port_taken_is_one_clear_line(server):
 
     from tests.conftest import ROOT
 
-    out = subprocess.run([sys.executable, "server_main.py", "--bind", server.endpoint], cwd=ROOT, capture_output=True, text=True, timeout=20)
+    out = subprocess.run(
+        [sys.executable, "server_main.py", "--bind", server.endpoint], cwd=ROOT, capture_output=True, text=True, timeout=20
+    )
     assert out.returncode == 1
     assert "cannot serve on" in out.stderr and "Traceback" not in out.stderr
 

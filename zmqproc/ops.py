@@ -45,7 +45,7 @@ class Param:
             return value
         numeric = (int,) if self.type == "int" else (int, float)
         if isinstance(value, bool) or not isinstance(value, numeric):
-            raise BadParams(f"{name} must be an {self.type}, got {value!r}")
+            raise BadParams(f"{name} must be {'an integer' if self.type == 'int' else 'a number'}, got {value!r}")
         if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
             raise BadParams(f"{name} must be between {self.min} and {self.max}, got {value}")
         if self.odd and value % 2 == 0:
@@ -416,7 +416,9 @@ def _face_cascade() -> cv2.CascadeClassifier:
     min_size=Param("int", 30, 1, 2000, doc="smallest face side in pixels"),
     draw=Param("bool", True, doc="draw the boxes on the image"),
 )
-def detect_faces(image: np.ndarray, scale_factor: float, min_neighbors: int, min_size: int, draw: bool) -> tuple[np.ndarray, dict[str, Any]]:
+def detect_faces(
+    image: np.ndarray, scale_factor: float, min_neighbors: int, min_size: int, draw: bool
+) -> tuple[np.ndarray, dict[str, Any]]:
     found = _face_cascade().detectMultiScale(_gray(image), scale_factor, min_neighbors, minSize=(min_size, min_size))
     faces = [[int(v) for v in box] for box in found]
     if draw and faces:

@@ -1,0 +1,175 @@
+"""The client library against real server processes: results, futures, deadlines, typed errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from tests.conftest import free_port
+from zmqproc import BadParams, Busy, Client, ConnectionLost, RequestTimeout, UnknownOp
+
+SLOW = "denoise:h=10,search_window=35,template_window=21"
+
+
+@pytest.fixture
+def client(endpoint):
+    with Client(endpoint, timeout=10) as c:
+        yield c
+
+
+def test_process_array_in_array_out(client, astronaut):
+    out = client.process(astronaut, [("grayscale", {}), ("gaussian_blur", {"ksize": 5})])
+    expected = cv2.GaussianBlur(cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY), (5, 5), 0)
+    assert out.shape == expected.shape and np.array_equal(out, expected)
+
+
+def test_pipeline_spec_forms_are_equivalent(client, coffee):
+    a = client.process(coffee, "grayscale;gaussian_blur:ksize=7")
+    b = client.process(coffee, ["grayscale", ("gaussian_blur", {"ksize": 7})])
+    c = client.process(coffee, [{"op": "grayscale"}, {"op": "gaussian_blur", "params": {"ksize": 7}}])
+    assert np.array_equal(a, b) and np.array_equal(b, c)
+
+
+def test_encoded_bytes_in_and_out(client, coffee):
+    png = cv2.imencode(".png", coffee)[1].tobytes()
+    out = client.process(png, "flip:mode=vertical")
+    assert isinstance(out, bytes) and out[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.array_equal(cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_UNCHANGED), cv2.flip(coffee, 0))
+    raw = client.process(png, "identity", reply_format="raw")
+    assert np.array_equal(raw, coffee)
+    jpeg = client.process(coffee, "identity", reply_format="jpeg")
+    assert jpeg[:2] == b"\xff\xd8"
+
+
+def test_details_carry_results_and_server_time(client, astronaut):
+    found = client.process(astronaut, "detect_faces", details=True)
+    assert found.server_ms > 0 and found.epoch == client.epoch
+    assert len(found.results["faces"]) == 1
+    x, y, w, h = found.results["faces"][0]
+    assert abs(x - 177) < 10 and abs(y - 66) < 10 and abs(w - 95) < 15
+
+
+def test_many_futures_in_flight(client, coffee):
+    futures = [client.submit(coffee, f"rotate:angle={a}") for a in (0, 90, 180, 270) * 10]
+    results = [f.result(timeout=30) for f in futures]
+    assert [r.shape[:2] for r in results[:4]] == [(400, 600), (600, 400), (400, 600), (600, 400)]
+    assert client.in_flight == 0
+
+
+def test_submit_from_many_threads(client):
+    images = [np.full((32, 32), i, np.uint8) for i in range(64)]
+    out: dict[int, np.ndarray] = {}
+
+    def work(i):
+        out[i] = client.process(images[i], "invert")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(np.array_equal(out[i], 255 - images[i]) for i in range(64))
+
+
+def test_typed_errors(client, coffee):
+    with pytest.raises(UnknownOp) as err:
+        client.process(coffee, "no_such_op")
+    assert err.value.code == "unknown_op" and "no_such_op" in str(err.value)
+    with pytest.raises(BadParams, match="ksize must be odd"):
+        client.process(coffee, "gaussian_blur:ksize=4")
+    with pytest.raises(BadParams, match="uint8"):
+        client.process(coffee.astype(np.float32), "median_blur")
+
+
+def test_ping_ops_stats(client, server):
+    assert 0 < client.ping() < 1.0
+    assert client.epoch == server.epoch
+    names = [o["name"] for o in client.ops()]
+    assert "detect_faces" in names and len(names) >= 18
+    stats = client.stats()
+    assert stats["requests"] >= 1 and "errors" in stats and stats["epoch"] == server.epoch
+
+
+def test_no_server_is_a_timeout_not_a_hang():
+    with Client(f"tcp://127.0.0.1:{free_port()}", timeout=0.5) as c:
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            c.process(np.zeros((8, 8), np.uint8), "identity")
+        with pytest.raises(TimeoutError):
+            c.ping()
+        assert time.monotonic() - started < 3
+
+
+def test_silent_server_is_a_timeout():
+    ctx = zmq.Context.instance()
+    silent = ctx.socket(zmq.ROUTER)
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with Client(f"tcp://127.0.0.1:{port}", timeout=0.5) as c:
+            future = c.submit(np.zeros((8, 8), np.uint8), "identity")
+            with pytest.raises(RequestTimeout):
+                future.result(timeout=5)
+    finally:
+        silent.close(linger=0)
+
+
+def test_late_reply_is_dropped_and_the_client_goes_on(start_server, coffee):
+    srv = start_server("--workers", "1")
+    with Client(srv.endpoint, timeout=0.3) as c:
+        with pytest.raises(RequestTimeout):
+            c.process(coffee, SLOW)
+        time.sleep(1.5)  # the late reply arrives meanwhile and is dropped
+        assert np.array_equal(c.process(coffee, "identity", timeout=10), coffee)
+
+
+def test_cancelling_a_future_withdraws_queued_work(start_server, coffee):
+    srv = start_server("--workers", "1")
+    with Client(srv.endpoint, timeout=30) as c:
+        running = c.submit(coffee, SLOW)
+        queued = c.submit(coffee, SLOW)
+        time.sleep(0.2)
+        assert queued.cancel()
+        running.result(timeout=30)
+        deadline = time.monotonic() + 5
+        while c.stats()["errors"].get("cancelled", 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.stats()["errors"]["cancelled"] == 1
+
+
+def test_busy_is_typed(start_server, coffee):
+    srv = start_server("--workers", "1", "--max-queue", "1")
+    with Client(srv.endpoint, timeout=30) as c:
+        running = c.submit(coffee, SLOW)
+        while c.stats()["queue_length"] or not c.stats()["in_flight"]:
+            time.sleep(0.02)  # the worker has taken it: the queue is empty again
+        futures = [c.submit(coffee, SLOW) for _ in range(3)]
+        errors = [f.exception(timeout=30) for f in futures]
+        assert running.result(timeout=30).shape == coffee.shape
+    assert errors[0] is None and all(isinstance(e, Busy) for e in errors[1:])
+
+
+def test_close_ends_pending_requests(start_server, coffee):
+    srv = start_server("--workers", "1")
+    c = Client(srv.endpoint, timeout=30)
+    future = c.submit(coffee, SLOW)
+    c.close()
+    assert isinstance(future.exception(timeout=5), ConnectionLost)
+    with pytest.raises(ConnectionLost):
+        c.ping()
+
+
+def test_several_endpoints_share_the_work(start_server, coffee):
+    a, b = start_server("--workers", "1"), start_server("--workers", "1")
+    with Client([a.endpoint, b.endpoint], timeout=30) as c:
+        c.ping()
+        time.sleep(0.3)  # both connections up
+        for f in [c.submit(coffee, "gaussian_blur:ksize=9") for _ in range(20)]:
+            f.result(timeout=30)
+    for srv in (a, b):
+        with Client(srv.endpoint) as one:
+            assert one.stats()["ok"] >= 5
