@@ -148,3 +148,7 @@ class TunnelTargetRefused(TunnelError):
 
 class TunnelDied(TunnelError):
     """An open tunnel ended: the SSH connection or the ssh process is gone."""
+
+
+class AuthenticationFailed(ConnectionError):
+    """A CURVE handshake failed: the server refused this client's key, or the server's key is wrong."""
