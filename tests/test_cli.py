@@ -1,0 +1,121 @@
+"""The command line as a user runs it: real processes, one clear line on errors, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from tests.conftest import IMAGES, ROOT, free_port
+
+
+def zmqproc(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "zmqproc", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_clear_line(out: subprocess.CompletedProcess[str]) -> None:
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+@pytest.mark.parametrize(("suffix", "magic"), [(".png", b"\x89PNG"), (".jpg", b"\xff\xd8"), (".webp", b"RIFF"), (".bmp", b"BM")])
+def test_process_writes_the_result(endpoint, tmp_path, suffix, magic):
+    out_path = tmp_path / f"out{suffix}"
+    out = zmqproc(
+        "process",
+        str(IMAGES / "chelsea.png"),
+        "-o",
+        str(out_path),
+        "--op",
+        "grayscale",
+        "--op",
+        "flip:mode=horizontal",
+        "--server",
+        endpoint,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out_path.read_bytes()[:4].startswith(magic) and "wrote" in out.stdout
+    if suffix in (".png", ".bmp"):
+        original = cv2.imread(str(IMAGES / "chelsea.png"))
+        expected = cv2.flip(cv2.cvtColor(original, cv2.COLOR_BGR2GRAY), 1)
+        assert np.array_equal(cv2.imread(str(out_path), cv2.IMREAD_UNCHANGED), expected)
+
+
+def test_process_reports_results(endpoint, tmp_path):
+    out = zmqproc("process", str(IMAGES / "astronaut.png"), "-o", str(tmp_path / "f.jpg"), "--op", "detect_faces", "--server", endpoint)
+    assert out.returncode == 0 and "faces" in out.stdout
+
+
+def test_ping_ops_stats(endpoint, server):
+    ping = zmqproc("ping", "--server", endpoint)
+    assert ping.returncode == 0 and "ms" in ping.stdout and server.epoch in ping.stdout
+    listing = zmqproc("ops", "--server", endpoint)
+    assert listing.returncode == 0
+    assert "gaussian_blur" in listing.stdout and "ksize=5 [1..99, odd]" in listing.stdout and "{fixed|otsu}" in listing.stdout
+    stats = zmqproc("stats", "--server", endpoint)
+    assert stats.returncode == 0 and "queue_length" in stats.stdout
+
+
+def test_check_port_open_then_ping(endpoint):
+    host, port = endpoint.removeprefix("tcp://").split(":")
+    out = zmqproc("check-port", host, port)
+    assert out.returncode == 0 and "tcp open" in out.stdout and "zmqproc ping" in out.stdout
+
+
+def test_check_port_closed():
+    out = zmqproc("check-port", "127.0.0.1", str(free_port()))
+    assert out.returncode == 1 and "tcp closed" in out.stdout
+
+
+def test_check_port_open_but_not_zmqproc():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        out = zmqproc("check-port", "127.0.0.1", str(listener.getsockname()[1]), "--timeout", "1")
+    finally:
+        listener.close()
+    assert out.returncode == 1 and "tcp open" in out.stdout and "no zmqproc reply" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--op", "nope"], "unknown_op"),
+        (["--op", "gaussian_blur:ksize=2"], "bad_params"),
+        (["--op", "gaussian_blur:ksize"], "key=value"),
+    ],
+)
+def test_user_mistakes_are_one_line(endpoint, tmp_path, args, needle):
+    out = zmqproc("process", str(IMAGES / "coffee.png"), "-o", str(tmp_path / "o.png"), *args, "--server", endpoint)
+    assert_one_clear_line(out)
+    assert needle in out.stderr
+
+
+def test_missing_input_and_unreadable_input(endpoint, tmp_path):
+    assert_one_clear_line(zmqproc("process", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o.png"), "--server", endpoint))
+    (tmp_path / "text.png").write_text("hello")
+    out = zmqproc("process", str(tmp_path / "text.png"), "-o", str(tmp_path / "o.png"), "--server", endpoint)
+    assert_one_clear_line(out)
+    assert "not a png" in out.stderr
+
+
+def test_no_server_is_one_line_after_the_timeout():
+    out = zmqproc("ping", "--server", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5")
+    assert_one_clear_line(out)
+    assert "no reply" in out.stderr
+
+
+def test_silent_peer_ping_times_out():
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        assert_one_clear_line(zmqproc("stats", "--server", f"tcp://127.0.0.1:{port}", "--timeout", "0.5"))
+    finally:
+        sock.close(linger=0)
