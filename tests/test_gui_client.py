@@ -1,0 +1,103 @@
+"""QtClient against real server processes: results, typed errors, cancel, timeouts, lost and regained."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import ServerProcess, free_port
+from zmqproc import Client
+from zmqproc.errors import BadParams, Cancelled, RequestTimeout, UnknownOp
+from zmqproc.gui.messages import explain
+from zmqproc.gui.qt_client import CONNECTED, LOST, QtClient
+
+
+def collect(client: QtClient) -> tuple[dict, dict]:
+    done: dict = {}
+    failed: dict = {}
+    client.processed.connect(lambda rid, result: done.__setitem__(rid, result))
+    client.failed.connect(lambda rid, err: failed.__setitem__(rid, err))
+    return done, failed
+
+
+def test_ops_and_process_match_the_library(qtbot, qt_client, endpoint, astronaut):
+    with qtbot.waitSignal(qt_client.opsReceived, timeout=10000) as ops:
+        qt_client.request_ops()
+    assert {"grayscale", "gaussian_blur", "detect_faces"} <= {o["name"] for o in ops.args[0]}
+    done, failed = collect(qt_client)
+    pipeline = "grayscale;gaussian_blur:ksize=5"
+    rid = qt_client.process(astronaut, pipeline)
+    qtbot.waitUntil(lambda: rid in done or rid in failed, timeout=10000)
+    assert not failed
+    with Client(endpoint) as lib:
+        expected = lib.process(astronaut, pipeline)
+    assert np.array_equal(done[rid].image, expected)
+    qtbot.waitUntil(lambda: qt_client.state == CONNECTED, timeout=5000)
+
+
+@pytest.mark.parametrize(("pipeline", "error"), [("gaussian_blur:ksize=4", BadParams), ("no_such_op", UnknownOp)])
+def test_error_replies_are_typed_and_explained(qtbot, qt_client, coffee, pipeline, error):
+    done, failed = collect(qt_client)
+    rid = qt_client.process(coffee, pipeline)
+    qtbot.waitUntil(lambda: rid in failed, timeout=10000)
+    assert isinstance(failed[rid], error)
+    assert explain(failed[rid]).endswith(f"({failed[rid].message})")
+
+
+def test_cancel_withdraws_queued_work(qtbot, start_server, astronaut):
+    server = start_server("--workers", "1")
+    client = QtClient([server.endpoint], timeout=30.0)
+    try:
+        done, failed = collect(client)
+        big = np.ascontiguousarray(np.tile(astronaut, (3, 3, 1)))
+        ids = [client.process(big, "bilateral_filter:d=15") for _ in range(6)]
+        qtbot.wait(200)
+        for rid in ids[1:]:
+            client.cancel(rid)
+        qtbot.waitUntil(lambda: len(done) + len(failed) == len(ids), timeout=30000)
+        cancelled = [rid for rid, err in failed.items() if isinstance(err, Cancelled)]
+        assert len(cancelled) >= 3 and ids[0] in done
+        assert explain(failed[cancelled[0]]) == "Cancelled."
+    finally:
+        client.close()
+
+
+def test_request_times_out_without_server(qtbot):
+    client = QtClient([f"tcp://127.0.0.1:{free_port()}"], timeout=0.3, lost_after=0.3)
+    try:
+        done, failed = collect(client)
+        rid = client.process(np.zeros((8, 8, 3), np.uint8), "invert")
+        qtbot.waitUntil(lambda: rid in failed, timeout=3000)
+        assert isinstance(failed[rid], RequestTimeout)
+        qtbot.waitUntil(lambda: client.state == LOST, timeout=3000)
+    finally:
+        client.close()
+
+
+def test_connection_lost_and_regained(qtbot):
+    port = free_port()
+    first = ServerProcess("--workers", "1", port=port)
+    client = QtClient([first.endpoint], ping_interval=0.2, lost_after=0.5, timeout=10.0)
+    states: list[str] = []
+    client.stateChanged.connect(lambda state, _rtt: states.append(state))
+    restarted: list[str] = []
+    client.serverRestarted.connect(restarted.append)
+    second = None
+    try:
+        qtbot.waitUntil(lambda: client.state == CONNECTED, timeout=5000)
+        first_epoch = client.epoch
+        first.stop()
+        qtbot.waitUntil(lambda: client.state == LOST, timeout=5000)
+        second = ServerProcess("--workers", "1", port=port)
+        qtbot.waitUntil(lambda: client.state == CONNECTED, timeout=10000)
+        assert client.epoch == second.epoch != first_epoch
+        assert restarted == [second.epoch]
+        assert states.index(LOST) < len(states) - 1
+        done, failed = collect(client)
+        rid = client.process(np.zeros((4, 4, 3), np.uint8), "invert")
+        qtbot.waitUntil(lambda: rid in done, timeout=5000)
+    finally:
+        client.close()
+        first.stop()
+        if second is not None:
+            second.stop()

@@ -1,0 +1,95 @@
+"""A ZeroMQ socket driven by the Qt event loop: the one place that handles the edge-triggered FD.
+
+ZeroMQ's ``FD`` is edge-triggered and signals *some* change of ``EVENTS``, not
+"a message is waiting". So on every ``activated`` the socket is drained while
+``EVENTS & POLLIN``, and after every send ``EVENTS`` is checked again, since a
+send can consume the edge that announced a waiting reply. No polling timer, no
+thread blocking on ``recv``: any Qt application can reuse this class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import zmq
+from PySide6.QtCore import QObject, QSocketNotifier, QTimer, Signal
+
+from ..client import configure_dealer
+
+
+class QZmqSocket(QObject):
+    """A DEALER (by default) on the GUI thread; ``received`` carries each message's frames (``copy=False``)."""
+
+    received = Signal(object)  # list[zmq.Frame]
+    writable = Signal()  # the socket can take messages again after a send hit zmq.Again
+
+    def __init__(
+        self,
+        socket_type: int = zmq.DEALER,
+        *,
+        context: zmq.Context | None = None,
+        max_batch: int = 32,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.socket = (context or zmq.Context.instance()).socket(socket_type)
+        if socket_type == zmq.DEALER:
+            configure_dealer(self.socket)
+        self._max_batch = max_batch  # messages per turn of the event loop, so a flood never freezes the window
+        self._want_write = False
+        self._drain_scheduled = False
+        self._notifier = QSocketNotifier(self.socket.FD, QSocketNotifier.Type.Read, self)
+        # PySide6 passes a QSocketDescriptor, which the slot does not need.
+        self._notifier.activated.connect(lambda _descriptor: self._drain())
+
+    @property
+    def closed(self) -> bool:
+        return self.socket.closed
+
+    def connect_to(self, endpoint: str) -> None:
+        self.socket.connect(endpoint)
+
+    def disconnect_from(self, endpoint: str) -> None:
+        with contextlib.suppress(zmq.ZMQError):  # it was not connected
+            self.socket.disconnect(endpoint)
+
+    def send(self, frames: list[Any]) -> bool:
+        """Send without blocking and without copies; False if no peer can take it now (retry on ``writable``)."""
+        try:
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            self._want_write = True
+            return False
+        finally:
+            self._schedule_drain()
+
+    def close(self) -> None:
+        self._notifier.setEnabled(False)
+        if not self.socket.closed:
+            self.socket.close(linger=0)
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled and not self.socket.closed and self.socket.get(zmq.EVENTS) & zmq.POLLIN:
+            self._drain_scheduled = True
+            QTimer.singleShot(0, self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        count = 0
+        while not self.socket.closed:
+            events = self.socket.get(zmq.EVENTS)
+            if self._want_write and events & zmq.POLLOUT:
+                self._want_write = False
+                self.writable.emit()
+                continue
+            if not events & zmq.POLLIN:
+                return
+            if count == self._max_batch:  # let the event loop breathe, then go on
+                self._drain_scheduled = True
+                QTimer.singleShot(0, self._drain)
+                return
+            frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            count += 1
+            self.received.emit(frames)
