@@ -1,4 +1,4 @@
-"""``zmqproc`` / ``python -m zmqproc``: process, ping, ops, stats, check-port."""
+"""``zmqproc`` / ``python -m zmqproc``: process, ping, ops, stats, check-port, keygen."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .client import Client
 from .errors import ConnectionLost, ProcessingError
 from .images import sniff_format
 from .pipeline import parse_step
+from .security import generate_keypair
 
 DEFAULT_SERVER = "tcp://127.0.0.1:5555"
 _WRITE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -24,7 +25,7 @@ class UserError(Exception):
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.server, timeout=args.timeout)
+    return Client(args.server, timeout=args.timeout, curve_server_key=args.curve_server_key, curve_client_key=args.curve_client_key)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -111,6 +112,12 @@ def cmd_check_port(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    public, secret = generate_keypair(args.name, args.dir)
+    print(f"public key {public} (copy it to the other side)\nsecret key {secret} (mode 0600; never copy it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zmqproc", description="Remote image processing over ZeroMQ.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -118,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     def with_server(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument("--server", default=DEFAULT_SERVER, help="server endpoint (default %(default)s)")
         sp.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply (default %(default)s)")
+        sp.add_argument("--curve-server-key", metavar="FILE_OR_Z85", help="CURVE: the server's public key (NAME.key or its Z85 text)")
+        sp.add_argument("--curve-client-key", metavar="FILE", help="CURVE: this client's NAME.key_secret")
         return sp
 
     sp = with_server(sub.add_parser("process", help="process an image file"))
@@ -133,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("port", type=int)
     sp.add_argument("--timeout", type=float, default=3.0)
     sp.set_defaults(run=cmd_check_port)
+    sp = sub.add_parser("keygen", help="write a CURVE keypair: NAME.key (public) and NAME.key_secret")
+    sp.add_argument("name")
+    sp.add_argument("--dir", default=".", help="directory for the key files (default: the current one)")
+    sp.set_defaults(run=cmd_keygen)
     return p
 
 

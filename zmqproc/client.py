@@ -10,6 +10,7 @@ request has a deadline: it ends with its result, a typed
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -22,11 +23,13 @@ from typing import Any
 import numpy as np
 import zmq
 
-from .errors import ConnectionLost, MalformedReply, RequestTimeout
+from .errors import AuthenticationFailed, ConnectionLost, MalformedReply, RequestTimeout
 from .images import payload_to_image
 from .pipeline import PipelineSpec
 from .protocol import Reply
+from .security import ClientCurve, HandshakeWatcher
 from .session import ClientSession, Pending
+from .tunnel import open_tunnels
 
 log = logging.getLogger("zmqproc.client")
 
@@ -64,10 +67,26 @@ def configure_dealer(sock: zmq.Socket) -> None:
 class Client:
     """Talk to one or more zmqproc servers (several endpoints share the work, no broker)."""
 
-    def __init__(self, endpoints: str | Sequence[str], timeout: float = 10.0, *, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        timeout: float = 10.0,
+        *,
+        context: zmq.Context | None = None,
+        curve_server_key: str | os.PathLike[str] | None = None,
+        curve_client_key: str | os.PathLike[str] | None = None,
+        ssh: str | None = None,
+        ssh_key: str | None = None,
+        ssh_password: str | None = None,
+        ssh_backend: str = "auto",
+        ssh_known_hosts: str | None = None,
+        ssh_accept_new_host_key: bool = False,
+    ) -> None:
+        """CURVE: ``curve_server_key`` is the server's public key (file or Z85 text), ``curve_client_key`` this client's secret key file."""
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
             raise ValueError("at least one endpoint is needed")
+        curve = ClientCurve.load(curve_server_key, curve_client_key)  # key errors before any socket exists
         self.timeout = timeout
         self._ctx = context or zmq.Context.instance()
         self._session = ClientSession()
@@ -75,12 +94,24 @@ class Client:
         self._outbox: deque[Pending] = deque()
         self._futures: dict[str, tuple[Future[Any], Callable[[Reply], Any]]] = {}
         self._closed = False
+        # ssh="user@host[:port]": each endpoint (as seen from that host) through a tunnel this client owns
+        self.tunnels = open_tunnels(
+            self.endpoints,
+            ssh,
+            key=ssh_key,
+            password=ssh_password,
+            backend=ssh_backend,
+            known_hosts=ssh_known_hosts,
+            accept_new_host_key=ssh_accept_new_host_key,
+            timeout=timeout,
+        )
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sock = self._ctx.socket(zmq.DEALER)
         configure_dealer(self._sock)
-        for endpoint in self.endpoints:
+        self._curve: HandshakeWatcher | None = curve.secure(self._sock, len(self.endpoints), self._refused) if curve else None
+        for endpoint in [t.local_endpoint for t in self.tunnels] or self.endpoints:
             self._sock.connect(endpoint)
         self._thread = threading.Thread(target=self._run, name="zmqproc-client", daemon=True)
         self._thread.start()
@@ -270,9 +301,25 @@ class Client:
         with self._lock:
             expired = self._session.expire(time.monotonic())
             entries = [(p, self._futures.pop(p.id, None)) for p in expired]
+        refused = self._curve.refused if self._curve is not None else None
         for pending, entry in entries:
-            if entry is not None:
+            if entry is None:
+                continue
+            if refused is not None:  # libzmq does not retry a refused key: waiting longer cannot help
+                _resolve(entry[0], AuthenticationFailed(str(refused)))
+            else:
                 _resolve(entry[0], RequestTimeout(f"no reply to {pending.kind} {pending.id} from {', '.join(self.endpoints)} in time"))
+
+    def _refused(self, error: AuthenticationFailed) -> None:
+        """Every endpoint refused the CURVE handshake (called from the watcher's thread): end what waits now."""
+        with self._lock:
+            waiting = self._session.pending()
+            for pending in waiting:
+                self._session.forget(pending.id)
+            entries = [self._futures.pop(pending.id, None) for pending in waiting]
+        for entry in entries:
+            if entry is not None:
+                _resolve(entry[0], AuthenticationFailed(str(error)))
 
     def _shutdown(self) -> None:
         with self._lock:

@@ -19,8 +19,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections import Counter, deque
-from dataclasses import dataclass
+from collections import Counter
 from typing import Any
 
 import zmq
@@ -29,68 +28,14 @@ from . import ops
 from .errors import Busy, Cancelled, DeadlineExceeded, InternalError, ProcessingError
 from .images import decode_image, encode_image
 from .protocol import Limits, Request, decode_request, encode_error, encode_reply
+from .security import ServerCurve
+from .work_queue import Job, QueueFull, WorkQueue
 
 log = logging.getLogger("zmqproc.server")
 
 SHUTDOWN_FINISH_S = 3.0  # after a stop, queued work may still run this long
 SHUTDOWN_LIMIT_S = 4.5  # then the loop exits, whatever is left
 SUMMARY_INTERVAL_S = 60.0
-
-
-@dataclass(slots=True)
-class Job:
-    client: bytes
-    request: Request
-    pipeline: list[tuple[ops.Op, dict[str, Any]]]
-    received: float
-    deadline: float | None
-
-
-class WorkQueue:
-    """A bounded FIFO of jobs shared by the loop and the workers; queued jobs can be withdrawn."""
-
-    def __init__(self, maxlen: int) -> None:
-        self.maxlen = maxlen
-        self._jobs: deque[Job] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def __len__(self) -> int:
-        return len(self._jobs)
-
-    def put(self, job: Job) -> bool:
-        with self._cond:
-            if len(self._jobs) >= self.maxlen:
-                return False
-            self._jobs.append(job)
-            self._cond.notify()
-            return True
-
-    def get(self) -> Job | None:
-        """The next job; None once the queue is closed and empty."""
-        with self._cond:
-            while not self._jobs and not self._closed:
-                self._cond.wait()
-            return self._jobs.popleft() if self._jobs else None
-
-    def withdraw(self, client: bytes, request_id: str) -> Job | None:
-        with self._cond:
-            for job in self._jobs:
-                if job.client == client and job.request.id == request_id:
-                    self._jobs.remove(job)
-                    return job
-        return None
-
-    def withdraw_all(self) -> list[Job]:
-        with self._cond:
-            jobs = list(self._jobs)
-            self._jobs.clear()
-            return jobs
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
 
 class Server:
@@ -102,7 +47,9 @@ class Server:
         workers: int | None = None,
         max_queue: int = 64,
         limits: Limits = Limits(),
+        max_client_queue: int | None = None,
         context: zmq.Context | None = None,
+        curve: ServerCurve | None = None,
     ) -> None:
         self.bind = bind
         self.workers = workers or os.cpu_count() or 1
@@ -110,7 +57,8 @@ class Server:
         self.epoch = f"{uuid.uuid4().hex[:12]}"
         self.endpoint: str | None = None
         self._ctx = context or zmq.Context.instance()
-        self._queue = WorkQueue(max_queue)
+        self.curve = curve  # CURVE keys and allow-list; None serves in the clear
+        self._queue = WorkQueue(max_queue, max_client_queue or max(1, max_queue // 2))
         self._stop = threading.Event()
         self._results_addr = f"inproc://zmqproc-results-{self.epoch}"
         self._started = time.monotonic()
@@ -135,6 +83,7 @@ class Server:
             "in_flight": self._outstanding,
             "queue_length": len(self._queue),
             "max_queue": self._queue.maxlen,
+            "max_client_queue": self._queue.per_client,
             "workers": self.workers,
             "dropped_replies": self._dropped,
             "uptime_s": round(time.monotonic() - self._started, 3),
@@ -144,6 +93,7 @@ class Server:
 
     def serve(self, ready: threading.Event | None = None) -> None:
         router = self._ctx.socket(zmq.ROUTER)
+        auth = self.curve.secure(router) if self.curve is not None else None
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # libzmq disconnects a peer whose frame is over MAXMSGSIZE; smaller oversize frames get `too_large`.
         router.setsockopt(zmq.MAXMSGSIZE, 2 * max(self.limits.max_frame_bytes, self.limits.max_header_bytes))
@@ -168,6 +118,8 @@ class Server:
                 t.join(timeout=max(0.0, SHUTDOWN_LIMIT_S - (time.monotonic() - self._stopping_since)))
             results.close(linger=0)
             router.close()
+            if auth is not None:
+                auth.stop()
             log.info("stopped: %s", self._summary())
 
     _stopping_since = 0.0
@@ -270,8 +222,10 @@ class Server:
         pipeline = ops.validate_pipeline(request.pipeline)
         now = time.monotonic()
         deadline = None if request.deadline_ms is None else now + request.deadline_ms / 1000
-        if not self._queue.put(Job(client, request, pipeline, now, deadline)):
-            raise Busy(f"the queue is full ({self._queue.maxlen} requests); retry later")
+        try:
+            self._queue.put(Job(client, request, pipeline, now, deadline))
+        except QueueFull as full:
+            raise Busy(f"{full.reason}; retry later") from None
         self._outstanding += 1
 
     # -- workers --------------------------------------------------------------

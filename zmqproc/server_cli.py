@@ -16,13 +16,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bind", default="tcp://0.0.0.0:5555", help="endpoint to bind (default %(default)s)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker threads (default: CPU count, %(default)s)")
     p.add_argument("--max-queue", type=int, default=64, help="queued requests before 'busy' (default %(default)s)")
+    p.add_argument("--max-client-queue", type=int, help="queued requests of any one client before 'busy' (default: half of --max-queue)")
     p.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest image, in pixels (default %(default)s)")
     p.add_argument("--max-frame-bytes", type=int, default=defaults.max_frame_bytes, help="largest payload frame (default %(default)s)")
     p.add_argument("--opencv-threads", type=int, default=1, help="OpenCV's own threads per worker (default %(default)s)")
+    p.add_argument("--curve-secret", metavar="FILE", help="CURVE: the server's NAME.key_secret (from `zmqproc keygen`)")
+    p.add_argument("--curve-allow", metavar="DIR", help="CURVE: directory of the client public keys (*.key) let in")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
     if args.workers < 1 or args.max_queue < 1 or args.max_pixels < 1 or args.max_frame_bytes < 1:
         p.error("--workers, --max-queue, --max-pixels and --max-frame-bytes must be positive")
+    if (args.curve_secret is None) != (args.curve_allow is None):
+        p.error("--curve-secret and --curve-allow go together")
     return args
 
 
@@ -34,12 +39,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import cv2
     import zmq
 
+    from .security import ServerCurve
     from .server import Server, serve_until_signalled
 
     cv2.setNumThreads(args.opencv_threads)
     limits = Limits(max_frame_bytes=args.max_frame_bytes, max_pixels=args.max_pixels)
     try:
-        server = Server(args.bind, args.workers, args.max_queue, limits)
+        curve = None if args.curve_secret is None else ServerCurve.load(args.curve_secret, args.curve_allow)
+    except ValueError as exc:  # unreadable CURVE keys or allow-list: one clear line
+        logging.getLogger("zmqproc.server").error("CURVE: %s", exc)
+        return 1
+    try:
+        server = Server(args.bind, args.workers, args.max_queue, limits, max_client_queue=args.max_client_queue, curve=curve)
         serve_until_signalled(server)
     except zmq.ZMQError as exc:  # e.g. the port is taken: one clear line, no traceback
         logging.getLogger("zmqproc.server").error("cannot serve on %s: %s", args.bind, exc)
