@@ -169,7 +169,9 @@ class Client:
         return len(self._session)
 
     def close(self) -> None:
-        """Fail what is still pending with ConnectionLost and stop the I/O thread."""
+        """Fail what is still pending with ConnectionLost and stop the I/O thread (and the SSH tunnels)."""
+        for tunnel in self.tunnels:  # first: the I/O thread may have marked the client closed already
+            tunnel.close()
         with self._lock:
             if self._closed:
                 return
