@@ -166,7 +166,7 @@ def slow_request(request_id, **extra):
 
 
 def test_busy_at_once_when_the_queue_is_full_and_ping_still_answered(start_server):
-    srv = start_server("--workers", "1", "--max-queue", "2")
+    srv = start_server("--workers", "1", "--max-queue", "2", "--max-client-queue", "2")
     dealer = RawDealer(srv.endpoint)
     try:
         for i in range(6):
