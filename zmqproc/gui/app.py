@@ -1,0 +1,93 @@
+"""``zmqproc-gui`` / ``python gui_app.py``: the viewer, and its scripted mode for demos, docs and tests.
+
+Scripted mode: ``--server EP --open FILE --pipeline TEXT --process --screenshot OUT.png
+--quit-when-done`` opens the real window, runs the job, saves a screenshot of the
+whole window once the result is shown and exits 0 (1, with the reason on
+stderr, if processing failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from ..pipeline import to_steps
+from .window import MainWindow
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zmqproc-gui", description="The zmqproc desktop viewer.")
+    p.add_argument("--server", action="append", default=[], metavar="EP", help="server endpoint (repeatable; default: the saved ones)")
+    p.add_argument("--open", action="append", default=[], metavar="FILE", help="image(s) to open (several fill the batch list)")
+    p.add_argument("--pipeline", help='pipeline text, e.g. "grayscale;gaussian_blur:ksize=5"')
+    p.add_argument("--transfer", choices=["raw", "encoded"], help="send raw pixels or the encoded file")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take (default %(default)s)")
+    p.add_argument("--process", action="store_true", help="process the opened image at once")
+    p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once the result is shown")
+    p.add_argument("--quit-when-done", action="store_true", help="exit after processing (0 ok, 1 failed)")
+    return p
+
+
+class Script:
+    """Drives the scripted mode: waits for the result (and the op list, for a complete window), then shoots and quits."""
+
+    def __init__(self, window: MainWindow, args: argparse.Namespace) -> None:
+        self.window, self.args = window, args
+        self.outcome: tuple[bool, str] | None = None
+        self.exit_code = 0
+        self._done = False
+        window.jobFinished.connect(self._finished)
+        window.client.opsReceived.connect(lambda _ops: self._finished(*self.outcome) if self.outcome else None)
+        # A scripted run always ends: the request's own deadline plus a margin.
+        QTimer.singleShot(round((args.timeout + 10) * 1000), lambda: self._finished(False, "gave up waiting for the result"))
+
+    def _finished(self, ok: bool, message: str) -> None:
+        self.outcome = self.outcome or (ok, message)
+        complete = self.window.ops or not self.outcome[0]
+        QTimer.singleShot(200 if complete else 3000, self._finish)  # let the window paint; the op list may still come
+
+    def _finish(self) -> None:
+        if self._done or self.outcome is None:
+            return
+        self._done = True
+        ok, message = self.outcome
+        if self.args.screenshot and not self.window.grab().save(self.args.screenshot):
+            ok, message = False, f"could not write the screenshot {self.args.screenshot}"
+        print(message if ok else f"zmqproc-gui: {message}", file=sys.stdout if ok else sys.stderr)
+        self.exit_code = 0 if ok else 1
+        if self.args.quit_when_done:
+            QApplication.exit(self.exit_code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.pipeline is not None:
+        try:
+            to_steps(args.pipeline)
+        except ValueError as exc:
+            print(f"zmqproc-gui: bad --pipeline: {exc}", file=sys.stderr)
+            return 2
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName("zmqproc")
+    app.setApplicationName("viewer")
+    window = MainWindow(args.server or None, timeout=args.timeout)
+    if args.pipeline is not None:
+        window.editor.set_steps(args.pipeline)
+    if args.transfer:
+        window.transfer.setCurrentIndex(window.transfer.findData(args.transfer))
+    window.show()
+    if args.open:
+        window.open_files(args.open)
+        if window.original is None and args.quit_when_done:
+            print(f"zmqproc-gui: cannot open {args.open[0]}", file=sys.stderr)
+            return 1
+    if args.process:
+        script = Script(window, args) if (args.screenshot or args.quit_when_done) else None
+        QTimer.singleShot(0, window.process)
+        code = app.exec()
+        return script.exit_code if script is not None else code
+    return app.exec()

@@ -1,0 +1,185 @@
+"""Connection settings (endpoints, SSH), their dialog with "Test connection", and SSH tunnels opened off the GUI thread."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QObject, QSettings, Signal
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..cli import DEFAULT_SERVER, port_state
+from ..client import Client
+from .messages import explain
+
+
+@dataclass
+class ConnectionSettings:
+    """Where the servers are, and optionally the SSH host the connection goes through."""
+
+    endpoints: list[str] = field(default_factory=lambda: [DEFAULT_SERVER])
+    use_ssh: bool = False
+    ssh_host: str = ""
+    ssh_user: str = ""
+    ssh_port: int = 22
+    ssh_key: str = ""
+
+    @property
+    def ssh_target(self) -> str:
+        user = f"{self.ssh_user}@" if self.ssh_user else ""
+        return f"{user}{self.ssh_host}:{self.ssh_port}"
+
+    @classmethod
+    def load(cls, settings: QSettings) -> ConnectionSettings:
+        d = cls()
+        endpoints = settings.value("connection/endpoints", d.endpoints)
+        return cls(
+            endpoints=[endpoints] if isinstance(endpoints, str) else list(endpoints or d.endpoints),
+            use_ssh=str(settings.value("connection/use_ssh", False)).lower() == "true",
+            ssh_host=str(settings.value("connection/ssh_host", "")),
+            ssh_user=str(settings.value("connection/ssh_user", "")),
+            ssh_port=int(settings.value("connection/ssh_port", 22)),
+            ssh_key=str(settings.value("connection/ssh_key", "")),
+        )
+
+    def save(self, settings: QSettings) -> None:
+        for key, value in vars(self).items():
+            settings.setValue(f"connection/{key}", value)
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    match = re.fullmatch(r"tcp://\[?([^\]]+?)\]?:(\d+)", endpoint.strip())
+    if not match:
+        raise ValueError(f"not a tcp://HOST:PORT endpoint: {endpoint!r}")
+    return match.group(1), int(match.group(2))
+
+
+def check_endpoint(endpoint: str, timeout: float = 3.0) -> str:
+    """Blocking: the TCP state of the endpoint's port, then a zmqproc ping's latency when it is open."""
+    host, port = split_endpoint(endpoint)
+    state = port_state(host, port, timeout)
+    if state != "open":
+        return f"{endpoint}: port {state}"
+    with Client(endpoint, timeout=timeout) as client:
+        try:
+            rtt = client.ping()
+        except TimeoutError:
+            return f"{endpoint}: port open, but no zmqproc reply in {timeout:g} s"
+    return f"{endpoint}: port open, ping {rtt * 1000:.1f} ms"
+
+
+class Background(QObject):
+    """Run a blocking call on a plain thread; ``done(result, error)`` arrives on the GUI thread."""
+
+    done = Signal(object, object)
+
+    def run(self, fn: Callable[[], Any]) -> None:
+        def work() -> None:
+            try:
+                result, error = fn(), None
+            except Exception as exc:  # handed to the GUI thread, shown in words
+                result, error = None, exc
+            self.done.emit(result, error)
+
+        threading.Thread(target=work, name="zmqproc-gui-background", daemon=True).start()
+
+
+def ask_secret(parent: QWidget | None, what: str) -> str | None:
+    """A password or key passphrase, asked in a Qt dialog (never on a terminal); None if the user declines."""
+    text, ok = QInputDialog.getText(parent, "SSH login", what, QLineEdit.EchoMode.Password)
+    return text if ok else None
+
+
+class ConnectionDialog(QDialog):
+    """Endpoints (one a line), SSH host/user/port/key file, and a Test connection button."""
+
+    def __init__(self, settings: ConnectionSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Connection")
+        self.endpoints = QPlainTextEdit("\n".join(settings.endpoints))
+        self.endpoints.setPlaceholderText("tcp://127.0.0.1:5555 (one endpoint a line; several share the work)")
+        self.endpoints.setFixedHeight(70)
+        self.ssh_box = QGroupBox("Through an SSH tunnel")
+        self.ssh_box.setCheckable(True)
+        self.ssh_box.setChecked(settings.use_ssh)
+        self.ssh_host = QLineEdit(settings.ssh_host)
+        self.ssh_user = QLineEdit(settings.ssh_user)
+        self.ssh_port = QSpinBox()
+        self.ssh_port.setRange(1, 65535)
+        self.ssh_port.setValue(settings.ssh_port)
+        self.ssh_key = QLineEdit(settings.ssh_key)
+        self.ssh_key.setPlaceholderText("optional: a private key file (its passphrase is asked when needed)")
+        browse = QPushButton("…")
+        browse.clicked.connect(self._browse_key)
+        key_row = QHBoxLayout()
+        key_row.addWidget(self.ssh_key, 1)
+        key_row.addWidget(browse)
+        ssh_form = QFormLayout(self.ssh_box)
+        ssh_form.addRow("Host", self.ssh_host)
+        ssh_form.addRow("User", self.ssh_user)
+        ssh_form.addRow("Port", self.ssh_port)
+        ssh_form.addRow("Key file", key_row)
+        self.test_button = QPushButton("Test connection")
+        self.test_result = QLabel("")
+        self.test_result.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Server endpoints (as seen from the SSH host when tunnelling)"))
+        layout.addWidget(self.endpoints)
+        layout.addWidget(self.ssh_box)
+        layout.addWidget(self.test_button)
+        layout.addWidget(self.test_result)
+        layout.addWidget(buttons)
+        self._background = Background(self)
+        self._background.done.connect(self._tested)
+        self.test_button.clicked.connect(self.test_connection)
+
+    def settings(self) -> ConnectionSettings:
+        endpoints = [line.strip() for line in self.endpoints.toPlainText().splitlines() if line.strip()]
+        return ConnectionSettings(
+            endpoints or [DEFAULT_SERVER],
+            self.ssh_box.isChecked(),
+            self.ssh_host.text().strip(),
+            self.ssh_user.text().strip(),
+            self.ssh_port.value(),
+            self.ssh_key.text().strip(),
+        )
+
+    def test_connection(self) -> None:
+        """Port open/closed/filtered, then ping latency (for SSH: the SSH port; the tunnel opens on OK)."""
+        s = self.settings()
+        self.test_button.setEnabled(False)
+        self.test_result.setText("testing…")
+        if s.use_ssh:
+            self._background.run(lambda: f"SSH {s.ssh_host}:{s.ssh_port}: port {port_state(s.ssh_host, s.ssh_port, 3.0)}")
+        else:
+            self._background.run(lambda: "\n".join(check_endpoint(e) for e in s.endpoints))
+
+    def _tested(self, result: Any, error: BaseException | None) -> None:
+        self.test_button.setEnabled(True)
+        self.test_result.setText(result if error is None else explain(error))
+
+    def _browse_key(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "SSH private key", self.ssh_key.text() or "~/.ssh")
+        if path:
+            self.ssh_key.setText(path)
