@@ -1,0 +1,191 @@
+"""The real main window (offscreen) against real servers: open, process, errors, batch with cancel, connection, scripted mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import IMAGES, ROOT, ServerProcess, free_port, load_image
+from zmqproc import Client
+from zmqproc.gui.qt_client import CONNECTED, LOST
+
+
+@pytest.fixture
+def window(qtbot, qt_settings, endpoint):
+    from zmqproc.gui.window import MainWindow
+
+    win = MainWindow([endpoint], timeout=30.0)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: bool(win.ops), timeout=10000)
+    return win
+
+
+def run_job(qtbot, win) -> tuple[bool, str]:
+    with qtbot.waitSignal(win.jobFinished, timeout=20000) as job:
+        win.process()
+    return tuple(job.args)
+
+
+def test_ops_build_parameter_controls(window):
+    from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
+
+    window.editor.set_steps("")
+    for name in ("gaussian_blur", "threshold", "flip", "detect_faces"):
+        window.editor.add_step(name)
+    kinds = set()
+    for row in range(4):
+        window.editor.steps_list.setCurrentRow(row)
+        kinds |= {type(c) for c in window.editor._controls.values()}
+    assert {QSpinBox, QDoubleSpinBox, QComboBox, QCheckBox} <= kinds
+    window.editor.steps_list.setCurrentRow(0)
+    ksize = window.editor._controls["ksize"]
+    ksize.setValue(ksize.value() + ksize.singleStep())
+    assert window.editor.steps()[0].params["ksize"] % 2 == 1  # odd parameters step by two
+    window.editor.move_selected(1)
+    window.editor.remove_selected()
+    assert [s.op for s in window.editor.steps()] == ["threshold", "flip", "detect_faces"]
+
+
+@pytest.mark.parametrize("transfer", ["raw", "encoded"])
+def test_open_process_shows_the_librarys_result(qtbot, window, endpoint, transfer, tmp_path):
+    path = str(IMAGES / "astronaut.png")
+    window.transfer.setCurrentIndex(window.transfer.findData(transfer))
+    window.open_files([path])
+    assert window.original_view.has_image() and not window.result_view.has_image()
+    window.editor.set_steps("grayscale;gaussian_blur:ksize=5")
+    ok, message = run_job(qtbot, window)
+    assert ok and message.startswith("Done: grayscale;gaussian_blur:ksize=5 in ")
+    with Client(endpoint) as lib:
+        expected = lib.process(load_image("astronaut.png"), "grayscale;gaussian_blur:ksize=5")
+    assert np.array_equal(window.result, expected)
+    assert window.result_view.has_image() and window.notice.isVisible() and window.notice.text() == message
+    window.save_result(str(tmp_path / "out.png"))
+    assert np.array_equal(cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED), expected)
+
+
+def test_faces_are_listed(qtbot, window):
+    window.open_files([str(IMAGES / "astronaut.png")])
+    window.editor.set_steps("detect_faces")
+    ok, _ = run_job(qtbot, window)
+    assert ok
+    items = [window.results_list.item(i).text() for i in range(window.results_list.count())]
+    assert items[0] == "1 face(s) found" and items[1].startswith("face at x=")
+
+
+@pytest.mark.parametrize(("pipeline", "words"), [("gaussian_blur:ksize=4", "out of range"), ("no_such_op", "does not know")])
+def test_error_reply_is_a_message_and_the_app_keeps_working(qtbot, window, pipeline, words):
+    window.open_files([str(IMAGES / "coffee.png")])
+    window.editor.set_steps(pipeline)
+    ok, message = run_job(qtbot, window)
+    assert not ok and words in message
+    assert window.notice.property("level") == "error" and window.notice.text() == message
+    window.editor.set_steps("invert")
+    assert run_job(qtbot, window)[0]
+
+
+def test_batch_with_cancel(qtbot, qt_settings, start_server, tmp_path):
+    from zmqproc.gui.window import MainWindow
+
+    server = start_server("--workers", "1")
+    big = np.tile(load_image("astronaut.png"), (2, 2, 1))
+    paths = []
+    for i in range(8):
+        p = tmp_path / f"img{i}.png"
+        cv2.imwrite(str(p), big)
+        paths.append(str(p))
+    win = MainWindow([server.endpoint], timeout=30.0)
+    qtbot.addWidget(win)
+    win.open_files(paths)
+    win.editor.set_steps("bilateral_filter:d=15")
+    win.start_batch()
+    qtbot.waitUntil(lambda: win.batch.finished_count >= 1, timeout=20000)
+    with qtbot.waitSignal(win.batch.finished, timeout=30000) as finished:
+        win.cancel_batch()
+    statuses = [win.batch_table.item(r, 1).text() for r in range(len(paths))]
+    assert statuses.count("done") >= 1 and statuses.count("cancelled") >= 3 and set(statuses) <= {"done", "cancelled"}
+    assert finished.args[0].startswith("Batch of 8: ") and "cancelled" in finished.args[0]
+    assert win.batch_progress.value() == 8 and win.batch_summary.text() == finished.args[0]
+    with Client(server.endpoint) as lib:
+        assert lib.stats()["errors"].get("cancelled", 0) >= 1  # queued work was withdrawn by the server
+    win.close()
+
+
+def test_connection_lost_and_regained_indicator(qtbot, qt_settings):
+    from zmqproc.gui.window import MainWindow
+
+    port = free_port()
+    first = ServerProcess("--workers", "1", port=port)
+    second = None
+    win = MainWindow([first.endpoint])
+    qtbot.addWidget(win)
+    win.client._ping_timer.setInterval(200)
+    win.client.lost_after = 0.5
+    try:
+        qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED, timeout=5000)
+        first.stop()
+        qtbot.waitUntil(lambda: win.connection_label.property("state") == LOST, timeout=5000)
+        assert "lost" in win.connection_label.text()
+        second = ServerProcess("--workers", "1", port=port)
+        qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED, timeout=10000)
+        assert "restarted" in win.notice.text()
+        win.open_files([str(IMAGES / "coffee.png")])
+        win.editor.set_steps("invert")
+        assert run_job(qtbot, win)[0]
+    finally:
+        win.close()
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_settings_persist(qtbot, qt_settings, endpoint):
+    from zmqproc.gui.window import MainWindow
+
+    win = MainWindow([endpoint])
+    qtbot.addWidget(win)
+    win.editor.set_steps("invert;flip:mode=vertical")
+    win.transfer.setCurrentIndex(win.transfer.findData("encoded"))
+    win.open_files([str(IMAGES / "coffee.png")])
+    win.close()
+    again = MainWindow()
+    qtbot.addWidget(again)
+    assert again.editor.text() == "invert;flip:mode=vertical"
+    assert again.transfer.currentData() == "encoded"
+    assert again.connection.endpoints == [endpoint]
+    assert again._recent()[0] == str(IMAGES / "coffee.png")
+    again.close()
+
+
+def test_scripted_mode_writes_a_screenshot(endpoint, tmp_path):
+    shot = tmp_path / "shot.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path)}
+    cmd = [sys.executable, "gui_app.py", "--server", endpoint, "--open", str(IMAGES / "astronaut.png")]
+    cmd += ["--pipeline", "grayscale;gaussian_blur:ksize=5", "--process", "--screenshot", str(shot), "--quit-when-done"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Done: grayscale;gaussian_blur:ksize=5 in ")
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[0] > 400 and image.shape[1] > 600
+
+
+def test_scripted_mode_fails_with_the_reason(endpoint, tmp_path):
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path)}
+    cmd = [sys.executable, "gui_app.py", "--server", endpoint, "--open", str(IMAGES / "coffee.png")]
+    cmd += ["--pipeline", "gaussian_blur:ksize=4", "--process", "--quit-when-done"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "out of range" in done.stderr and "ksize" in done.stderr
+
+
+def test_gui_app_is_thin_and_a_console_script():
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["zmqproc-gui"] == "zmqproc.gui.app:main"
+    assert "from zmqproc.gui.app import main" in (ROOT / "gui_app.py").read_text()
