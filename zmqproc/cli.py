@@ -25,7 +25,17 @@ class UserError(Exception):
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.server, timeout=args.timeout, curve_server_key=args.curve_server_key, curve_client_key=args.curve_client_key)
+    return Client(
+        args.server,
+        timeout=args.timeout,
+        curve_server_key=args.curve_server_key,
+        curve_client_key=args.curve_client_key,
+        ssh=args.ssh,
+        ssh_key=args.ssh_key,
+        ssh_backend=args.ssh_backend,
+        ssh_known_hosts=args.ssh_known_hosts,
+        ssh_accept_new_host_key=args.accept_new_host_key,
+    )
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -127,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply (default %(default)s)")
         sp.add_argument("--curve-server-key", metavar="FILE_OR_Z85", help="CURVE: the server's public key (NAME.key or its Z85 text)")
         sp.add_argument("--curve-client-key", metavar="FILE", help="CURVE: this client's NAME.key_secret")
+        sp.add_argument("--ssh", metavar="USER@HOST[:PORT]", help="reach --server through an SSH tunnel (--server as seen from HOST)")
+        sp.add_argument("--ssh-key", metavar="FILE", help="SSH private key (default: ssh-agent and ~/.ssh keys)")
+        sp.add_argument("--ssh-backend", choices=("auto", "paramiko", "openssh"), default="auto", help="default %(default)s")
+        sp.add_argument("--ssh-known-hosts", metavar="FILE", help="known_hosts to check the SSH host key in (default ~/.ssh/known_hosts)")
+        sp.add_argument("--accept-new-host-key", action="store_true", help="add an unknown SSH host key to known_hosts (never a changed one)")
         return sp
 
     sp = with_server(sub.add_parser("process", help="process an image file"))

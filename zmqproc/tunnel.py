@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import getpass
+import logging
 import os
 import re
 import selectors
@@ -35,6 +36,8 @@ KEEPALIVE = 5  # seconds between keepalives; 3 missed answers end an OpenSSH tun
 READ_SIZE = 256 * 1024
 CHANNEL_WINDOW = 16 * 1024 * 1024
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+PARAMIKO_LOG = "zmqproc.tunnel.paramiko"  # paramiko's messages; failures are raised as typed errors, not only logged
+logging.getLogger(PARAMIKO_LOG).addHandler(logging.NullHandler())
 
 # -- pure helpers ------------------------------------------------------------------
 
@@ -52,7 +55,7 @@ def parse_ssh_target(ssh: str) -> tuple[str, str, int]:
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
     """``tcp://HOST:PORT`` -> (host, port)."""
-    match = re.fullmatch(r"tcp://(?:\[([^\]]+)\]|([^:\[\]]+)):(\d+)", endpoint)
+    match = re.fullmatch(r"tcp://(?:\[([^\]]+)\]|([^:\[\]*]+)):(\d+)", endpoint)
     if not match:
         raise ValueError(f"an SSH tunnel needs a tcp://HOST:PORT endpoint, not {endpoint!r}")
     return match.group(1) or match.group(2), int(match.group(3))
@@ -226,11 +229,12 @@ class ParamikoTunnel(Tunnel):
             transport = self._client.get_transport()
             assert transport is not None
             self._transport = transport
+            transport.set_log_channel(PARAMIKO_LOG)
             transport.set_keepalive(KEEPALIVE)
             self._open_channel(("127.0.0.1", 0), max(0.5, deadline - time.monotonic())).close()  # the server end answers
             self._listener = socket.create_server(("127.0.0.1", 0))
         except BaseException:
-            self._client.close()
+            _close_client(self._client)
             raise
         self.local_endpoint = f"tcp://127.0.0.1:{self._listener.getsockname()[1]}"
         self._error: TunnelError | None = None
@@ -257,9 +261,7 @@ class ParamikoTunnel(Tunnel):
             self._wake_w.send(b"\0")
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
-        self._client.close()
-        if threading.current_thread() is not self._transport:
-            self._transport.join(timeout=5)  # paramiko's reader thread: gone when close() returns
+        _close_client(self._client)
         self._wake_r.close()
         self._wake_w.close()
         _open_tunnels.discard(self)
@@ -322,6 +324,14 @@ class ParamikoTunnel(Tunnel):
                 end.close()
 
 
+def _close_client(client: paramiko.SSHClient) -> None:
+    """Close the SSH connection and wait for paramiko's reader thread to end."""
+    transport = client.get_transport()
+    client.close()
+    if transport is not None and transport is not threading.current_thread():
+        transport.join(timeout=5)
+
+
 def _ssh_connect(
     ssh: str,
     user: str,
@@ -369,7 +379,7 @@ def _ssh_connect(
             channel_timeout=left,
         )
     except BaseException as exc:
-        client.close()
+        _close_client(client)
         sock.close()
         if isinstance(exc, TunnelError):
             raise
