@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--ssh-key", metavar="FILE", help="SSH private key (default: ssh-agent and ~/.ssh keys)")
         sp.add_argument("--ssh-backend", choices=("auto", "paramiko", "openssh"), default="auto", help="default %(default)s")
         sp.add_argument("--ssh-known-hosts", metavar="FILE", help="known_hosts to check the SSH host key in (default ~/.ssh/known_hosts)")
-        sp.add_argument("--accept-new-host-key", action="store_true", help="add an unknown SSH host key to known_hosts (never a changed one)")
+        sp.add_argument("--accept-new-host-key", action="store_true", help="trust an unknown SSH host key (never a changed one)")
         return sp
 
     sp = with_server(sub.add_parser("process", help="process an image file"))
