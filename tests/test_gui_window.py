@@ -125,11 +125,11 @@ def test_connection_lost_and_regained_indicator(qtbot, qt_settings):
     win = MainWindow([first.endpoint])
     qtbot.addWidget(win)
     win.client._ping_timer.setInterval(200)
-    win.client.lost_after = 0.5
+    win.client.lost_after = 1.0
     try:
         qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED, timeout=5000)
         first.stop()
-        qtbot.waitUntil(lambda: win.connection_label.property("state") == LOST, timeout=5000)
+        qtbot.waitUntil(lambda: win.connection_label.property("state") == LOST, timeout=10000)
         assert "lost" in win.connection_label.text()
         second = ServerProcess("--workers", "1", port=port)
         qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED, timeout=10000)

@@ -29,7 +29,7 @@ class QZmqSocket(QObject):
         socket_type: int = zmq.DEALER,
         *,
         context: zmq.Context | None = None,
-        max_batch: int = 32,
+        max_batch: int = 8,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)

@@ -1,0 +1,106 @@
+"""Viewer responsiveness (issue 3): the longest gap between ticks of a 10 ms QTimer on the GUI thread
+while 200 requests with 1080p images are in flight through the QtClient (replies on the QSocketNotifier).
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/gui_latency.py [--requests 200]
+
+The baseline is the same timer on the same (idle) event loop for as long, measured in this run. Goal: <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from PySide6.QtCore import QCoreApplication, QTimer  # noqa: E402
+
+from bench.harness import zmqproc_server  # noqa: E402
+from zmqproc.gui.qt_client import CONNECTED, QtClient  # noqa: E402
+from zmqproc.gui.views import to_qimage  # noqa: E402
+
+
+class Ticks:
+    """A 10 ms QTimer that records the longest gap between its ticks."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.longest = 0.0
+        self._last = time.perf_counter()
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self._last)
+        self._last = now
+        self.count += 1
+
+
+def run_loop(app: QCoreApplication, seconds: float) -> None:
+    QTimer.singleShot(round(seconds * 1000), app.quit)
+    app.exec()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args()
+    app = QCoreApplication.instance() or QCoreApplication([])
+    image = np.random.default_rng(1).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    queue = str(args.requests + 8)
+    with zmqproc_server(args.workers, "--max-queue", queue, "--max-client-queue", queue) as endpoint:
+        client = QtClient([endpoint], timeout=120.0)
+        while client.state != CONNECTED:
+            run_loop(app, 0.05)
+        outcome = {"ok": 0, "failed": 0}
+
+        def processed(_rid: str, result: object) -> None:
+            outcome["ok"] += 1
+            to_qimage(result.image)  # what the viewer does with a shown result (its pixmap conversion aside)
+
+        client.processed.connect(processed)
+        client.failed.connect(lambda _rid, _err: outcome.__setitem__("failed", outcome["failed"] + 1))
+
+        done_at = [0.0]
+
+        def check() -> None:
+            if outcome["ok"] + outcome["failed"] >= args.requests:
+                done_at[0] = time.perf_counter()
+                app.quit()
+
+        client.processed.connect(lambda *_: check())
+        client.failed.connect(lambda *_: check())
+        busy = Ticks()
+        busy.start()
+        started = time.perf_counter()
+        for _ in range(args.requests):  # sent from the GUI thread too: the submission is part of the measure
+            client.process(image, "invert")
+        app.exec()
+        took = done_at[0] - started
+        busy.timer.stop()
+        client.close()
+    baseline = Ticks()
+    baseline.start()
+    run_loop(app, min(took, 5.0))
+    baseline.timer.stop()
+    print(f"requests: {args.requests} x 1920x1080x3 raw, 'invert', {args.workers} workers; ok {outcome['ok']}, failed {outcome['failed']}")
+    print(f"in flight for {took:.2f} s: {busy.count} ticks of a 10 ms QTimer, longest gap {busy.longest * 1000:.1f} ms (goal <= 50 ms)")
+    print(f"baseline (idle loop, {min(took, 5.0):.2f} s): {baseline.count} ticks, longest gap {baseline.longest * 1000:.1f} ms")
+    print(f"ratio busy/baseline longest gap: {busy.longest / baseline.longest:.2f}")
+    return 0 if outcome["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
