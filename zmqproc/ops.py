@@ -8,6 +8,7 @@ a dict of structured results.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class Param:
         numeric = (int,) if self.type == "int" else (int, float)
         if isinstance(value, bool) or not isinstance(value, numeric):
             raise BadParams(f"{name} must be {'an integer' if self.type == 'int' else 'a number'}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every bounds check below
+            raise BadParams(f"{name} must be a finite number, got {value}")
         if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
             raise BadParams(f"{name} must be between {self.min} and {self.max}, got {value}")
         if self.odd and value % 2 == 0:

@@ -8,6 +8,7 @@ call :func:`encode_request` and :func:`decode_reply`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,8 +178,8 @@ def _decode_checked(header: dict[str, Any], request_id: str, frames: Sequence[Bu
     if reply_format is not None and reply_format not in REPLY_FORMATS:
         raise BadRequest(f"'reply_format' must be one of {', '.join(REPLY_FORMATS)}")
     deadline_ms = header.get("deadline_ms")
-    if deadline_ms is not None and (not _number(deadline_ms) or deadline_ms < 0):
-        raise BadRequest("'deadline_ms' must be a non-negative number")
+    if deadline_ms is not None and (not _number(deadline_ms) or not 0 <= deadline_ms < math.inf):  # NaN fails too
+        raise BadRequest("'deadline_ms' must be a non-negative finite number")
     return Request(request_id, kind, pipeline, image, payload, reply_format, deadline_ms)
 
 
@@ -236,4 +237,8 @@ def decode_reply(frames: Sequence[Buffer]) -> Reply:
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise MalformedReply("reply id must be a string or nil")
+    if header.get("epoch") is not None and not isinstance(header["epoch"], str):
+        raise MalformedReply("reply epoch must be a string or nil")
+    if header["status"] == "error" and not isinstance(header.get("error"), dict):
+        raise MalformedReply("an error reply needs an 'error' map")  # else Reply.error would raise AttributeError
     return Reply(request_id, header, frames[1] if len(frames) == 2 else None)
