@@ -52,3 +52,66 @@ def test_deadlines():
 def test_malformed_reply_raises():
     with pytest.raises(MalformedReply):
         ClientSession().receive([b"junk"])
+
+
+def test_requests_go_to_the_least_loaded_live_route():
+    s = ClientSession(routes=2)
+    assert s.pick_route() is None, "no route is up yet"
+    s.route_up(0, 0.0)
+    s.route_up(1, 0.0)
+    first = s.request("ping", None, None, 5.0, 0.0)
+    assert s.unsent() == [first]
+    s.sent(first, s.pick_route(), 0.0)
+    assert first.route == 0 and s.unsent() == [] and s.pick_route() == 1
+
+
+def test_a_dropped_route_orphans_its_requests_for_resending():
+    s = ClientSession(routes=2)
+    s.route_up(0, 0.0)
+    s.route_up(1, 0.0)
+    a = s.request("ping", None, None, 5.0, 0.0)
+    s.sent(a, 0, 0.0)
+    assert s.route_down(0) == [a] and a.route is None and s.unsent() == [a]
+    assert s.pick_route() == 1
+    s.sent(a, 1, 0.1)
+    assert s.resent == 1 and a.sends == 2
+    assert s.receive(encode_reply(a.id, "E", {}), route=1)[0] is a
+
+
+def test_a_new_epoch_resends_what_the_old_instance_held():
+    s = ClientSession()
+    s.route_up(0, 0.0)
+    a, b = (s.request("ping", None, None, 5.0, 0.0) for _ in range(2))
+    s.receive(encode_reply("unrelated", "OLD", {}), route=0)
+    s.sent(a, 0, 0.0)
+    s.sent(b, 0, 0.0)
+    assert s.receive(encode_reply(a.id, "NEW", {}), route=0)[0] is a
+    assert s.unsent() == [b] and s.epoch == "NEW"
+    s.sent(b, 0, 1.0)
+    assert s.resent == 1
+
+
+def test_reconnect_after_a_drop_does_not_resend_twice():
+    s = ClientSession()
+    s.route_up(0, 0.0)
+    s.receive(encode_reply("x", "OLD", {}), route=0)
+    a, b = (s.request("ping", None, None, 5.0, 0.0) for _ in range(2))
+    s.sent(a, 0, 0.0)
+    s.sent(b, 0, 0.0)
+    s.route_down(0)
+    s.route_up(0, 1.0)
+    s.sent(a, 0, 1.0)
+    s.sent(b, 0, 1.0)
+    s.receive(encode_reply(a.id, "NEW", {}), route=0)
+    assert s.unsent() == [] and s.resent == 2
+
+
+def test_a_silent_route_gives_its_work_to_a_live_one_only():
+    s = ClientSession(routes=2)
+    s.route_up(0, 0.0)
+    a = s.request("ping", None, None, 5.0, 0.0)
+    s.sent(a, 0, 0.0)
+    assert s.needs_ping(0, 2.0, interval=1.0) and not s.needs_ping(0, 0.5, interval=1.0)
+    assert s.route_silent(0) == [], "no other live route: keep waiting"
+    s.route_up(1, 2.0)
+    assert s.route_silent(0) == [a] and s.pick_route() == 1

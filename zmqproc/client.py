@@ -9,12 +9,12 @@ request has a deadline: it ends with its result, a typed
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .errors import AuthenticationFailed, ConnectionLost, MalformedReply, RequestTimeout
 from .images import payload_to_image
 from .pipeline import PipelineSpec
 from .protocol import Reply
-from .security import ClientCurve, HandshakeWatcher
+from .security import ClientCurve, refusal
 from .session import ClientSession, Pending
 from .tunnel import open_tunnels
 
@@ -64,8 +65,37 @@ def configure_dealer(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
 
 
+@dataclass(slots=True)
+class _Link:
+    """One connection of the client: a DEALER to one endpoint and the monitor reporting its state."""
+
+    endpoint: str
+    sock: zmq.Socket
+    monitor: zmq.Socket
+    blocked: bool = False  # the last send would have blocked: wait for POLLOUT
+    refused: AuthenticationFailed | None = None
+
+
+_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
 class Client:
-    """Talk to one or more zmqproc servers (several endpoints share the work, no broker)."""
+    """Talk to one or more zmqproc servers (several endpoints share the work, no broker).
+
+    Each endpoint gets its own DEALER, so the client knows which server holds
+    which request: work goes to the least-loaded live server; a dropped
+    connection, a restarted server (new ``epoch``) or a server that stops
+    answering its liveness ping has its requests sent again (to another server
+    when there is one) while their deadlines allow. ``resent`` counts them.
+    """
+
+    heartbeat = 1.0  # seconds of silence, with work out on a connection, before a liveness ping
 
     def __init__(
         self,
@@ -89,9 +119,8 @@ class Client:
         curve = ClientCurve.load(curve_server_key, curve_client_key)  # key errors before any socket exists
         self.timeout = timeout
         self._ctx = context or zmq.Context.instance()
-        self._session = ClientSession()
+        self._session = ClientSession(routes=len(self.endpoints))
         self._lock = threading.Lock()
-        self._outbox: deque[Pending] = deque()
         self._futures: dict[str, tuple[Future[Any], Callable[[Reply], Any]]] = {}
         self._closed = False
         # ssh="user@host[:port]": each endpoint (as seen from that host) through a tunnel this client owns
@@ -108,11 +137,15 @@ class Client:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._sock = self._ctx.socket(zmq.DEALER)
-        configure_dealer(self._sock)
-        self._curve: HandshakeWatcher | None = curve.secure(self._sock, len(self.endpoints), self._refused) if curve else None
+        self._links: list[_Link] = []
         for endpoint in [t.local_endpoint for t in self.tunnels] or self.endpoints:
-            self._sock.connect(endpoint)
+            sock = self._ctx.socket(zmq.DEALER)
+            configure_dealer(sock)
+            if curve is not None:
+                curve.secure(sock)
+            monitor = sock.get_monitor_socket(_EVENTS)
+            sock.connect(endpoint)
+            self._links.append(_Link(endpoint, sock, monitor))
         self._thread = threading.Thread(target=self._run, name="zmqproc-client", daemon=True)
         self._thread.start()
 
@@ -168,6 +201,11 @@ class Client:
     def in_flight(self) -> int:
         return len(self._session)
 
+    @property
+    def resent(self) -> int:
+        """Requests sent again after a lost connection, a server restart or a silent server."""
+        return self._session.resent
+
     def close(self) -> None:
         """Fail what is still pending with ConnectionLost and stop the I/O thread (and the SSH tunnels)."""
         for tunnel in self.tunnels:  # first: the I/O thread may have marked the client closed already
@@ -210,7 +248,6 @@ class Client:
                 raise ConnectionLost("the client is closed")
             pending = build(time.monotonic())
             self._futures[pending.id] = (future, convert)
-            self._outbox.append(pending)
         if pending.kind == "process":
             future.add_done_callback(lambda f: f.cancelled() and self._cancel_remote(pending.id))
         self._wake()
@@ -218,76 +255,136 @@ class Client:
 
     def _cancel_remote(self, request_id: str) -> None:
         with self._lock:
-            if self._closed or self._session.forget(request_id) is None:
+            withdrawn = self._session.forget(request_id)
+            if self._closed or withdrawn is None:
                 return
             self._futures.pop(request_id, None)
-            pending = self._session.request("cancel", {"target": request_id}, None, self.timeout, time.monotonic())
-            self._futures[pending.id] = (Future(), lambda r: r.header)
-            self._outbox.append(pending)
+            if withdrawn.route is None:
+                return  # never sent: nothing to withdraw on a server
+            cancel = self._session.request("cancel", {"target": request_id}, None, self.timeout, time.monotonic(), internal=True)
+            cancel.route = withdrawn.route  # a cancel only reaches the connection that carried the request
         self._wake()
 
     def _wake(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError, OSError):  # a wake-up is already pending, or the client is closing
             self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # a wake-up is already pending, or the client is closing
 
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
-        poller.register(self._sock, zmq.POLLIN)
+        for link in self._links:
+            poller.register(link.sock, zmq.POLLIN)
+            poller.register(link.monitor, zmq.POLLIN)
         try:
             while not self._closed:
-                with self._lock:
-                    deadline = self._session.next_deadline()
-                timeout = None if deadline is None else max(0.0, (deadline - time.monotonic()) * 1000)
-                events = dict(poller.poll(timeout))
-                if self._wake_r.fileno() in events:  # zmq.Poller reports plain sockets by fd
-                    while True:
-                        try:
-                            if not self._wake_r.recv(4096):
-                                break
-                        except BlockingIOError:
-                            break
-                if events.get(self._sock, 0) & zmq.POLLIN:
-                    self._receive()
-                blocked = self._send()
-                poller.modify(self._sock, zmq.POLLIN | (zmq.POLLOUT if blocked else 0))
+                events = dict(poller.poll(self._poll_timeout()))
+                if self._wake_r.fileno() in events:
+                    self._drain_wake()
+                now = time.monotonic()
+                for route, link in enumerate(self._links):
+                    if link.monitor in events:
+                        self._on_monitor(route, link, now)
+                    flags = events.get(link.sock, 0)
+                    if flags & zmq.POLLIN:
+                        self._receive(route, link)
+                    if flags & zmq.POLLOUT:
+                        link.blocked = False
+                self._liveness(time.monotonic())
+                self._send()
+                for link in self._links:
+                    poller.modify(link.sock, zmq.POLLIN | (zmq.POLLOUT if link.blocked else 0))
                 self._expire()
         except Exception:
             log.exception("client I/O thread failed")
         finally:
             self._shutdown()
 
-    def _send(self) -> bool:
-        """Send what is queued; True if the socket could not take everything (no server connected yet)."""
-        while True:
-            with self._lock:
-                if not self._outbox:
-                    return False
-                pending = self._outbox[0]
-                if pending.id not in self._session:  # expired or cancelled before it could be sent
-                    self._outbox.popleft()
-                    continue
-            try:
-                self._sock.send_multipart(pending.frames, flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return True
-            with self._lock:
-                self._outbox.popleft()
+    def _poll_timeout(self) -> float | None:
+        with self._lock:
+            deadline = self._session.next_deadline()
+            busy = any(route.assigned for route in self._session.routes)
+        if busy:  # liveness checks are due while work is out
+            deadline = min(deadline or float("inf"), time.monotonic() + self.heartbeat / 2)
+        return None if deadline is None else max(0.0, (deadline - time.monotonic()) * 1000)
 
-    def _receive(self) -> None:
+    def _drain_wake(self) -> None:
         while True:
             try:
-                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                if not self._wake_r.recv(4096):
+                    return
+            except BlockingIOError:
+                return
+
+    def _on_monitor(self, route: int, link: _Link, now: float) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(link.monitor, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind = event["event"]
+            with self._lock:
+                if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    link.refused = None
+                    self._session.route_up(route, now)
+                elif kind == zmq.EVENT_DISCONNECTED:
+                    orphans = self._session.route_down(route)
+                    if orphans:
+                        log.info("%s disconnected: %d requests will be sent again", link.endpoint, len(orphans))
+                elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                    link.refused = link.refused or refusal(link.endpoint, kind, event["value"], link.sock.mechanism == zmq.CURVE)
+                    self._session.route_down(route)
+
+    def _liveness(self, now: float) -> None:
+        """A ping on each connection that has work out and has been silent for ``heartbeat``."""
+        with self._lock:
+            for route in range(len(self._links)):
+                if self._session.needs_ping(route, now, self.heartbeat):
+                    ping = self._session.request("ping", None, None, 3 * self.heartbeat, now, internal=True)
+                    ping.route = route
+
+    def _send(self) -> None:
+        """Send what waits: pinned requests (pings, cancels) on their connection, others on the least-loaded live one.
+
+        When every server refused this client's CURVE key, what waits fails at once: libzmq does not retry.
+        """
+        refused = [link.refused for link in self._links if link.refused]
+        if len(refused) == len(self._links):
+            self._fail_all(refused[0])
+            return
+        with self._lock:
+            waiting = self._session.unsent()
+        full: list[int] = []
+        for pending in waiting:
+            route = pending.route if pending.route is not None else self._pick(full)
+            if route is None or route in full:
+                continue
+            link = self._links[route]
+            try:
+                link.sock.send_multipart(pending.frames, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                link.blocked = True
+                full.append(route)
+                continue
+            with self._lock:
+                if pending.id in self._session:
+                    self._session.sent(pending, route, time.monotonic())
+
+    def _pick(self, full: list[int]) -> int | None:
+        with self._lock:
+            return self._session.pick_route(exclude=[i for i, link in enumerate(self._links) if link.blocked] + full)
+
+    def _receive(self, route: int, link: _Link) -> None:
+        while True:
+            try:
+                frames = link.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             try:
                 with self._lock:
-                    matched = self._session.receive([f.buffer for f in frames])
+                    matched = self._session.receive([f.buffer for f in frames], route, time.monotonic())
                     entry = self._futures.pop(matched[0].id, None) if matched else None
             except MalformedReply as exc:
-                log.warning("dropped a malformed reply: %s", exc)
+                log.warning("dropped a malformed reply from %s: %s", link.endpoint, exc)
                 continue
             if entry is None or matched is None:
                 continue
@@ -302,38 +399,37 @@ class Client:
     def _expire(self) -> None:
         with self._lock:
             expired = self._session.expire(time.monotonic())
-            entries = [(p, self._futures.pop(p.id, None)) for p in expired]
-        refused = self._curve.refused if self._curve is not None else None
+            entries = []
+            for pending in expired:
+                if pending.internal and pending.kind == "ping" and pending.route is not None:
+                    moved = self._session.route_silent(pending.route)
+                    if moved:
+                        log.info("%s does not answer: %d requests move on", self._links[pending.route].endpoint, len(moved))
+                entries.append((pending, self._futures.pop(pending.id, None)))
         for pending, entry in entries:
             if entry is None:
                 continue
-            if refused is not None:  # libzmq does not retry a refused key: waiting longer cannot help
-                _resolve(entry[0], AuthenticationFailed(str(refused)))
-            else:
-                _resolve(entry[0], RequestTimeout(f"no reply to {pending.kind} {pending.id} from {', '.join(self.endpoints)} in time"))
+            where = "" if pending.route is None else f" from {self.endpoints[pending.route]}"
+            _resolve(entry[0], RequestTimeout(f"no reply to {pending.kind} {pending.id}{where} in time ({pending.sends} sends)"))
 
-    def _refused(self, error: AuthenticationFailed) -> None:
-        """Every endpoint refused the CURVE handshake (called from the watcher's thread): end what waits now."""
+    def _fail_all(self, error: BaseException) -> None:
         with self._lock:
             waiting = self._session.pending()
             for pending in waiting:
                 self._session.forget(pending.id)
-            entries = [self._futures.pop(pending.id, None) for pending in waiting]
+            entries = [self._futures.pop(p.id, None) for p in waiting]
         for entry in entries:
             if entry is not None:
-                _resolve(entry[0], AuthenticationFailed(str(error)))
+                _resolve(entry[0], error)
 
     def _shutdown(self) -> None:
         with self._lock:
             self._closed = True
-            entries = list(self._futures.values())
-            self._futures.clear()
-            self._outbox.clear()
-            for pending in self._session.pending():
-                self._session.forget(pending.id)
-        for future, _ in entries:
-            _resolve(future, ConnectionLost("the client was closed before the reply arrived"))
-        self._sock.close(linger=0)
+        self._fail_all(ConnectionLost("the client was closed before the reply arrived"))
+        for link in self._links:
+            link.sock.disable_monitor()
+            link.monitor.close(linger=0)
+            link.sock.close(linger=0)
         self._wake_r.close()
         self._wake_w.close()
 

@@ -4,18 +4,16 @@ Each side has a keypair made by :func:`generate_keypair`: ``NAME.key`` holds
 the public key (safe to copy), ``NAME.key_secret`` both keys (mode 0600, it
 never leaves its machine). The server accepts only clients whose public key
 file is in its allow-list directory; a client must know the server's public
-key. A refused handshake is reported by libzmq only through a socket monitor,
-so :class:`HandshakeWatcher` turns those events into
-:class:`~zmqproc.errors.AuthenticationFailed` instead of letting requests wait
-for a server that will never answer.
+key. A refused handshake is reported by libzmq only through a socket monitor:
+the client's I/O thread watches it and :func:`refusal` names the failure
+(:class:`~zmqproc.errors.AuthenticationFailed`), instead of letting requests
+wait for a server that will never answer.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,6 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
-from zmq.utils.monitor import recv_monitor_message
 
 from .errors import AuthenticationFailed
 
@@ -117,56 +114,13 @@ class ServerCurve:
         return auth
 
 
-class HandshakeWatcher:
-    """Follows a DEALER's handshakes on a monitor socket and reports refusals.
-
-    ``refused`` is the last refusal (None once a handshake succeeds);
-    ``on_refused`` is called from the watcher's thread when every endpoint has
-    refused. The thread ends by itself when the DEALER is closed.
-    """
-
-    def __init__(self, sock: zmq.Socket, endpoints: int, on_refused: Callable[[AuthenticationFailed], None]) -> None:
-        self.refused: AuthenticationFailed | None = None
-        self._endpoints = endpoints
-        self._on_refused = on_refused
-        self._failed: dict[str, AuthenticationFailed] = {}
-        events = (
-            zmq.EVENT_HANDSHAKE_SUCCEEDED
-            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-        )
-        self._monitor = sock.get_monitor_socket(events)
-        threading.Thread(target=self._run, name="zmqproc-handshakes", daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            while True:
-                event = recv_monitor_message(self._monitor)
-                if event["event"] == zmq.EVENT_MONITOR_STOPPED:
-                    return
-                self._handle(event["event"], event["value"], event["endpoint"].decode(errors="replace"))
-        except zmq.ZMQError:
-            return  # the context is being terminated
-        finally:
-            self._monitor.close(linger=0)
-
-    def _handle(self, event: int, value: int, endpoint: str) -> None:
-        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self._failed.pop(endpoint, None)
-            self.refused = None
-            return
-        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            err = AuthenticationFailed(f"{endpoint} refused this client's CURVE key (ZAP status {value}): not in the server's allow-list")
-        else:
-            err = AuthenticationFailed(
-                f"CURVE handshake with {endpoint} failed: the server public key is wrong, or the server does not use CURVE"
-            )
-        log.debug("%s", err)
-        self._failed[endpoint] = err
-        if len(self._failed) >= self._endpoints:
-            self.refused = err
-            self._on_refused(err)
+def refusal(endpoint: str, event: int, value: int, curve: bool = True) -> AuthenticationFailed:
+    """The typed error for a failed handshake reported by a client socket's monitor (``curve``: the client uses CURVE)."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return AuthenticationFailed(f"{endpoint} refused this client's CURVE key (ZAP status {value}): not in the server's allow-list")
+    if not curve:
+        return AuthenticationFailed(f"handshake with {endpoint} failed: the server requires CURVE keys, and this client has none")
+    return AuthenticationFailed(f"CURVE handshake with {endpoint} failed: the server public key is wrong, or the server does not use CURVE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +140,8 @@ class ClientCurve:
             raise ValueError("CURVE needs both the server's public key and this client's secret key file")
         return cls(load_public_key(server_key), *load_keypair(client_secret))
 
-    def secure(self, dealer: zmq.Socket, endpoints: int, on_refused: Callable[[AuthenticationFailed], None]) -> HandshakeWatcher:
-        """Make ``dealer`` a CURVE client and watch its handshakes; call before connect."""
+    def secure(self, dealer: zmq.Socket) -> None:
+        """Make ``dealer`` a CURVE client; call before connect. Its monitor reports refusals (see :func:`refusal`)."""
         dealer.curve_serverkey = self.server_key
         dealer.curve_publickey = self.public
         dealer.curve_secretkey = self.secret
-        return HandshakeWatcher(dealer, endpoints, on_refused)

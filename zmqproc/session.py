@@ -1,7 +1,19 @@
-"""Client-side request state, sans I/O: ids, frames, deadlines and reply matching.
+"""Client-side request state, sans I/O: ids, frames, deadlines, reply matching, and routes.
 
-Shared by the threaded :class:`zmqproc.client.Client` and the Qt adapter: they
-move frames; this decides what the frames are and which request a reply ends.
+Shared by the threaded :class:`zmqproc.client.Client` and the Qt client: they
+move frames; this decides what the frames are, which request a reply ends, and
+which server (route) a request goes to. A route is one connection to one
+endpoint. The shell reports what it sees (a route up or down, a reply on a
+route); the session answers with what to (re)send:
+
+- a route going down (disconnect) orphans the requests sent on it: the server
+  cannot answer them on a new connection, so they are sent again, on another
+  route or on the same one once it is back;
+- a reply with a new ``epoch`` on a route means that server restarted: the
+  other requests sent to the old instance are sent again (processing is
+  idempotent; a duplicate reply is dropped as late);
+- a route whose liveness ping went unanswered is ``suspect``: its requests move
+  to the live routes, if there are any.
 """
 
 from __future__ import annotations
@@ -10,7 +22,7 @@ import heapq
 import itertools
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,26 +34,43 @@ from .protocol import Buffer, Reply, decode_reply, encode_request, process_field
 
 @dataclass(slots=True)
 class Pending:
-    """A request waiting for its reply."""
+    """A request waiting for its reply; ``route`` is None while it waits to be (re)sent."""
 
     id: str
     kind: str
     frames: list[Any]
     deadline: float
     sent_at: float
-    epoch: str | None = None  # the server epoch last seen when it was sent
+    epoch: str | None = None  # the epoch of the route it was last sent on, as known then
+    route: int | None = None
+    internal: bool = False  # a liveness ping of the shell, not the caller's
+    sends: int = 0
+
+
+@dataclass(slots=True)
+class Route:
+    """What the session knows of one connection."""
+
+    up: bool = False
+    epoch: str | None = None
+    suspect: bool = False
+    last_heard: float = 0.0
+    assigned: set[str] = field(default_factory=set)
 
 
 class ClientSession:
-    """Builds request frames and matches replies to pending requests by id."""
+    """Builds request frames, routes requests and matches replies to them by id."""
 
-    def __init__(self) -> None:
+    def __init__(self, routes: int = 1) -> None:
         self._prefix = uuid.uuid4().hex[:8]
         self._counter = itertools.count(1)
         self._pending: dict[str, Pending] = {}
+        self._unsent: dict[str, Pending] = {}  # in order of creation
         self._deadlines: list[tuple[float, str]] = []
+        self.routes = [Route() for _ in range(routes)]
         self.epoch: str | None = None
         self.late_replies = 0
+        self.resent = 0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -49,11 +78,16 @@ class ClientSession:
     def __contains__(self, request_id: object) -> bool:
         return request_id in self._pending
 
-    def request(self, kind: str, fields: dict[str, Any] | None, payload: Any, timeout: float, now: float) -> Pending:
-        """Register a request and return it with its frames (send ``pending.frames``)."""
+    # -- building requests --------------------------------------------------------
+
+    def request(
+        self, kind: str, fields: dict[str, Any] | None, payload: Any, timeout: float, now: float, internal: bool = False
+    ) -> Pending:
+        """Register a request; it waits in :meth:`unsent` until the shell sends it."""
         request_id = f"{self._prefix}-{next(self._counter)}"
-        pending = Pending(request_id, kind, encode_request(kind, request_id, fields, payload), now + timeout, now, self.epoch)
+        pending = Pending(request_id, kind, encode_request(kind, request_id, fields, payload), now + timeout, now, internal=internal)
         self._pending[request_id] = pending
+        self._unsent[request_id] = pending
         heapq.heappush(self._deadlines, (pending.deadline, request_id))
         return pending
 
@@ -74,29 +108,111 @@ class ClientSession:
         fields = process_fields(to_steps(pipeline), desc, reply_format, deadline_ms=round(timeout * 1000))
         return self.request("process", fields, payload, timeout, now)
 
-    def receive(self, frames: Sequence[Buffer]) -> tuple[Pending, Reply] | None:
+    # -- routing --------------------------------------------------------------------
+
+    def unsent(self) -> list[Pending]:
+        """Requests to send (new, or orphaned by a route), oldest first."""
+        return list(self._unsent.values())
+
+    def pick_route(self, exclude: Sequence[int] = ()) -> int | None:
+        """The up route with the least work, preferring routes that are not suspect; None if none is up."""
+        best: tuple[bool, int, int] | None = None
+        for index, route in enumerate(self.routes):
+            if route.up and index not in exclude:
+                key = (route.suspect, len(route.assigned), index)
+                best = key if best is None or key < best else best
+        return None if best is None else best[2]
+
+    def sent(self, pending: Pending, route: int, now: float) -> None:
+        """The shell sent ``pending`` on ``route``."""
+        self._unsent.pop(pending.id, None)
+        if pending.route is not None:
+            self.routes[pending.route].assigned.discard(pending.id)
+        if pending.sends:
+            self.resent += 1
+        pending.route, pending.sent_at, pending.sends = route, now, pending.sends + 1
+        pending.epoch = self.routes[route].epoch
+        self.routes[route].assigned.add(pending.id)
+
+    def route_up(self, route: int, now: float) -> None:
+        state = self.routes[route]
+        state.up, state.suspect, state.last_heard = True, False, now
+
+    def route_down(self, route: int) -> list[Pending]:
+        """The connection dropped: what was sent on it is orphaned and will be sent again.
+
+        The epoch is forgotten too: the first reply after the reconnect tells it
+        anew, without orphaning the requests just sent again.
+        """
+        state = self.routes[route]
+        state.up, state.epoch = False, None
+        return self._orphan(route)
+
+    def route_silent(self, route: int) -> list[Pending]:
+        """A liveness ping went unanswered: move the route's work to live routes, if there are any."""
+        self.routes[route].suspect = True
+        others = [i for i, r in enumerate(self.routes) if i != route and r.up and not r.suspect]
+        return self._orphan(route) if others else []
+
+    def needs_ping(self, route: int, now: float, interval: float) -> bool:
+        """True when ``route`` has work out, has been silent for ``interval``, and no ping is out on it."""
+        state = self.routes[route]
+        if not state.up or not state.assigned or now - state.last_heard < interval:
+            return False
+        return not any(self._pending[i].internal for i in state.assigned if i in self._pending)
+
+    def _orphan(self, route: int, keep: str | None = None) -> list[Pending]:
+        state = self.routes[route]
+        orphans = [self._pending[i] for i in state.assigned if i != keep and i in self._pending]
+        for pending in sorted(orphans, key=lambda p: p.sent_at):
+            if pending.internal:  # a ping is not worth resending: the next one goes out when due
+                self.forget(pending.id)
+                continue
+            state.assigned.discard(pending.id)
+            pending.route = None
+            self._unsent[pending.id] = pending
+        return [p for p in orphans if not p.internal]
+
+    # -- replies and deadlines ------------------------------------------------------
+
+    def receive(self, frames: Sequence[Buffer], route: int = 0, now: float = 0.0) -> tuple[Pending, Reply] | None:
         """Match a reply; None for a reply nobody waits for any more (late or unknown: dropped).
 
+        A new epoch on ``route`` sends the route's other requests again.
         Raises MalformedReply for a message that breaks the contract.
         """
         reply = decode_reply(frames)
-        if reply.epoch is not None:
-            self.epoch = reply.epoch
+        state = self.routes[route]
+        state.last_heard, state.suspect = now, False
         pending = self._pending.pop(reply.id, None) if reply.id is not None else None
+        if pending is not None:
+            self._unsent.pop(pending.id, None)
+            if pending.route is not None:
+                self.routes[pending.route].assigned.discard(pending.id)
+        epoch = reply.epoch
+        if epoch is not None and epoch != state.epoch:
+            if state.epoch is not None:
+                self._orphan(route)
+            state.epoch = epoch
+            self.epoch = epoch
         if pending is None:
             self.late_replies += 1
             return None
         return pending, reply
 
     def forget(self, request_id: str) -> Pending | None:
-        return self._pending.pop(request_id, None)
+        pending = self._pending.pop(request_id, None)
+        self._unsent.pop(request_id, None)
+        if pending is not None and pending.route is not None:
+            self.routes[pending.route].assigned.discard(request_id)
+        return pending
 
     def expire(self, now: float) -> list[Pending]:
         """Pending requests whose deadline has passed; they are forgotten."""
         expired = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, request_id = heapq.heappop(self._deadlines)
-            pending = self._pending.pop(request_id, None)
+            pending = self.forget(request_id)
             if pending is not None:
                 expired.append(pending)
         return expired

@@ -1,0 +1,165 @@
+"""Reliability against real server processes: restarts, dead and hung servers, overload.
+
+Every request ends with a result or a clear error by its deadline; none hangs,
+none is silently lost. Figures are printed (run with -s) for docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import wait
+
+import numpy as np
+import pytest
+
+from tests.conftest import ServerProcess, free_port
+from zmqproc import Busy, Client
+
+WORK = "gaussian_blur:ksize=31"
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+class PeakRss:
+    """Samples a process's RSS every 20 ms while the block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.peak = max(self.peak, rss_mib(self.pid))
+            except (OSError, RuntimeError):
+                return
+
+    def __enter__(self) -> PeakRss:
+        self.peak = rss_mib(self.pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def outcome(future) -> str:
+    error = future.exception(timeout=0)
+    return "ok" if error is None else type(error).__name__
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+
+
+def test_sigkill_and_restart_with_200_in_flight(image):
+    port = free_port()
+    args = ("--workers", "2", "--max-queue", "256", "--max-client-queue", "256")
+    first = ServerProcess(*args, port=port)
+    second = None
+    try:
+        with Client(first.endpoint, timeout=30) as client:
+            client.ping()
+            futures = [client.submit(image, WORK) for _ in range(200)]
+            time.sleep(0.3)
+            first.stop(signal.SIGKILL)
+            answered_before = sum(f.done() for f in futures)
+            time.sleep(0.5)
+            second = ServerProcess(*args, port=port)
+            started = time.monotonic()
+            done, not_done = wait(futures, timeout=40)
+            outcomes = [outcome(f) for f in futures]
+            print(
+                f"\nrestart: {answered_before} answered before SIGKILL, {client.resent} resent, "
+                f"{outcomes.count('ok')}/200 ok, all ended {time.monotonic() - started:.1f} s after the restart"
+            )
+            assert not not_done, "no request hangs"
+            assert client.resent >= 200 - answered_before - 2 * 2, "what the killed server held is sent again"
+            assert outcomes.count("ok") == 200, outcomes
+            assert client.epoch == second.epoch != first.epoch
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+
+
+def test_dead_server_work_moves_to_the_live_one(start_server, image):
+    a = start_server("--workers", "1", "--max-queue", "128", "--max-client-queue", "128")
+    b = start_server("--workers", "1", "--max-queue", "128", "--max-client-queue", "128")
+    with Client([a.endpoint, b.endpoint], timeout=30) as client:
+        client.ping()
+        time.sleep(0.3)
+        futures = [client.submit(image, WORK) for _ in range(60)]
+        time.sleep(0.2)
+        a.stop(signal.SIGKILL)
+        done, not_done = wait(futures, timeout=40)
+        assert not not_done and all(f.exception() is None for f in futures)
+        assert client.resent > 0
+        print(f"\nfailover: {client.resent} resent to the live server, 60/60 ok")
+
+
+def test_hung_server_is_noticed_by_the_liveness_ping(start_server, image):
+    a = start_server("--workers", "1", "--max-queue", "128", "--max-client-queue", "128")
+    b = start_server("--workers", "1", "--max-queue", "128", "--max-client-queue", "128")
+    with Client([a.endpoint, b.endpoint], timeout=30) as client:
+        client.ping()
+        time.sleep(0.3)
+        os.kill(a.proc.pid, signal.SIGSTOP)  # the TCP connection stays up; only the app-level ping can tell
+        try:
+            futures = [client.submit(image, WORK) for _ in range(40)]
+            started = time.monotonic()
+            done, not_done = wait(futures, timeout=25)
+            assert not not_done and all(f.exception() is None for f in futures)
+            print(f"\nhung server: 40/40 ok in {time.monotonic() - started:.1f} s, {client.resent} moved to the live server")
+            assert client.resent > 0
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+
+
+def test_overload_busy_at_once_polite_client_served_memory_bounded(start_server, image):
+    srv = start_server("--workers", "1", "--max-queue", "8", "--max-client-queue", "4")
+    payload_mib = image.nbytes / 2**20
+    with Client(srv.endpoint, timeout=60) as flood, Client(srv.endpoint, timeout=60) as polite, PeakRss(srv.proc.pid) as rss:
+        baseline = rss.peak
+        flood.ping()
+        polite.ping()
+        sent = time.monotonic()
+        flooding = [flood.submit(image, WORK) for _ in range(400)]  # ~10x what the queue holds, again and again
+        ended: dict[int, float] = {}
+        for i, f in enumerate(flooding):
+            f.add_done_callback(lambda _f, i=i: ended.__setitem__(i, time.monotonic() - sent))
+        polite_ok, polite_busy, latencies = 0, 0, []
+        for _ in range(10):
+            started = time.monotonic()
+            try:
+                polite.process(image, WORK)
+                polite_ok += 1
+            except Busy:
+                polite_busy += 1
+            latencies.append(time.monotonic() - started)
+        wait(flooding, timeout=60)
+    outcomes = [outcome(f) for f in flooding]
+    busy = outcomes.count("Busy")
+    last_busy = max(ended[i] for i, o in enumerate(outcomes) if o == "Busy")
+    last_ok = max(ended[i] for i, o in enumerate(outcomes) if o == "ok")
+    print(
+        f"\noverload: flood {outcomes.count('ok')} ok, {busy} busy of 400 (last busy after {last_busy * 1000:.0f} ms, "
+        f"last ok after {last_ok * 1000:.0f} ms); polite {polite_ok}/10 ok, "
+        f"worst latency {max(latencies) * 1000:.0f} ms; server RSS {baseline:.0f} -> peak {rss.peak:.0f} MiB"
+    )
+    assert busy >= 300 and outcomes.count("ok") + busy == 400, "busy is an answer, nothing is lost"
+    assert last_busy < last_ok, "busy is answered at once, not after the queued work"
+    assert polite_ok == 10 and polite_busy == 0, "the flood does not lock out another client"
+    # queued work (8 requests), plus images being processed, plus their replies: a bound, not a growth with the flood
+    assert rss.peak - baseline < 8 * payload_mib * 4 + 64, "memory stays bounded under overload"
