@@ -1,0 +1,125 @@
+"""SSH tunnel figures (issue 4): identity round trips/s through each way in, measured in one run.
+
+    flock /tmp/zmqproc-bench.lock .venv/bin/python bench/ssh.py [--seconds 3] [--repeat 3]
+
+Direct, our paramiko backend, our OpenSSH backend, pyzmq's stock paramiko tunnel
+(``zmq.ssh.tunnel``) and a bare ``ssh -N -L``, all to the same real server through
+the same real sshd (started here, as in the tests), all with the same zmqproc Client.
+Goals: paramiko >= 5x pyzmq's stock tunnel; OpenSSH >= 0.9x bare ``ssh -L``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import numpy as np
+from zmq.ssh import tunnel as stock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.harness import best_of, free_port, rate, wait_for_port, zmqproc_server  # noqa: E402
+from tests.fixtures.sshd import Sshd  # noqa: E402
+from zmqproc import Client  # noqa: E402
+
+Way = Callable[[str, Sshd], AbstractContextManager[Client]]
+
+
+@contextmanager
+def direct(endpoint: str, sshd: Sshd) -> Iterator[Client]:
+    with Client(endpoint, timeout=60) as client:
+        yield client
+
+
+def ours(backend: str) -> Way:
+    @contextmanager
+    def open_client(endpoint: str, sshd: Sshd) -> Iterator[Client]:
+        ssh = {"ssh": sshd.target, "ssh_key": sshd.key, "ssh_known_hosts": sshd.known_hosts, "ssh_backend": backend}
+        with Client(endpoint, timeout=60, **ssh) as client:  # type: ignore[arg-type]
+            yield client
+
+    return open_client
+
+
+@contextmanager
+def pyzmq_stock(endpoint: str, sshd: Sshd) -> Iterator[Client]:
+    """``zmq.ssh.tunnel`` with paramiko=True: what ``tunnel_connection(..., paramiko=True)`` sets up."""
+    os.environ["PYZMQ_PARAMIKO_HOST_KEY_POLICY"] = "Warning"  # it reads only ~/.ssh/known_hosts
+    warnings.filterwarnings("ignore", message="Unknown .* host key")
+    url, proc = stock.open_tunnel(endpoint, f"{sshd.user}@{sshd.host}:{sshd.port}", keyfile=sshd.key, paramiko=True)
+    try:
+        wait_for_port(int(url.rsplit(":", 1)[1]))
+        with Client(url, timeout=60) as client:
+            yield client
+    finally:
+        proc.terminate()
+        proc.join(5)
+
+
+@contextmanager
+def bare_ssh(endpoint: str, sshd: Sshd) -> Iterator[Client]:
+    host, port = endpoint[len("tcp://") :].rsplit(":", 1)
+    local = free_port()
+    cmd = ["ssh", "-N", "-L", f"127.0.0.1:{local}:{host}:{port}", "-p", str(sshd.port), "-i", sshd.key]
+    cmd += ["-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={sshd.known_hosts}", f"{sshd.user}@{sshd.host}"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(local)
+        with Client(f"tcp://127.0.0.1:{local}", timeout=60) as client:
+            yield client
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+WAYS: dict[str, Way] = {
+    "direct": direct,
+    "paramiko (ours)": ours("paramiko"),
+    "openssh (ours)": ours("openssh"),
+    "pyzmq stock paramiko": pyzmq_stock,
+    "bare ssh -N -L": bare_ssh,
+}
+
+
+def measure(way: Way, endpoint: str, sshd: Sshd, image: np.ndarray, seconds: float) -> float:
+    with way(endpoint, sshd) as client:
+        return rate(lambda: client.process(image, "identity"), seconds, warmup=3)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--repeat", type=int, default=3, help="best of N runs per figure")
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    images = {
+        "VGA 640x480x3": rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+        "1080p 1920x1080x3": rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8),
+    }
+    figures: dict[tuple[str, str], float] = {}
+    with zmqproc_server(2) as endpoint, Sshd() as sshd:
+        for label, image in images.items():
+            for name, way in WAYS.items():
+                figures[name, label] = best_of(args.repeat, lambda way=way, image=image: measure(way, endpoint, sshd, image, args.seconds))
+                print(f"  {label:<18} {name:<22} {figures[name, label]:8.1f} round trips/s", file=sys.stderr, flush=True)
+    mb = {label: image.nbytes * 2 / 1e6 for label, image in images.items()}
+    print("| way in | " + " | ".join(f"{label} round trips/s (MB/s both ways)" for label in images) + " |")
+    print("|---|" + "---:|" * len(images))
+    for name in WAYS:
+        cells = [f"{figures[name, label]:.1f} ({figures[name, label] * mb[label]:.0f})" for label in images]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
+    for label in images:
+        para = figures["paramiko (ours)", label] / figures["pyzmq stock paramiko", label]
+        openssh = figures["openssh (ours)", label] / figures["bare ssh -N -L", label]
+        print(f"- {label}: paramiko (ours) / pyzmq stock = **{para:.1f}x** (goal >= 5x); ", end="")
+        print(f"openssh (ours) / bare ssh -L = **{openssh:.2f}x** (goal >= 0.9x)")
+
+
+if __name__ == "__main__":
+    main()
