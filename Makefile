@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5555
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install test run run-server lint bench clean
+.PHONY: install test run run-server lint bench bench-ssh clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,9 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/core.py
+
+bench-ssh: install  # needs root and openssh-server (an sshd is started on a loopback port)
+	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/ssh.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
