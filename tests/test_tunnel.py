@@ -242,3 +242,12 @@ def test_cli_process_through_ssh(sshd, endpoint, tmp_path, capsys):
     assert main([*args, "--ssh-key", sshd.wrong_key, "--ssh-known-hosts", sshd.known_hosts]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("zmqproc: ") and "refused the login" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.sshd
+def test_key_and_known_hosts_paths_expand_the_home_directory(sshd, endpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "id").write_bytes(Path(sshd.key).read_bytes())
+    (tmp_path / "kh").write_text(Path(sshd.known_hosts).read_text())
+    with open_tunnel(endpoint, sshd.target, key="~/id", known_hosts="~/kh", backend="paramiko", timeout=5) as tunnel:
+        assert tunnel.alive()

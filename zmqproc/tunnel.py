@@ -534,6 +534,8 @@ def open_tunnel(
     """
     parse_endpoint(endpoint)
     parse_ssh_target(ssh)
+    key = os.path.expanduser(key) if key else None  # "" from a settings form means none
+    known_hosts = os.path.expanduser(known_hosts) if known_hosts else None
     ssh_binary = shutil.which("ssh")
     chosen = choose_backend(backend, password, ssh_binary)
     if chosen == "openssh":
