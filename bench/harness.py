@@ -41,12 +41,20 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
+def wait_for_path(path: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on ipc://{path}")
+        time.sleep(0.05)
+
+
 @contextmanager
-def process(args: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``args`` (a server on ``port``) for the duration of the block."""
+def process(args: list[str], port: int | str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` (a server on a tcp ``port``, or an ipc socket path) for the duration of the block."""
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port)
+        wait_for_path(port) if isinstance(port, str) else wait_for_port(port)
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -64,11 +72,14 @@ def raw_echo_server() -> Iterator[str]:
 
 
 @contextmanager
-def zmqproc_server(workers: int = os.cpu_count() or 1, *extra: str) -> Iterator[str]:
+def zmqproc_server(workers: int = os.cpu_count() or 1, *extra: str, ipc: bool = False) -> Iterator[str]:
+    """A real server process on a free tcp port of 127.0.0.1, or on an ipc socket."""
     port = free_port()
-    args = [sys.executable, "server_main.py", "--bind", f"tcp://127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"]
-    with process([*args, *extra], port):
-        yield f"tcp://127.0.0.1:{port}"
+    where: int | str = f"/tmp/zmqproc-bench-{port}.sock" if ipc else port
+    endpoint = f"ipc://{where}" if ipc else f"tcp://127.0.0.1:{port}"
+    args = [sys.executable, "server_main.py", "--bind", endpoint, "--workers", str(workers), "--log-level", "warning"]
+    with process([*args, *extra], where):
+        yield endpoint
 
 
 def rate(round_trip: Callable[[], object], seconds: float, warmup: int = 20) -> float:

@@ -77,6 +77,7 @@ class Op:
     fn: Callable[..., Any]
     params: dict[str, Param] = field(default_factory=dict)
     dtypes: tuple[str, ...] = ("uint8",)
+    heavy: bool = False  # slow even on small images: never run inline in the server's socket loop
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every value checked; unknown names are an error."""
@@ -98,11 +99,13 @@ class Op:
 REGISTRY: dict[str, Op] = {}
 
 
-def op(name: str, doc: str, dtypes: tuple[str, ...] = ("uint8",), **params: Param) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def op(
+    name: str, doc: str, dtypes: tuple[str, ...] = ("uint8",), heavy: bool = False, **params: Param
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as op ``name`` with its declared parameters."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        REGISTRY[name] = Op(name, doc, fn, params, dtypes)
+        REGISTRY[name] = Op(name, doc, fn, params, dtypes, heavy)
         return fn
 
     return register
@@ -215,6 +218,7 @@ def median_blur(image: np.ndarray, ksize: int) -> np.ndarray:
 @op(
     "bilateral_filter",
     "Edge-preserving smoothing.",
+    heavy=True,
     d=Param("int", 9, 1, 25, doc="pixel neighbourhood diameter"),
     sigma_color=Param("float", 75.0, 1.0, 250.0),
     sigma_space=Param("float", 75.0, 1.0, 250.0),
@@ -384,6 +388,7 @@ def sepia(image: np.ndarray, intensity: float) -> np.ndarray:
 @op(
     "denoise",
     "Non-local means denoising.",
+    heavy=True,
     h=Param("float", 10.0, 1.0, 30.0, doc="filter strength"),
     template_window=Param("int", 7, 3, 21, odd=True),
     search_window=Param("int", 21, 3, 35, odd=True),
@@ -414,6 +419,7 @@ def _face_cascade() -> cv2.CascadeClassifier:
 @op(
     "detect_faces",
     "Find frontal faces (OpenCV's Haar cascade); boxes in results as [x, y, w, h], drawn if asked.",
+    heavy=True,
     scale_factor=Param("float", 1.1, 1.01, 2.0),
     min_neighbors=Param("int", 5, 0, 50),
     min_size=Param("int", 30, 1, 2000, doc="smallest face side in pixels"),
