@@ -101,3 +101,23 @@ def test_connection_lost_and_regained(qtbot):
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_two_endpoints_share_the_work_and_survive_one_dying(qtbot, start_server, coffee):
+    import signal
+
+    a, b = start_server("--workers", "1"), start_server("--workers", "1")
+    client = QtClient([a.endpoint, b.endpoint], timeout=30.0)
+    try:
+        qtbot.waitUntil(lambda: all(r.up for r in client._session.routes), timeout=5000)
+        done, failed = collect(client)
+        ids = [client.process(coffee, "bilateral_filter:d=9") for _ in range(8)]
+        qtbot.wait(100)
+        a.stop(signal.SIGKILL)  # its unanswered requests go to the other server
+        qtbot.waitUntil(lambda: len(done) + len(failed) == len(ids), timeout=30000)
+        assert not failed and set(done) == set(ids)
+        assert client.resent >= 1
+        with Client(b.endpoint) as lib:
+            assert np.array_equal(done[ids[-1]].image, lib.process(coffee, "bilateral_filter:d=9"))
+    finally:
+        client.close()

@@ -3,7 +3,8 @@
 ZeroMQ's ``FD`` is edge-triggered and signals *some* change of ``EVENTS``, not
 "a message is waiting". So on every ``activated`` the socket is drained while
 ``EVENTS & POLLIN``, and after every send ``EVENTS`` is checked again, since a
-send can consume the edge that announced a waiting reply. No polling timer, no
+send can consume the edge that announced a waiting reply; a new socket (or
+connection) gets one look too, since an edge may have passed unseen. No polling timer, no
 thread blocking on ``recv``: any Qt application can reuse this class.
 """
 
@@ -19,7 +20,10 @@ from ..client import configure_dealer
 
 
 class QZmqSocket(QObject):
-    """A DEALER (by default) on the GUI thread; ``received`` carries each message's frames (``copy=False``)."""
+    """A DEALER (by default; or any socket passed in, e.g. a monitor) on the GUI thread.
+
+    ``received`` carries each message's frames (``copy=False``).
+    """
 
     received = Signal(object)  # list[zmq.Frame]
     writable = Signal()  # the socket can take messages again after a send hit zmq.Again
@@ -28,20 +32,26 @@ class QZmqSocket(QObject):
         self,
         socket_type: int = zmq.DEALER,
         *,
+        socket: zmq.Socket | None = None,
         context: zmq.Context | None = None,
         max_batch: int = 8,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
-        self.socket = (context or zmq.Context.instance()).socket(socket_type)
-        if socket_type == zmq.DEALER:
-            configure_dealer(self.socket)
+        if socket is None:
+            socket = (context or zmq.Context.instance()).socket(socket_type)
+            if socket_type == zmq.DEALER:
+                configure_dealer(socket)
+        self.socket = socket
         self._max_batch = max_batch  # messages per turn of the event loop, so a flood never freezes the window
         self._want_write = False
         self._drain_scheduled = False
         self._notifier = QSocketNotifier(self.socket.FD, QSocketNotifier.Type.Read, self)
         # PySide6 passes a QSocketDescriptor, which the slot does not need.
         self._notifier.activated.connect(lambda _descriptor: self._drain())
+        # An edge may have passed before the notifier existed (a monitor's first events do), and a pipe that was
+        # never read from does not signal: one look at EVENTS reads what waits and arms the edge.
+        self._schedule_drain(force=True)
 
     @property
     def closed(self) -> bool:
@@ -49,6 +59,7 @@ class QZmqSocket(QObject):
 
     def connect_to(self, endpoint: str) -> None:
         self.socket.connect(endpoint)
+        self._schedule_drain(force=True)
 
     def disconnect_from(self, endpoint: str) -> None:
         with contextlib.suppress(zmq.ZMQError):  # it was not connected
@@ -70,8 +81,10 @@ class QZmqSocket(QObject):
         if not self.socket.closed:
             self.socket.close(linger=0)
 
-    def _schedule_drain(self) -> None:
-        if not self._drain_scheduled and not self.socket.closed and self.socket.get(zmq.EVENTS) & zmq.POLLIN:
+    def _schedule_drain(self, force: bool = False) -> None:
+        if self._drain_scheduled or self.socket.closed:
+            return
+        if force or self.socket.get(zmq.EVENTS) & zmq.POLLIN:
             self._drain_scheduled = True
             QTimer.singleShot(0, self._drain)
 
