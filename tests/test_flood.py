@@ -18,8 +18,10 @@ from collections import Counter
 from typing import Any
 
 import msgpack
+import numpy as np
 import zmq
 
+from tests.rawwire import RawDealer
 from zmqproc.client import Client
 from zmqproc.ops import REGISTRY
 
@@ -54,6 +56,25 @@ def rss_bound(baseline: int) -> int:
     per_running = 3 * MAX_PIXELS * 4 * 4 + MAX_FRAME_BYTES
     return baseline + (MAX_QUEUE + WORKERS) * per_job + WORKERS * per_running + 64 * MiB
 
+
+def tiff_claiming(width: int, height: int) -> bytes:
+    """A 4x4 TIFF whose header claims ``width`` x ``height``: TIFF sizes are not read before decoding."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".tiff", np.zeros((4, 4, 3), np.uint8))
+    assert ok
+    data = bytearray(encoded.tobytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for i in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+        entry = ifd + 2 + 12 * i
+        tag, kind = struct.unpack("<HH", data[entry : entry + 4])
+        value = {256: width, 257: height, 278: height}.get(tag)  # width, length, rows per strip
+        if value is not None:
+            data[entry + 8 : entry + 12] = struct.pack("<I", value) if kind == 4 else struct.pack("<HH", min(value, 65535), 0)
+    return bytes(data)
+
+
+TIFF_BOMB = tiff_claiming(30000, 30000)
 
 class Messages:
     """The flood, one message at a time; valid ids are unique so replies can be matched."""
@@ -128,7 +149,10 @@ class Messages:
             header.update(kind="process", pipeline=[{"op": "identity"}])
             header["image"] = {"format": "raw", "dtype": r.choice(["uint8", "float32"]), "shape": [r.randint(10**4, 2**40), 10**5, 3]}
             payload = [r.randbytes(64)]
-        elif kind == "bomb":
+        elif kind == "bomb" and r.random() < 0.1:  # TIFF: sized by OpenCV's own limit, in a worker
+            header.update(kind="process", pipeline=[{"op": "identity"}], image={"format": "tiff"})
+            payload = [TIFF_BOMB]
+        elif kind == "bomb":  # PNG: sized from its header in the socket loop
             header.update(kind="process", pipeline=[{"op": "identity"}], image={"format": "png"})
             ihdr = struct.pack(">II", r.randint(10**4, 2**31), r.randint(10**4, 2**31)) + bytes([8, 2, 0, 0, 0])
             payload = [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + ihdr + r.randbytes(200)]
@@ -225,4 +249,20 @@ def test_flood(start_server) -> None:
     assert "internal" not in stats["errors"], "an input reached an unexpected exception:\n" + srv.output()[-3000:]
     assert codes["ok"] > 0 and codes["bad_request"] > 0 and codes["too_large"] > 0
     assert peak <= bound, f"peak RSS {peak / MiB:.1f} MiB over the bound {bound / MiB:.1f} MiB"
+    assert "Traceback" not in srv.output()
+
+
+def test_tiff_bomb_meets_opencvs_pixel_limit(start_server) -> None:
+    """--max-pixels also sets OPENCV_IO_MAX_IMAGE_PIXELS: a TIFF claiming 30000x30000 is too_large, not an internal error."""
+    srv = start_server("--workers", "1", "--max-pixels", str(MAX_PIXELS))
+    dealer = RawDealer(srv.endpoint)
+    try:
+        header = {"v": 1, "id": "t1", "kind": "process", "pipeline": [{"op": "identity"}], "image": {"format": "tiff"}}
+        reply, _ = dealer.call(header, TIFF_BOMB)
+        assert reply["id"] == "t1" and reply["status"] == "error"
+        assert reply["error"]["code"] == "too_large", reply
+        ok, _ = dealer.call({**header, "id": "t2"}, tiff_claiming(4, 4))
+        assert ok["status"] == "ok"
+    finally:
+        dealer.close()
     assert "Traceback" not in srv.output()

@@ -140,7 +140,12 @@ def decode_image(desc: ImageDescriptor, payload: Any) -> np.ndarray:
         return np.frombuffer(payload, dtype=desc.dtype).reshape(desc.shape)
     import cv2
 
-    image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV raises (not returns None) past OPENCV_IO_MAX_IMAGE_PIXELS, e.g. a TIFF bomb
+        if "MAX_IMAGE_PIXELS" in str(exc):
+            raise TooLarge(f"{desc.format} image is over the server's pixel limit") from None
+        raise DecodeFailed(f"frame 1 did not decode as {desc.format}") from None
     if image is None:
         raise DecodeFailed(f"frame 1 did not decode as {desc.format}")
     if image.dtype.name not in RAW_DTYPES:
