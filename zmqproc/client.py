@@ -249,7 +249,7 @@ class Client:
             pending = build(time.monotonic())
             self._futures[pending.id] = (future, convert)
         if pending.kind == "process":
-            future.add_done_callback(lambda f: f.cancelled() and self._cancel_remote(pending.id))
+            future.add_done_callback(lambda f: self._cancel_remote(pending.id) if f.cancelled() else None)
         self._wake()
         return future
 
@@ -299,13 +299,13 @@ class Client:
         finally:
             self._shutdown()
 
-    def _poll_timeout(self) -> float | None:
+    def _poll_timeout(self) -> int | None:
         with self._lock:
             deadline = self._session.next_deadline()
             busy = any(route.assigned for route in self._session.routes)
         if busy:  # liveness checks are due while work is out
             deadline = min(deadline or float("inf"), time.monotonic() + self.heartbeat / 2)
-        return None if deadline is None else max(0.0, (deadline - time.monotonic()) * 1000)
+        return None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
 
     def _drain_wake(self) -> None:
         while True:

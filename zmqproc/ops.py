@@ -247,9 +247,11 @@ def canny(image: np.ndarray, threshold1: float, threshold2: float, aperture: int
 )
 def sobel(image: np.ndarray, direction: str, ksize: int) -> np.ndarray:
     gray = _gray(image)
-    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=ksize) if direction != "y" else 0
-    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=ksize) if direction != "x" else 0
-    return cv2.convertScaleAbs(cv2.magnitude(gx, gy) if direction == "both" else gx + gy)
+    if direction != "both":
+        return cv2.convertScaleAbs(cv2.Sobel(gray, cv2.CV_32F, int(direction == "x"), int(direction == "y"), ksize=ksize))
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=ksize)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=ksize)
+    return cv2.convertScaleAbs(cv2.magnitude(gx, gy))
 
 
 _THRESHOLD_TYPES = {
@@ -409,7 +411,7 @@ def _face_cascade() -> cv2.CascadeClassifier:
     """One classifier per worker thread (detectMultiScale is not documented as thread-safe)."""
     cascade = getattr(_cascades, "face", None)
     if cascade is None:
-        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]
         if cascade.empty():
             raise RuntimeError("OpenCV's haarcascade_frontalface_default.xml did not load")
         _cascades.face = cascade

@@ -138,7 +138,7 @@ def decode_request(frames: Sequence[Buffer], limits: Limits = Limits()) -> Reque
         raise BadRequest("empty message")
     header = _unpack_header(frames[0], limits.max_header_bytes)
     request_id = header.get("id")
-    if not _valid_id(request_id):
+    if not isinstance(request_id, str) or not _valid_id(request_id):
         raise BadRequest(f"'id' must be a string of 1 to {MAX_ID_LENGTH} characters")
     try:
         return _decode_checked(header, request_id, frames, limits)

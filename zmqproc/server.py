@@ -218,11 +218,12 @@ class Server:
         elif request.kind == "stats":
             fields = self.stats()
         else:  # cancel
-            job = self._queue.withdraw(client, request.target or "")
-            if job is not None:
+            withdrawn = self._queue.withdraw(client, request.target or "")
+            if withdrawn is not None:
                 self._outstanding -= 1
-                self._reply(router, client, encode_error(job.request.id, self.epoch, Cancelled("cancelled by the client")), "cancelled")
-            fields = {"cancelled": job is not None}
+                cancelled = Cancelled("cancelled by the client")
+                self._reply(router, client, encode_error(withdrawn.request.id, self.epoch, cancelled), "cancelled")
+            fields = {"cancelled": withdrawn is not None}
         log.debug("%s %s ok", request.kind, request.id)
         self._reply(router, client, encode_reply(request.id, self.epoch, fields), "ok")
 
@@ -274,8 +275,8 @@ class Server:
             return err.code, encode_error(request.id, self.epoch, err)
         except Exception as exc:
             log.error("process %s failed inside the server:\n%s", request.id, traceback.format_exc())
-            err = InternalError(f"{type(exc).__name__} inside the server (logged); it keeps serving")
-            return err.code, encode_error(request.id, self.epoch, err)
+            bug = InternalError(f"{type(exc).__name__} inside the server (logged); it keeps serving")
+            return bug.code, encode_error(request.id, self.epoch, bug)
 
 
 def serve_until_signalled(server: Server) -> None:

@@ -100,6 +100,7 @@ class ClientSession:
         reply_format: str | None = None,
     ) -> Pending:
         """A ``process`` request for an array (sent raw, without a copy) or an encoded file's bytes."""
+        payload: Any
         if isinstance(image, np.ndarray):
             desc, payload = describe_array(image)
         else:

@@ -82,9 +82,10 @@ class WorkQueue:
     def withdraw(self, client: bytes, request_id: str) -> Job | None:
         """Remove a queued job of ``client`` (a cancel); None if it is not queued."""
         with self._cond:
-            mine = self._by_client.get(client, ())
-            for job in mine:
+            mine = self._by_client.get(client)
+            for job in mine or ():
                 if job.request.id == request_id:
+                    assert mine is not None
                     mine.remove(job)
                     self._size -= 1
                     if not mine:
