@@ -189,3 +189,54 @@ def test_gui_app_is_thin_and_a_console_script():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["zmqproc-gui"] == "zmqproc.gui.app:main"
     assert "from zmqproc.gui.app import main" in (ROOT / "gui_app.py").read_text()
+
+
+def test_connection_dialog_tests_ports_and_ping(qtbot, qt_settings, endpoint):
+    from zmqproc.gui.connection import ConnectionDialog, ConnectionSettings
+
+    closed = f"tcp://127.0.0.1:{free_port()}"
+    dialog = ConnectionDialog(ConnectionSettings([endpoint, closed]))
+    qtbot.addWidget(dialog)
+    dialog.test_connection()
+    qtbot.waitUntil(lambda: dialog.test_button.isEnabled(), timeout=15000)
+    lines = dialog.test_result.text().splitlines()
+    assert lines[0].startswith(f"{endpoint}: port open, ping ") and lines[0].endswith(" ms")
+    assert lines[1] == f"{closed}: port closed"
+    assert dialog.settings().endpoints == [endpoint, closed]
+
+
+def ssh_settings(sshd, endpoint, key):
+    from zmqproc.gui.connection import ConnectionSettings
+
+    return ConnectionSettings([endpoint], True, sshd.host, sshd.user, sshd.port, key, sshd.known_hosts)
+
+
+@pytest.mark.sshd
+def test_processing_through_an_ssh_tunnel(qtbot, qt_settings, sshd, endpoint):
+    from zmqproc.gui.window import MainWindow
+
+    win = MainWindow([endpoint])
+    qtbot.addWidget(win)
+    win.connect_to(ssh_settings(sshd, endpoint, sshd.key))
+    qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED and bool(win._tunnels), timeout=15000)
+    assert win.client.endpoints == [t.local_endpoint for t in win._tunnels] != [endpoint]
+    win.transfer.setCurrentIndex(win.transfer.findData("encoded"))
+    win.open_files([str(IMAGES / "coffee.png")])
+    win.editor.set_steps("invert")
+    ok, _ = run_job(qtbot, win)
+    assert ok and np.array_equal(win.result, 255 - load_image("coffee.png"))
+    win.close()
+
+
+@pytest.mark.sshd
+def test_ssh_login_refused_asks_in_a_dialog_then_says_so(qtbot, qt_settings, sshd, endpoint, monkeypatch):
+    from zmqproc.gui import window as window_module
+
+    asked: list[str] = []
+    monkeypatch.setattr(window_module, "ask_secret", lambda _parent, what: asked.append(what))  # the user presses Cancel
+    win = window_module.MainWindow([endpoint])
+    qtbot.addWidget(win)
+    win.connect_to(ssh_settings(sshd, endpoint, sshd.wrong_key))
+    qtbot.waitUntil(lambda: "Could not open the SSH tunnel" in win.notice.text(), timeout=15000)
+    assert asked == [f"Password of {sshd.target}, or passphrase of {sshd.wrong_key}"]
+    win.close()

@@ -41,6 +41,7 @@ class ConnectionSettings:
     ssh_user: str = ""
     ssh_port: int = 22
     ssh_key: str = ""
+    known_hosts: str = ""  # empty: ~/.ssh/known_hosts
 
     @property
     def ssh_target(self) -> str:
@@ -58,6 +59,7 @@ class ConnectionSettings:
             ssh_user=str(settings.value("connection/ssh_user", "")),
             ssh_port=int(settings.value("connection/ssh_port", 22)),
             ssh_key=str(settings.value("connection/ssh_key", "")),
+            known_hosts=str(settings.value("connection/known_hosts", "")),
         )
 
     def save(self, settings: QSettings) -> None:
@@ -127,6 +129,8 @@ class ConnectionDialog(QDialog):
         self.ssh_port.setValue(settings.ssh_port)
         self.ssh_key = QLineEdit(settings.ssh_key)
         self.ssh_key.setPlaceholderText("optional: a private key file (its passphrase is asked when needed)")
+        self.known_hosts = QLineEdit(settings.known_hosts)
+        self.known_hosts.setPlaceholderText("~/.ssh/known_hosts")
         browse = QPushButton("…")
         browse.clicked.connect(self._browse_key)
         key_row = QHBoxLayout()
@@ -137,6 +141,7 @@ class ConnectionDialog(QDialog):
         ssh_form.addRow("User", self.ssh_user)
         ssh_form.addRow("Port", self.ssh_port)
         ssh_form.addRow("Key file", key_row)
+        ssh_form.addRow("Known hosts", self.known_hosts)
         self.test_button = QPushButton("Test connection")
         self.test_result = QLabel("")
         self.test_result.setWordWrap(True)
@@ -163,6 +168,7 @@ class ConnectionDialog(QDialog):
             self.ssh_user.text().strip(),
             self.ssh_port.value(),
             self.ssh_key.text().strip(),
+            self.known_hosts.text().strip(),
         )
 
     def test_connection(self) -> None:

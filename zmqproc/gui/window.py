@@ -267,6 +267,7 @@ class MainWindow(QMainWindow):
                             connection.ssh_target,
                             key=connection.ssh_key or None,
                             password=password,
+                            known_hosts=connection.known_hosts or None,
                             accept_new_host_key=accept_new,
                         )
                     )
@@ -290,7 +291,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"tunnel through {connection.ssh_target} open", 5000)
             return
         if isinstance(error, TunnelAuthFailed):
-            what = f"Passphrase of {connection.ssh_key}" if connection.ssh_key else f"Password of {connection.ssh_target}"
+            what = f"Password of {connection.ssh_target}" + (f", or passphrase of {connection.ssh_key}" if connection.ssh_key else "")
             secret = ask_secret(self, what)
             if secret is not None:
                 self.connect_to(connection, password=secret, accept_new=accept_new)
