@@ -99,7 +99,6 @@ def openssh_command(
         "StrictHostKeyChecking": "accept-new" if accept_new_host_key else "yes",
         "ControlMaster": "no",
         "ControlPath": "none",
-        "ClearAllForwardings": "no",
     }
     if known_hosts:
         options["UserKnownHostsFile"] = f'"{os.path.expanduser(known_hosts)}"'
@@ -298,7 +297,10 @@ class ParamikoTunnel(Tunnel):
             sel.close()
 
     def _accept(self, sel: selectors.BaseSelector) -> None:
-        conn, origin = self._listener.accept()
+        try:
+            conn, origin = self._listener.accept()
+        except OSError:  # the peer gave up already, or no file descriptor left: the next one may work
+            return
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             chan = self._open_channel(origin, self.timeout)
