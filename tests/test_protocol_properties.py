@@ -14,11 +14,12 @@ from typing import Any
 import cv2
 import msgpack
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zmqproc import ops
-from zmqproc.errors import ERROR_CLASSES, ERROR_CODES, BadParams, DecodeFailed, MalformedReply, ProcessingError, UnknownOp
+from zmqproc.errors import ERROR_CLASSES, ERROR_CODES, BadParams, BadRequest, DecodeFailed, MalformedReply, ProcessingError, UnknownOp
 from zmqproc.images import CHANNELS, ENCODED_FORMATS, RAW_DTYPES, decode_image
 from zmqproc.protocol import (
     KINDS,
@@ -419,3 +420,14 @@ def test_session_receive_mutated_replies(data: st.DataObject) -> None:
     frames = [pack(data.draw(mutated_header(header))), *data.draw(st.lists(st.binary(max_size=16), max_size=2))]
     receive_outcome(session, frames)
 
+
+
+
+BOMBS = [b"\x91" * 60000, b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xc6\xff\xff\xff\xff", b"\x81\x91\x01\x01"]
+
+
+@pytest.mark.parametrize("header", BOMBS)
+def test_msgpack_bombs_in_a_header_are_bad_requests(header: bytes) -> None:
+    """Deep nesting, huge declared lengths, unhashable keys: refused by msgpack itself, before anything is allocated."""
+    with pytest.raises(BadRequest, match="not valid msgpack"):
+        decode_request([header])
