@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5555
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install test run run-server lint bench bench-ssh clean
+.PHONY: install test run run-server lint bench bench-peers bench-ssh clean
 
 install: $(VENV)/.installed
 
@@ -30,8 +30,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy zmqproc
 
-bench: install
+bench: install bench-peers
 	$(BIN)/python bench/core.py
+
+bench-peers: install  # raw pyzmq, zmqproc, imagezmq, FastAPI in one run; writes docs/peers.png and "## Peers" in docs/benchmarks.md
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/peers.py
 
 bench-ssh: install  # needs root and openssh-server (an sshd is started on a loopback port)
 	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/ssh.py

@@ -1,0 +1,303 @@
+"""zmqproc against the tools people would otherwise pick (issue 6), all measured in this one run on 127.0.0.1.
+
+    .venv/bin/pip install -e '.[bench]' && flock /tmp/zmqproc-bench.lock .venv/bin/python bench/peers.py [--seconds 2 --repeat 2]
+
+Workload: echo (identity) of a BGR uint8 frame, 1080p, VGA and 64x64, sequential and 8 in flight; round trips/s.
+Peers, each a separate server process started here:
+- raw pyzmq: zero-copy DEALER/ROUTER echo (harness.raw_echo_server), one DEALER; the practical limit;
+- zmqproc: ``Client.process(image, "identity")`` / ``Client.submit`` against a real server (2 workers);
+- imagezmq: ``ImageSender.send_image`` (REQ) to an ``ImageHub`` that answers ``recv_image`` with ``send_reply(image)``;
+  REQ/REP is lockstep, so 8 in flight = 8 senders in 8 threads;
+- HTTP: FastAPI on uvicorn (httptools, uvloop), POST of the raw bytes (``application/octet-stream``, shape and dtype in
+  headers), a ``requests.Session``; 8 in flight = 8 threads with a Session each.
+Prints the table with ratios to zmqproc, writes docs/peers.png and the "## Peers" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, wait
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import zmq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.harness import ROOT, best_of, free_port, process, rate, raw_echo_server, zmqproc_server  # noqa: E402
+from zmqproc import Client  # noqa: E402
+
+PEERS = ("raw pyzmq", "zmqproc", "imagezmq", "FastAPI")
+SIZES = {"1080p": (1080, 1920, 3), "VGA": (480, 640, 3), "64x64": (64, 64, 3)}
+INFLIGHT = 8
+RoundTrip = Callable[[], np.ndarray]
+
+
+# ---- peer servers (separate processes) ------------------------------------------------------------------------------
+
+
+@contextmanager
+def imagezmq_server() -> Iterator[str]:
+    port = free_port()
+    with process([sys.executable, "bench/peer_servers.py", "imagezmq", f"tcp://127.0.0.1:{port}"], port):
+        yield f"tcp://127.0.0.1:{port}"
+
+
+@contextmanager
+def http_server() -> Iterator[str]:
+    port = free_port()
+    with process([sys.executable, "bench/peer_servers.py", "http", str(port)], port):
+        yield f"http://127.0.0.1:{port}/echo"
+
+
+# ---- clients: each peer's round trip, and how it keeps 8 requests in flight -----------------------------------------
+
+
+def raw_pyzmq(endpoint: str, image: np.ndarray, inflight: int, seconds: float) -> float:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    header = msgpack.packb({"v": 1, "id": "x", "kind": "process", "image": {"shape": list(image.shape)}})
+
+    def send() -> None:
+        sock.send_multipart([header, image], copy=False)
+
+    def receive() -> np.ndarray:
+        frames = sock.recv_multipart(copy=False)
+        shape = msgpack.unpackb(frames[0].bytes)["image"]["shape"]
+        return np.frombuffer(frames[1].buffer, dtype=np.uint8).reshape(shape)
+
+    try:
+        return pipelined(send, receive, image, inflight, seconds)
+    finally:
+        sock.close()
+
+
+def zmqproc(endpoint: str, image: np.ndarray, inflight: int, seconds: float) -> float:
+    with Client(endpoint, timeout=30) as client:
+        if inflight == 1:
+            return checked_rate(lambda: client.process(image, "identity"), image, seconds)
+        futures = {client.submit(image, "identity") for _ in range(inflight)}
+        check(next(iter(wait(futures, return_when=FIRST_COMPLETED).done)).result(), image)
+        count, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            done, futures = wait(futures, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+                count += 1
+                futures.add(client.submit(image, "identity"))
+        wait(futures)
+        return count / elapsed
+
+
+def imagezmq_peer(endpoint: str, image: np.ndarray, inflight: int, seconds: float) -> float:
+    import imagezmq
+
+    def connect() -> tuple[RoundTrip, Callable[[], None]]:
+        sender = imagezmq.ImageSender(connect_to=endpoint)
+        reply = lambda: np.frombuffer(sender.send_image("frame", image), dtype=image.dtype).reshape(image.shape)  # noqa: E731
+        return reply, sender.close
+
+    return threaded(connect, image, inflight, seconds)
+
+
+def http_peer(url: str, image: np.ndarray, inflight: int, seconds: float) -> float:
+    import requests
+
+    headers = {"content-type": "application/octet-stream", "x-shape": ",".join(map(str, image.shape)), "x-dtype": str(image.dtype)}
+
+    def connect() -> tuple[RoundTrip, Callable[[], None]]:
+        session = requests.Session()
+
+        def round_trip() -> np.ndarray:
+            response = session.post(url, data=image.tobytes(), headers=headers)
+            response.raise_for_status()
+            shape = tuple(int(n) for n in response.headers["x-shape"].split(","))
+            return np.frombuffer(response.content, dtype=response.headers["x-dtype"]).reshape(shape)
+
+        return round_trip, session.close
+
+    return threaded(connect, image, inflight, seconds)
+
+
+CLIENTS = {"raw pyzmq": raw_pyzmq, "zmqproc": zmqproc, "imagezmq": imagezmq_peer, "FastAPI": http_peer}
+
+
+# ---- drivers -------------------------------------------------------------------------------------------------------
+
+
+def check(reply: np.ndarray, image: np.ndarray) -> None:
+    if not np.array_equal(reply, image):
+        raise AssertionError("the echo did not return the image")
+
+
+def checked_rate(round_trip: RoundTrip, image: np.ndarray, seconds: float) -> float:
+    check(round_trip(), image)
+    return rate(round_trip, seconds)
+
+
+def pipelined(send: Callable[[], None], receive: RoundTrip, image: np.ndarray, inflight: int, seconds: float) -> float:
+    """One socket with ``inflight`` requests outstanding: a reply is answered by the next request."""
+    send()
+    check(receive(), image)
+    for _ in range(inflight):
+        send()
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        receive()
+        count += 1
+        send()
+    for _ in range(inflight):
+        receive()
+    return count / elapsed
+
+
+def threaded(connect: Callable[[], tuple[RoundTrip, Callable[[], None]]], image: np.ndarray, inflight: int, seconds: float) -> float:
+    """Lockstep clients: ``inflight`` threads, each with its own connection, calling its round trip in a loop."""
+    if inflight == 1:
+        round_trip, close = connect()
+        try:
+            return checked_rate(round_trip, image, seconds)
+        finally:
+            close()
+    counts = [0] * inflight
+    start_line = threading.Barrier(inflight + 1)
+    stop = threading.Event()
+
+    def run(i: int) -> None:
+        round_trip, close = connect()
+        try:
+            check(round_trip(), image)
+            start_line.wait()
+            while not stop.is_set():
+                round_trip()
+                counts[i] += 1
+        finally:
+            close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(inflight)]
+    for t in threads:
+        t.start()
+    start_line.wait(timeout=30)
+    start = time.perf_counter()
+    time.sleep(seconds)
+    total = sum(counts)
+    elapsed = time.perf_counter() - start
+    stop.set()
+    for t in threads:
+        t.join()
+    return total / elapsed
+
+
+# ---- report --------------------------------------------------------------------------------------------------------
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    """Markdown: round trips/s per peer, then zmqproc's ratio to each."""
+    others = [p for p in PEERS if p != "zmqproc"]
+    head = "| workload | " + " | ".join(PEERS) + " | " + " | ".join(f"zmqproc / {p}" for p in others) + " |"
+    lines = [head, "|---" * (1 + len(PEERS) + len(others)) + "|"]
+    for workload, row in results.items():
+        rates = " | ".join(f"{row[p]:.0f}" if row[p] >= 10 else f"{row[p]:.1f}" for p in PEERS)
+        ratios = " | ".join(f"{row['zmqproc'] / row[p]:.2f}×" for p in others)
+        lines.append(f"| {workload} | {rates} | {ratios} |")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(results)
+    x = np.arange(len(workloads))
+    width = 0.8 / len(PEERS)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for i, peer in enumerate(PEERS):
+        ax.bar(x + (i - (len(PEERS) - 1) / 2) * width, [results[w][peer] for w in workloads], width, label=peer)
+    ax.set_xticks(x, workloads, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("round trips/s (log scale)")
+    ax.set_title("Echo of a BGR uint8 frame on 127.0.0.1 (one run, 2 cores)")
+    ax.legend()
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the "## Peers" section of ``path`` (up to the next "## " heading), or append it."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find("\n## Peers\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[: start + 1] + section + (text[end:] if end >= 0 else "")
+    path.write_text(text)
+
+
+def section(results: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
+    hd = results["1080p, sequential"]
+    return f"""## Peers
+
+`make bench` (or `flock /tmp/zmqproc-bench.lock .venv/bin/python bench/peers.py --seconds {args.seconds:g} --repeat {args.repeat}`; needs
+`pip install -e '.[bench]'`). Echo (identity) of a BGR uint8 frame, round trips/s, best of {args.repeat} runs of {args.seconds:g} s,
+every peer a separate server process on 127.0.0.1, all measured in one run ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC) on the
+2-core machine while other engineers' test suites were running: the figures are noisy; compare within a row.
+raw pyzmq: zero-copy DEALER/ROUTER echo (the practical limit). zmqproc: `Client.process` / `Client.submit`, server with 2
+workers. imagezmq: `ImageSender.send_image` to an `ImageHub` that answers `recv_image` with `send_reply(image)` (REQ/REP is
+lockstep: 8 in flight = 8 senders in 8 threads). FastAPI: uvicorn with httptools and uvloop, `application/octet-stream` body
+(`image.tobytes()`), shape and dtype in headers, a `requests.Session` (8 in flight = 8 threads, a Session each).
+
+{table(results)}
+
+1080p sequential: zmqproc {hd["zmqproc"]:.0f}/s = {hd["zmqproc"] / hd["raw pyzmq"]:.2f}× raw pyzmq (goal ≥ 0.85×),
+{hd["zmqproc"] / hd["imagezmq"]:.1f}× imagezmq and {hd["zmqproc"] / hd["FastAPI"]:.1f}× FastAPI (goal ≥ 3× both).
+
+![peers](peers.png)
+"""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=2.0, help="length of one measurement")
+    p.add_argument("--repeat", type=int, default=2, help="best of N measurements per figure")
+    p.add_argument("--no-docs", action="store_true", help="print only; do not write docs/")
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    images = {name: rng.integers(0, 256, shape, dtype=np.uint8) for name, shape in SIZES.items()}
+    results: dict[str, dict[str, float]] = {}
+    with ExitStack() as stack:
+        endpoints = {
+            "raw pyzmq": stack.enter_context(raw_echo_server()),
+            "zmqproc": stack.enter_context(zmqproc_server(2)),
+            "imagezmq": stack.enter_context(imagezmq_server()),
+            "FastAPI": stack.enter_context(http_server()),
+        }
+        for inflight in (1, INFLIGHT):
+            for size, image in images.items():
+                workload = f"{size}, {'sequential' if inflight == 1 else f'{inflight} in flight'}"
+                row = results[workload] = {}
+                for peer in PEERS:  # peers alternate within a workload, so they see the same machine load
+                    measure = CLIENTS[peer]
+                    row[peer] = best_of(args.repeat, lambda m=measure, e=endpoints[peer], i=image, n=inflight: m(e, i, n, args.seconds))
+                print(f"{workload:<22} " + "  ".join(f"{peer} {row[peer]:8.1f}/s" for peer in PEERS), flush=True)
+    print()
+    print(table(results))
+    if not args.no_docs:
+        chart(results, ROOT / "docs" / "peers.png")
+        write_section(ROOT / "docs" / "benchmarks.md", section(results, args))
+        print("\nwrote docs/peers.png and the '## Peers' section of docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
