@@ -22,8 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PySide6.QtCore import QCoreApplication, QTimer  # noqa: E402
 
 from bench.harness import zmqproc_server  # noqa: E402
+from zmqproc.client import Processed  # noqa: E402
 from zmqproc.gui.qt_client import CONNECTED, QtClient  # noqa: E402
 from zmqproc.gui.views import to_qimage  # noqa: E402
+from zmqproc.gui.window import result_array  # noqa: E402
 
 
 class Ticks:
@@ -67,9 +69,9 @@ def main() -> int:
             run_loop(app, 0.05)
         outcome = {"ok": 0, "failed": 0}
 
-        def processed(_rid: str, result: object) -> None:
+        def processed(_rid: str, result: Processed) -> None:
             outcome["ok"] += 1
-            to_qimage(result.image)  # what the viewer does with a shown result (its pixmap conversion aside)
+            to_qimage(result_array(result.image))  # what the viewer does with a shown result (its pixmap conversion aside)
 
         client.processed.connect(processed)
         client.failed.connect(lambda _rid, _err: outcome.__setitem__("failed", outcome["failed"] + 1))
@@ -86,6 +88,7 @@ def main() -> int:
         busy = Ticks()
         busy.start()
         started = time.perf_counter()
+
         def submit(left: int) -> None:
             # Sent from the GUI thread too (part of the measure), 25 per event-loop turn as the viewer's batch would.
             for _ in range(min(25, left)):

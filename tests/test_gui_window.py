@@ -240,3 +240,23 @@ def test_ssh_login_refused_asks_in_a_dialog_then_says_so(qtbot, qt_settings, ssh
     qtbot.waitUntil(lambda: "Could not open the SSH tunnel" in win.notice.text(), timeout=15000)
     assert asked == [f"Password of {sshd.target}, or passphrase of {sshd.wrong_key}"]
     win.close()
+
+
+def test_views_zoom_and_pan_together_and_drop_opens_files(qtbot, window):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(IMAGES / "chelsea.png")), QUrl.fromLocalFile(str(IMAGES / "coffee.png"))])
+    drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(drop)
+    assert window.path == str(IMAGES / "chelsea.png") and window.batch_paths == [str(IMAGES / "chelsea.png"), str(IMAGES / "coffee.png")]
+    window.editor.set_steps("invert")
+    assert run_job(qtbot, window)[0]
+    window.original_view.actual_size()
+    window.original_view.zoom(2.0)
+    assert window.result_view.transform().m11() == pytest.approx(2.0)
+    window.original_view.horizontalScrollBar().setValue(120)
+    assert window.result_view.horizontalScrollBar().value() == 120
+    window.result_view.fit()
+    assert window.original_view.transform().m11() == pytest.approx(window.result_view.transform().m11())

@@ -51,13 +51,12 @@ class ConnectionSettings:
     @classmethod
     def load(cls, settings: QSettings) -> ConnectionSettings:
         d = cls()
-        endpoints = settings.value("connection/endpoints", d.endpoints)
         return cls(
-            endpoints=[endpoints] if isinstance(endpoints, str) else list(endpoints or d.endpoints),
+            endpoints=string_list(settings.value("connection/endpoints")) or d.endpoints,
             use_ssh=str(settings.value("connection/use_ssh", False)).lower() == "true",
             ssh_host=str(settings.value("connection/ssh_host", "")),
             ssh_user=str(settings.value("connection/ssh_user", "")),
-            ssh_port=int(settings.value("connection/ssh_port", 22)),
+            ssh_port=int(str(settings.value("connection/ssh_port", 22))),
             ssh_key=str(settings.value("connection/ssh_key", "")),
             known_hosts=str(settings.value("connection/known_hosts", "")),
         )
@@ -65,6 +64,13 @@ class ConnectionSettings:
     def save(self, settings: QSettings) -> None:
         for key, value in vars(self).items():
             settings.setValue(f"connection/{key}", value)
+
+
+def string_list(value: object) -> list[str]:
+    """A QSettings list (an INI file gives a plain string for a one-item list)."""
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value] if isinstance(value, list | tuple) else []
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -69,7 +69,9 @@ def control_changed(control: QWidget) -> Any:
         return control.toggled
     if isinstance(control, QComboBox):
         return control.currentIndexChanged
-    return control.valueChanged
+    if isinstance(control, QSpinBox | QDoubleSpinBox):
+        return control.valueChanged
+    raise TypeError(f"not a parameter control: {control!r}")
 
 
 class PipelineEditor(QWidget):
@@ -120,7 +122,7 @@ class PipelineEditor(QWidget):
         self.op_choice.clear()
         for o in ops:
             self.op_choice.addItem(o["name"])
-            self.op_choice.setItemData(self.op_choice.count() - 1, o.get("doc", ""), 3)  # 3: Qt.ToolTipRole
+            self.op_choice.setItemData(self.op_choice.count() - 1, o.get("doc", ""), Qt.ItemDataRole.ToolTipRole)
         self.op_choice.setEnabled(bool(ops))
         self.add_button.setEnabled(bool(ops))
         self._show_params(self.steps_list.currentRow())

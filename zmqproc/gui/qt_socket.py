@@ -11,7 +11,7 @@ thread blocking on ``recv``: any Qt application can reuse this class.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from PySide6.QtCore import QObject, QSocketNotifier, QTimer, Signal
@@ -81,10 +81,13 @@ class QZmqSocket(QObject):
         if not self.socket.closed:
             self.socket.close(linger=0)
 
+    def _events(self) -> int:
+        return cast(int, self.socket.get(zmq.EVENTS))
+
     def _schedule_drain(self, force: bool = False) -> None:
         if self._drain_scheduled or self.socket.closed:
             return
-        if force or self.socket.get(zmq.EVENTS) & zmq.POLLIN:
+        if force or self._events() & zmq.POLLIN:
             self._drain_scheduled = True
             QTimer.singleShot(0, self._drain)
 
@@ -92,7 +95,7 @@ class QZmqSocket(QObject):
         self._drain_scheduled = False
         count = 0
         while not self.socket.closed:
-            events = self.socket.get(zmq.EVENTS)
+            events = self._events()
             if self._want_write and events & zmq.POLLOUT:
                 self._want_write = False
                 self.writable.emit()

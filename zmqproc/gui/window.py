@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 from ..errors import HostKeyUnknown, TunnelAuthFailed
 from ..images import sniff_format
 from .batch import Batch
-from .connection import Background, ConnectionDialog, ConnectionSettings, ask_secret
+from .connection import Background, ConnectionDialog, ConnectionSettings, ask_secret, string_list
 from .messages import explain
 from .pipeline_editor import PipelineEditor
 from .qt_client import CONNECTED, CONNECTING, LOST, SLOW, QtClient
@@ -88,6 +88,7 @@ class MainWindow(QMainWindow):
         self.result: np.ndarray | None = None
         self.ops: list[dict[str, Any]] = []
         self.batch: Batch | None = None
+        self.batch_paths: list[str] = []
         self._job: tuple[str, float, str] | None = None  # request id, started, pipeline text
         self._tunnels: list[Any] = []
         self._tray: QSystemTrayIcon | None = None
@@ -367,8 +368,7 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
 
     def _recent(self) -> list[str]:
-        value = self.settings.value("recent", [])
-        return [value] if isinstance(value, str) else list(value or [])
+        return string_list(self.settings.value("recent"))
 
     def _refresh_recent(self) -> None:
         self.recent_menu.clear()
@@ -487,7 +487,7 @@ class MainWindow(QMainWindow):
         self.batch_summary.setText(f"{len(paths)} files ready: Process batch sends them all.")
 
     def start_batch(self) -> None:
-        paths = getattr(self, "batch_paths", [])
+        paths = self.batch_paths
         if not paths:
             self.notify("Open several files (or a folder) to run a batch.", "warn")
             return
@@ -511,9 +511,9 @@ class MainWindow(QMainWindow):
     def _batch_item_changed(self, row: int) -> None:
         assert self.batch is not None
         item = self.batch.items[row]
-        self.batch_table.item(row, 1).setText(item.status)
         detail = f"{item.elapsed:.2f} s, {item.message}" if item.elapsed else item.message
-        self.batch_table.item(row, 2).setText(detail)
+        self.batch_table.setItem(row, 1, QTableWidgetItem(item.status))
+        self.batch_table.setItem(row, 2, QTableWidgetItem(detail))
         self.batch_progress.setValue(self.batch.finished_count)
 
     def _batch_finished(self, summary: str) -> None:
