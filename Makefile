@@ -5,8 +5,14 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5555
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+# Docker: the image's tag, its base (default: the Dockerfile's python:3.11-slim-bookworm; .ci/run exports a local one)
+# and the platform `make wheels` downloads for (the base's Python and CPU).
+IMAGE ?= zmqproc-server
+BASE_IMAGE ?= $(ZMQPROC_BASE_IMAGE)
+IMAGE_PYTHON ?= 3.11
+WHEEL_ARCH ?= $(shell uname -m)
 
-.PHONY: install test run run-server lint bench bench-peers bench-ssh clean
+.PHONY: install test run run-server run-server-local lint bench bench-peers bench-ssh clean wheels docker-build docker-test
 
 install: $(VENV)/.installed
 
@@ -22,8 +28,26 @@ test: install
 run: install
 	BIN=$(BIN) HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) scripts/run_local.sh
 
-run-server: install
+run-server: docker-build  # the server in Docker, in the foreground, published on $(HOST):$(PORT) only; Ctrl-C stops it
+	docker run --rm --init --name zmqproc-server-$(PORT) -p $(HOST):$(PORT):5555 $(IMAGE) --workers $(WORKERS)
+
+run-server-local: install
 	$(BIN)/python server_main.py --bind tcp://$(HOST):$(PORT) --workers $(WORKERS)
+
+wheels: wheelhouse/requirements.txt  # the image's dependencies as wheels, for offline builds (docker/Dockerfile uses them)
+
+wheelhouse/requirements.txt: pyproject.toml docker/requirements.py | install
+	mkdir -p wheelhouse
+	$(BIN)/python docker/requirements.py > $@.tmp
+	$(BIN)/python -m pip download --quiet --only-binary :all: --python-version $(IMAGE_PYTHON) --implementation cp \
+	  --platform manylinux_2_28_$(WHEEL_ARCH) --platform manylinux2014_$(WHEEL_ARCH) -d wheelhouse -r $@.tmp
+	mv $@.tmp $@
+
+docker-build:  # cached layers: a no-op when nothing changed; only the small package layer when only zmqproc/ changed
+	docker build -f docker/Dockerfile $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(IMAGE) .
+
+docker-test: install  # the docker-marked tests (they run `make wheels` and build the image themselves)
+	ZMQPROC_REQUIRE_DOCKER=1 $(BIN)/python -m pytest -q -m docker
 
 lint: install
 	$(BIN)/ruff check .

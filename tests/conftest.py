@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT.parent / "shared" / "data" / "images"
 
 # Fixture modules of the other areas (sshd, docker, qt) register themselves here.
-pytest_plugins: list[str] = ["tests.fixtures.sshd", "tests.fixtures.qt"]
+pytest_plugins: list[str] = ["tests.fixtures.sshd", "tests.fixtures.qt", "tests.fixtures.docker"]
 
 
 def free_port() -> int:

@@ -1,0 +1,156 @@
+"""The server in Docker: the image, its healthcheck, `docker stop`, compose replicas and a client through SSH.
+
+Real engine, real image (built by the ``docker_image`` fixture with ``make wheels docker-build``), ports
+published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tomllib
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from tests.fixtures.docker import (
+    LABEL,
+    ROOT,
+    Container,
+    compose_command,
+    docker,
+    free_port_range,
+    wait_healthy,
+)
+from zmqproc import Client, ops
+from zmqproc.pipeline import to_steps
+
+pytestmark = pytest.mark.docker
+
+PIPELINE = "grayscale;gaussian_blur:ksize=5;canny:threshold1=50,threshold2=150"
+
+
+def expected(image: np.ndarray, pipeline: str) -> tuple[np.ndarray, dict]:
+    return ops.run_pipeline(image, ops.validate_pipeline(to_steps(pipeline)))
+
+
+def assert_processed_right(client: Client, image: np.ndarray) -> None:
+    """A real photo through a pipeline matches the same pipeline run here; the face cascade ships in the image."""
+    out = client.process(image, PIPELINE, timeout=20)
+    want, _ = expected(image, PIPELINE)
+    assert out.shape == want.shape and out.dtype == want.dtype
+    assert np.count_nonzero(out != want) <= want.size // 1000  # the image's OpenCV may be a patch release apart
+    found = client.process(image, "detect_faces", details=True, timeout=20)
+    assert len(found.results["faces"]) == 1
+
+
+@pytest.fixture(scope="module")
+def running(docker_image: str) -> Iterator[Container]:
+    """One healthy container shared by the tests that only send it work."""
+    from tests.conftest import free_port
+
+    container = Container(docker_image, "--workers", "2", port=free_port())
+    try:
+        container.wait_healthy()
+        yield container
+    finally:
+        container.remove()
+
+
+def test_image_is_server_only_non_root_and_exec_form(docker_image: str) -> None:
+    config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", docker_image))
+    assert config["Entrypoint"] == ["zmqproc-server", "--bind", "tcp://0.0.0.0:5555"]  # exec form: the server is PID 1
+    assert "5555/tcp" in config["ExposedPorts"]
+    assert config["Healthcheck"]["Test"][:3] == ["CMD", "zmqproc", "ping"]
+    assert config["User"] not in ("", "root", "0")
+    probe = (
+        "import importlib.metadata as m, importlib.util as u, os, re\n"
+        "needed = [re.split('[<>=!~ ;]', r)[0] for r in m.requires('zmqproc') if 'extra ==' not in r]\n"
+        "versions = [m.version(name) for name in needed]  # raises when one is missing\n"
+        "print(os.getuid(), len(versions), u.find_spec('PySide6') is None, u.find_spec('pip') is None)"
+    )
+    out = docker("run", "--rm", "--label", LABEL, "--entrypoint", "python", docker_image, "-c", probe)
+    runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert out == f"10001 {len(runtime)} True True"  # every runtime dependency installed; no Qt, no pip in the final image
+
+
+def test_healthcheck_turns_healthy_and_a_photo_comes_back_right(running: Container, astronaut: np.ndarray) -> None:
+    assert running.state()["Health"]["Status"] == "healthy"
+    with Client(running.endpoint, timeout=20) as client:
+        assert_processed_right(client, astronaut)
+
+
+def test_port_is_published_on_loopback_only(running: Container) -> None:
+    bindings = json.loads(docker("inspect", "--format", "{{json .NetworkSettings.Ports}}", running.id))["5555/tcp"]
+    assert bindings == [{"HostIp": "127.0.0.1", "HostPort": str(running.port)}]
+
+
+def test_docker_stop_ends_the_server_gracefully(start_container, coffee: np.ndarray) -> None:
+    container = start_container("--workers", "1")
+    container.wait_healthy()
+    with Client(container.endpoint, timeout=20) as client:
+        futures = [client.submit(coffee, "median_blur:ksize=5") for _ in range(4)]
+        assert all(f.result(timeout=20).shape == coffee.shape for f in futures)
+    # -t 10: had the server ignored SIGTERM, docker would SIGKILL it after 10 s and the exit code would be 137.
+    assert container.stop(grace=10) == 0
+    assert "stopped: " in container.logs()
+
+
+def test_through_ssh_tunnel_to_the_published_port(running: Container, sshd, astronaut: np.ndarray) -> None:
+    """The README's deployment: the container publishes on the server host's loopback, the client comes in over SSH."""
+    with Client(running.endpoint, timeout=20, ssh=sshd.target, ssh_key=sshd.key, ssh_known_hosts=sshd.known_hosts) as client:
+        assert client.tunnels, "the client did not open a tunnel"
+        assert_processed_right(client, astronaut)
+
+
+@pytest.fixture
+def compose_replicas(docker_image: str) -> Iterator[list[str]]:
+    """docker/compose.yaml scaled to two replicas on two consecutive ports; their endpoints. Taken down afterwards."""
+    from tests.conftest import require_or_skip
+
+    compose = compose_command()
+    if compose is None:
+        require_or_skip("ZMQPROC_REQUIRE_DOCKER", "neither `docker compose` nor `docker-compose` runs")
+    first = free_port_range(2)
+    env = {**os.environ, "IMAGE": docker_image, "PORTS": f"{first}-{first + 1}", "HEALTH_INTERVAL": "1s", "CPUS": "1", "WORKERS": "1"}
+    project = ["-p", f"zmqproc-test-{uuid.uuid4().hex[:8]}", "-f", str(ROOT / "docker" / "compose.yaml")]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*compose, *project, *args], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout}{done.stderr}"
+        return done.stdout
+
+    try:
+        run("up", "-d", "--no-build", "--scale", "server=2")
+        ids = run("ps", "-q").split()
+        assert len(ids) == 2
+        for container_id in ids:
+            wait_healthy(container_id)
+        yield [f"tcp://127.0.0.1:{port}" for port in (first, first + 1)]
+    finally:
+        run("down", "--timeout", "10")
+
+
+def test_compose_replicas_behind_one_client_both_get_work(compose_replicas: list[str], coffee: np.ndarray) -> None:
+    """Every reply names the server instance (epoch) that made it: both replicas must appear, and count the work."""
+    epochs = []
+    for endpoint in compose_replicas:
+        with Client(endpoint, timeout=10) as one:
+            one.ping()
+            epochs.append(one.epoch)
+    assert len(set(epochs)) == 2
+    made_by: Counter[str] = Counter()
+    with Client(compose_replicas, timeout=20) as client:
+        for _ in range(5):  # rounds of concurrent work: a connection still coming up may miss the first round
+            futures = [client.submit(coffee, "gaussian_blur:ksize=9", details=True) for _ in range(8)]
+            made_by.update(f.result(timeout=30).epoch for f in futures)
+            if min(made_by[e] for e in epochs) >= 3:
+                break
+    assert min(made_by[e] for e in epochs) >= 3, f"work per replica {made_by}: the client did not spread it"
+    for endpoint, epoch in zip(compose_replicas, epochs, strict=True):
+        with Client(endpoint, timeout=10) as one:
+            assert one.stats()["ok"] >= made_by[epoch]  # the replica's own counters saw that work
