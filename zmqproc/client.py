@@ -76,6 +76,7 @@ class _Link:
     refused: AuthenticationFailed | None = None
 
 
+_POLLIN, _POLLOUT, _EVENTS_OPT = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.EVENTS)  # plain ints: enum arithmetic is slow
 _EVENTS = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
@@ -270,42 +271,40 @@ class Client:
             self._wake_w.send(b"\0")
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._wake_r, zmq.POLLIN)
-        for link in self._links:
-            poller.register(link.sock, zmq.POLLIN)
-            poller.register(link.monitor, zmq.POLLIN)
+        wake = self._wake_r.fileno()
         try:
             while not self._closed:
-                events = dict(poller.poll(self._poll_timeout()))
-                if self._wake_r.fileno() in events:
+                items = [(wake, _POLLIN)]
+                for link in self._links:
+                    items.append((link.sock, _POLLIN | _POLLOUT if link.blocked else _POLLIN))
+                    items.append((link.monitor, _POLLIN))
+                events = dict(zmq.zmq_poll(items, self._poll_timeout()))  # -1: no deadline pending
+                if wake in events:
                     self._drain_wake()
                 now = time.monotonic()
                 for route, link in enumerate(self._links):
                     if link.monitor in events:
                         self._on_monitor(route, link, now)
                     flags = events.get(link.sock, 0)
-                    if flags & zmq.POLLIN:
+                    if flags & _POLLIN:
                         self._receive(route, link)
-                    if flags & zmq.POLLOUT:
+                    if flags & _POLLOUT:
                         link.blocked = False
-                self._liveness(time.monotonic())
+                self._liveness(now)
                 self._send()
-                for link in self._links:
-                    poller.modify(link.sock, zmq.POLLIN | (zmq.POLLOUT if link.blocked else 0))
                 self._expire()
         except Exception:
             log.exception("client I/O thread failed")
         finally:
             self._shutdown()
 
-    def _poll_timeout(self) -> int | None:
+    def _poll_timeout(self) -> int:
         with self._lock:
             deadline = self._session.next_deadline()
             busy = any(route.assigned for route in self._session.routes)
         if busy:  # liveness checks are due while work is out
             deadline = min(deadline or float("inf"), time.monotonic() + self.heartbeat / 2)
-        return None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
+        return -1 if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
 
     def _drain_wake(self) -> None:
         while True:
@@ -374,11 +373,8 @@ class Client:
             return self._session.pick_route(exclude=[i for i, link in enumerate(self._links) if link.blocked] + full)
 
     def _receive(self, route: int, link: _Link) -> None:
-        while True:
-            try:
-                frames = link.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+        while link.sock.getsockopt(_EVENTS_OPT) & _POLLIN:  # cheaper than waiting for zmq.Again
+            frames = link.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             try:
                 with self._lock:
                     matched = self._session.receive([f.buffer for f in frames], route, time.monotonic())

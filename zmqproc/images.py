@@ -20,6 +20,12 @@ RAW_DTYPES = ("uint8", "uint16", "float32")
 ENCODED_FORMATS = ("png", "jpeg", "webp", "bmp", "tiff")
 FORMATS = ("raw", *ENCODED_FORMATS)
 CHANNELS = (1, 3, 4)
+_DTYPE_NAMES = {np.dtype(name): name for name in RAW_DTYPES}  # numpy's dtype.name is slow for a hot path
+
+
+def dtype_name(image: np.ndarray) -> str | None:
+    """The wire name of an array's dtype, or None when it cannot travel raw."""
+    return _DTYPE_NAMES.get(image.dtype)
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tiff"}
 # What each encoded format holds without OpenCV silently converting the pixels.
 _ENCODABLE_DTYPES = {"png": ("uint8", "uint16"), "jpeg": ("uint8",), "webp": ("uint8",), "bmp": ("uint8",), "tiff": RAW_DTYPES}
@@ -148,18 +154,19 @@ def decode_image(desc: ImageDescriptor, payload: Any) -> np.ndarray:
         raise DecodeFailed(f"frame 1 did not decode as {desc.format}") from None
     if image is None:
         raise DecodeFailed(f"frame 1 did not decode as {desc.format}")
-    if image.dtype.name not in RAW_DTYPES:
-        raise DecodeFailed(f"decoded {desc.format} has dtype {image.dtype.name}, not one of {', '.join(RAW_DTYPES)}")
+    if dtype_name(image) is None:
+        raise DecodeFailed(f"decoded {desc.format} has dtype {image.dtype}, not one of {', '.join(RAW_DTYPES)}")
     return image
 
 
 def describe_array(image: np.ndarray) -> tuple[ImageDescriptor, np.ndarray]:
     """Descriptor and C-contiguous array (copied only if it was not) for sending raw pixels."""
-    if image.dtype.name not in RAW_DTYPES:
+    name = dtype_name(image)
+    if name is None:
         raise ValueError(f"dtype {image.dtype} cannot travel raw; use one of {', '.join(RAW_DTYPES)}")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in CHANNELS):
         raise ValueError(f"shape {image.shape} is not (h, w) or (h, w, c) with c in 1, 3, 4")
-    return ImageDescriptor("raw", image.dtype.name, tuple(image.shape)), np.ascontiguousarray(image)
+    return ImageDescriptor("raw", name, tuple(image.shape)), np.ascontiguousarray(image)
 
 
 def encode_image(image: np.ndarray, fmt: str) -> tuple[ImageDescriptor, Any]:
@@ -168,14 +175,14 @@ def encode_image(image: np.ndarray, fmt: str) -> tuple[ImageDescriptor, Any]:
         return describe_array(image)
     import cv2
 
-    if image.dtype.name not in _ENCODABLE_DTYPES[fmt]:
-        raise BadParams(f"{fmt} cannot hold {image.dtype.name} pixels; ask for reply_format raw (or png for uint16)")
+    if dtype_name(image) not in _ENCODABLE_DTYPES[fmt]:
+        raise BadParams(f"{fmt} cannot hold {image.dtype} pixels; ask for reply_format raw (or png for uint16)")
     try:
         ok, data = cv2.imencode(_EXTENSIONS[fmt], image)
     except cv2.error:
         ok = False
     if not ok:
-        raise BadParams(f"a {image.dtype.name} image with shape {list(image.shape)} cannot be encoded as {fmt}")
+        raise BadParams(f"a {image.dtype} image with shape {list(image.shape)} cannot be encoded as {fmt}")
     return ImageDescriptor(fmt), data
 
 

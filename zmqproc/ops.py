@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .errors import BadParams, UnknownOp
+from .images import dtype_name
 from .protocol import Step
 
 MAX_OUTPUT_PIXELS = 50_000_000
@@ -87,8 +88,8 @@ class Op:
         return {name: p.check(name, params[name]) if name in params else p.default for name, p in self.params.items()}
 
     def run(self, image: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-        if image.dtype.name not in self.dtypes:
-            raise BadParams(f"{self.name} takes {', '.join(self.dtypes)} images, not {image.dtype.name}")
+        if dtype_name(image) not in self.dtypes:
+            raise BadParams(f"{self.name} takes {', '.join(self.dtypes)} images, not {image.dtype}")
         out = self.fn(image, **params)
         return out if isinstance(out, tuple) else (out, {})
 
