@@ -35,18 +35,23 @@ def run_job(qtbot, win) -> tuple[bool, str]:
 def test_ops_build_parameter_controls(window):
     from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
+    from zmqproc.gui.pipeline_editor import SpinSlider
+
     window.editor.set_steps("")
     for name in ("gaussian_blur", "threshold", "flip", "detect_faces"):
         window.editor.add_step(name)
     kinds = set()
     for row in range(4):
         window.editor.steps_list.setCurrentRow(row)
-        kinds |= {type(c) for c in window.editor._controls.values()}
+        kinds |= {type(c.spin if isinstance(c, SpinSlider) else c) for c in window.editor._controls.values()}
     assert {QSpinBox, QDoubleSpinBox, QComboBox, QCheckBox} <= kinds
     window.editor.steps_list.setCurrentRow(0)
     ksize = window.editor._controls["ksize"]
-    ksize.setValue(ksize.value() + ksize.singleStep())
+    assert isinstance(ksize, SpinSlider)
+    ksize.spin.setValue(ksize.spin.value() + ksize.spin.singleStep())
     assert window.editor.steps()[0].params["ksize"] % 2 == 1  # odd parameters step by two
+    ksize.slider.setValue(ksize.slider.maximum() // 2)
+    assert window.editor.steps()[0].params["ksize"] % 2 == 1 and ksize.spin.value() == window.editor.steps()[0].params["ksize"]
     window.editor.move_selected(1)
     window.editor.remove_selected()
     assert [s.op for s in window.editor.steps()] == ["threshold", "flip", "detect_faces"]

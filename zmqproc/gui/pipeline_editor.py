@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QListWidget,
     QPushButton,
+    QSlider,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -25,8 +26,42 @@ from ..protocol import Step
 INT_LIMIT = 2**31 - 1
 
 
+class SpinSlider(QWidget):
+    """A spin box with a slider beside it, for a number with both bounds declared."""
+
+    STEPS = 1000
+
+    def __init__(self, spin: QSpinBox | QDoubleSpinBox, odd: bool) -> None:
+        super().__init__()
+        self.spin, self._odd = spin, odd
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, self.STEPS)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(spin)
+        self._from_spin()
+        spin.valueChanged.connect(lambda _v: self._from_spin())
+        self.slider.valueChanged.connect(self._from_slider)
+
+    def _from_spin(self) -> None:
+        low, high = self.spin.minimum(), self.spin.maximum()
+        self.slider.blockSignals(True)
+        self.slider.setValue(round((self.spin.value() - low) / (high - low) * self.STEPS) if high > low else 0)
+        self.slider.blockSignals(False)
+
+    def _from_slider(self, position: int) -> None:
+        low, high = self.spin.minimum(), self.spin.maximum()
+        value = low + (high - low) * position / self.STEPS
+        if isinstance(self.spin, QSpinBox):
+            value = round(value)
+            if self._odd and value % 2 == 0:
+                value = value + 1 if value + 1 <= high else value - 1
+        self.spin.setValue(value)  # type: ignore[arg-type]
+
+
 def make_control(decl: dict[str, Any], value: Any) -> QWidget:
-    """A spin box, double spin box, check box or combo box for one declared parameter."""
+    """A spin box (with a slider when both bounds are declared), check box or combo box for one declared parameter."""
     kind = decl["type"]
     if kind == "bool":
         box = QCheckBox()
@@ -44,16 +79,18 @@ def make_control(decl: dict[str, Any], value: Any) -> QWidget:
         if decl.get("odd"):
             spin.setSingleStep(2)  # from an odd value, steps of 2 stay odd
         spin.setValue(int(value))
-        return spin
+        return SpinSlider(spin, bool(decl.get("odd"))) if "min" in decl and "max" in decl else spin
     dspin = QDoubleSpinBox()
     dspin.setDecimals(3)
     dspin.setRange(float(decl.get("min", -1e9)), float(decl.get("max", 1e9)))
     dspin.setSingleStep(max(0.001, (dspin.maximum() - dspin.minimum()) / 100) if "min" in decl and "max" in decl else 0.1)
     dspin.setValue(float(value))
-    return dspin
+    return SpinSlider(dspin, False) if "min" in decl and "max" in decl else dspin
 
 
 def control_value(control: QWidget) -> Any:
+    if isinstance(control, SpinSlider):
+        control = control.spin
     if isinstance(control, QCheckBox):
         return control.isChecked()
     if isinstance(control, QComboBox):
@@ -65,6 +102,8 @@ def control_value(control: QWidget) -> Any:
 
 def control_changed(control: QWidget) -> Any:
     """The control's own change signal."""
+    if isinstance(control, SpinSlider):
+        control = control.spin
     if isinstance(control, QCheckBox):
         return control.toggled
     if isinstance(control, QComboBox):
