@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import tomllib
 import uuid
@@ -98,6 +100,39 @@ def test_docker_stop_ends_the_server_gracefully(start_container, coffee: np.ndar
     # -t 10: had the server ignored SIGTERM, docker would SIGKILL it after 10 s and the exit code would be 137.
     assert container.stop(grace=10) == 0
     assert "stopped: " in container.logs()
+
+
+def test_make_run_server_stops_cleanly_on_ctrl_c(docker_image: str) -> None:
+    """`make run-server` in the foreground; Ctrl-C (SIGINT to the terminal's process group) stops the server and removes the container."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "run-server", f"IMAGE={docker_image}", f"PORT={port}", "WORKERS=1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "listening on tcp://0.0.0.0:5555" in line:
+                break
+        assert lines and "listening on" in lines[-1], "".join(lines)
+        with Client(f"tcp://127.0.0.1:{port}", timeout=10) as client:
+            client.ping()
+        os.killpg(proc.pid, signal.SIGINT)
+        lines += proc.stdout.readlines()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    left = docker("ps", "-a", "-q", "--filter", f"name=zmqproc-server-{port}").split()
+    if left:
+        docker("rm", "-f", *left)
+    assert re.search(r"stopped: \d+ requests, \d+ ok", "".join(lines)), "".join(lines)
+    assert left == []  # --rm: nothing left behind
 
 
 def test_through_ssh_tunnel_to_the_published_port(running: Container, sshd, astronaut: np.ndarray) -> None:
