@@ -14,6 +14,7 @@ OpenCV is needed only for ``--format png|jpeg`` (to encode the test frame once).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -28,6 +29,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import zmq
+import zmq.auth
 
 FLUSH_S = 0.2  # how often workers report their outcomes to the main process
 LOST, OK = "lost", "ok"
@@ -120,6 +122,7 @@ class Plan:
     size: tuple[int, int, int]
     fmt: str
     pipeline: list[dict[str, Any]]
+    curve: tuple[bytes, bytes, bytes] | None = None  # (server public key, client public key, client secret key)
 
 
 @dataclass
@@ -143,10 +146,17 @@ def run_worker(plan: Plan, go: Any, out: Any) -> None:
         out.put(("failed", plan.index, traceback.format_exc()))
 
 
+def orphaned() -> bool:
+    """True once the main process is gone (killed): a worker then stops instead of hammering on."""
+    parent = mp.parent_process()
+    return parent is not None and not parent.is_alive()
+
+
 def warm_up(socks: list[zmq.Socket], poller: zmq.Poller, timeout: float) -> None:
     """One ``ping`` per socket, so connecting is not measured; gives up quietly after ``timeout`` (it will show as lost)."""
     for sock in socks:
-        sock.send(msgpack.packb({"v": 1, "id": "warm-up", "kind": "ping"}))
+        with contextlib.suppress(zmq.Again):  # no connection to queue on (e.g. a CURVE handshake was refused)
+            sock.send(msgpack.packb({"v": 1, "id": "warm-up", "kind": "ping"}), zmq.NOBLOCK)
     waiting, deadline = set(socks), time.monotonic() + timeout
     while waiting and (left := deadline - time.monotonic()) > 0:
         for sock, _ in poller.poll(left * 1000):
@@ -160,6 +170,8 @@ def _run_worker(plan: Plan, go: Any, out: Any) -> None:
     for _ in range(plan.clients):
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if plan.curve:
+            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = plan.curve
         for endpoint in plan.endpoints:
             sock.connect(endpoint)
         socks.append(sock)
@@ -171,7 +183,9 @@ def _run_worker(plan: Plan, go: Any, out: Any) -> None:
     st = WorkerState(inflight=[0] * plan.clients)
     warm_up(socks, poller, min(plan.timeout, 5.0))
     out.put(("ready", plan.index))
-    go.wait()
+    while not go.wait(0.5):
+        if orphaned():
+            return
     t0 = time.monotonic()
     end = t0 + plan.duration if plan.duration else math.inf
     budget = plan.requests if plan.requests is not None else math.inf
@@ -250,6 +264,8 @@ def _run_worker(plan: Plan, go: Any, out: Any) -> None:
         if now >= next_flush:
             flush()
             next_flush = now + FLUSH_S
+            if orphaned():
+                return
         if not st.pending and not (budget > 0 and now < end):
             break
         wake = [next_flush]
@@ -382,18 +398,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", default="identity", help='"op:k=v,k=v;op" (default identity)')
     p.add_argument("--timeout", type=float, default=10.0, help="seconds before a request counts as lost (default 10)")
     p.add_argument("--soak", type=float, metavar="SECONDS", help="soak mode: latency per interval of SECONDS (with --rate, --duration)")
+    p.add_argument("--curve-server-key", metavar="FILE", help="CURVE: the server's public key file (NAME.key)")
+    p.add_argument("--curve-secret", metavar="FILE", help="CURVE: this client's secret key file (NAME.key_secret)")
     p.add_argument("--json", metavar="FILE", help="write the figures (and the soak intervals) as JSON to FILE ('-' = stdout)")
     return p
 
 
-def make_plans(args: argparse.Namespace) -> list[Plan]:
+def load_curve(server_key: str, client_secret: str) -> tuple[bytes, bytes, bytes]:
+    """CURVE keys from the files ``zmqproc keygen`` (pyzmq's ``zmq.auth.create_certificates``) writes."""
+    server_public, _ = zmq.auth.load_certificate(server_key)
+    public, secret = zmq.auth.load_certificate(client_secret)
+    if secret is None:
+        raise ValueError(f"{client_secret} holds no secret key")
+    return server_public, public, secret
+
+
+def make_plans(args: argparse.Namespace, curve: tuple[bytes, bytes, bytes] | None = None) -> list[Plan]:
     procs = min(args.procs, args.clients)
     clients = split(args.clients, [1] * procs)
     requests = split(args.requests, clients) if args.requests is not None else [None] * procs
     size, pipeline = parse_size(args.size), parse_pipeline(args.pipeline)
     return [
         Plan(i, args.endpoint, clients[i], args.inflight, requests[i], args.duration,
-             args.rate * clients[i] / args.clients if args.rate else None, args.timeout, size, args.format, pipeline)
+             args.rate * clients[i] / args.clients if args.rate else None, args.timeout, size, args.format, pipeline, curve)
         for i in range(procs)
     ]  # fmt: skip
 
@@ -425,9 +452,9 @@ class Progress:
             print(line, file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, curve: tuple[bytes, bytes, bytes] | None = None) -> dict[str, Any]:
     """Start the workers, collect their outcomes (printing progress and soak rows), return the summary."""
-    plans = make_plans(args)
+    plans = make_plans(args, curve)
     spawn = mp.get_context("spawn")  # no zmq context is ever forked
     out, go = spawn.Queue(), spawn.Event()
     workers = [spawn.Process(target=run_worker, args=(plan, go, out), daemon=True) for plan in plans]
@@ -438,8 +465,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     progress = Progress(args.requests, args.duration)
     intervals: list[dict[str, Any]] = []
     t0 = math.inf
+    ready_by = time.monotonic() + 30 + min(args.timeout, 5.0)
     try:
         while done < len(workers):
+            if ready < len(workers) and time.monotonic() > ready_by:
+                raise RuntimeError("the load-test workers did not start")
             try:
                 msg = out.get(timeout=0.25)
             except queue.Empty:
@@ -500,12 +530,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--soak needs --rate and --duration")
     if min(args.clients, args.procs, args.inflight) < 1 or args.timeout <= 0 or (args.rate is not None and args.rate <= 0):
         parser.error("--clients, --procs, --inflight, --timeout and --rate must be positive")
+    if (args.curve_server_key is None) != (args.curve_secret is None):
+        parser.error("--curve-server-key and --curve-secret go together")
     try:
         parse_size(args.size), parse_pipeline(args.pipeline)
-    except ValueError as exc:
+        curve = load_curve(args.curve_server_key, args.curve_secret) if args.curve_secret else None
+    except (ValueError, OSError) as exc:
         parser.error(str(exc))
     try:
-        summary = run(args)
+        summary = run(args, curve)
     except KeyboardInterrupt:
         return 130
     except RuntimeError as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq.auth
 
 from tests.conftest import ROOT, free_port
 from tests.rawwire import RawDealer
@@ -83,6 +84,21 @@ def test_unknown_op_counted_per_code(tmp_path: Path, start_server: Any) -> None:
     assert figures["errors"] == {"unknown_op": 80} and figures["ok"] == 0 and figures["lost"] == 0 and adds_up(figures)
     assert "error unknown_op" in stdout
     assert server_stats(server.endpoint)["errors"]["unknown_op"] == 80
+
+
+def test_curve_server(tmp_path: Path, start_server: Any) -> None:
+    """Against a CURVE server: with an allowed key everything is answered; a key not on the allow-list gets nothing."""
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    _, server_secret = zmq.auth.create_certificates(tmp_path, "server")
+    zmq.auth.create_certificates(allow, "client")
+    _, stranger_secret = zmq.auth.create_certificates(tmp_path, "stranger")
+    server = start_server("--workers", "1", "--curve-secret", server_secret, "--curve-allow", str(allow))
+    keys = ["--endpoint", server.endpoint, "--curve-server-key", str(tmp_path / "server.key"), "--size", "64x64"]
+    code, figures, _ = run(tmp_path, *keys, "--curve-secret", str(allow / "client.key_secret"), "--requests", "50", "--inflight", "2")
+    assert code == 0 and figures["ok"] == figures["sent"] == 50
+    code, figures, _ = run(tmp_path, *keys, "--curve-secret", stranger_secret, "--requests", "3", "--timeout", "0.5")
+    assert code == 1 and figures["lost"] == figures["sent"] == 3
 
 
 def test_nothing_answers_everything_lost(tmp_path: Path) -> None:
