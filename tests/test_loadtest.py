@@ -101,6 +101,17 @@ def test_curve_server(tmp_path: Path, start_server: Any) -> None:
     assert code == 1 and figures["lost"] == figures["sent"] == 3
 
 
+@pytest.mark.sshd
+@pytest.mark.parametrize("backend", ["openssh", "paramiko"])
+def test_through_an_ssh_tunnel(tmp_path: Path, server: Any, sshd: Any, backend: str) -> None:
+    """docs/loadtest.md: point --endpoint at the tunnel's local port (a real sshd on 127.0.0.1)."""
+    from zmqproc.tunnel import open_tunnel
+
+    with open_tunnel(server.endpoint, sshd.target, key=sshd.key, known_hosts=sshd.known_hosts, backend=backend) as tunnel:
+        code, figures, _ = run(tmp_path, "--endpoint", tunnel.local_endpoint, "--requests", "60", "--clients", "2", "--inflight", "2")
+    assert code == 0 and figures["ok"] == figures["sent"] == 60
+
+
 def test_nothing_answers_everything_lost(tmp_path: Path) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     code, figures, _ = run(tmp_path, "--endpoint", endpoint, "--requests", "6", "--clients", "2", "--inflight", "3", "--timeout", "0.5")
