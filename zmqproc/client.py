@@ -24,7 +24,7 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from .errors import AuthenticationFailed, ConnectionLost, MalformedReply, RequestTimeout
+from .errors import AuthenticationFailed, ConnectionLost, MalformedReply, RequestTimeout, TunnelError
 from .images import payload_to_image
 from .pipeline import PipelineSpec
 from .protocol import Reply
@@ -94,6 +94,12 @@ class Client:
     connection, a restarted server (new ``epoch``) or a server that stops
     answering its liveness ping has its requests sent again (to another server
     when there is one) while their deadlines allow. ``resent`` counts them.
+
+    Whoever waits drives the sockets (leader/followers): a thread blocked in
+    :meth:`process`, :meth:`ping`, ... sends, polls and receives itself while no
+    other thread does, so a lone caller pays no thread hand-off; the client's own
+    thread drives while futures from :meth:`submit` wait with nobody blocked on
+    them. Only the thread holding the I/O lock touches a socket.
     """
 
     heartbeat = 1.0  # seconds of silence, with work out on a connection, before a liveness ping
@@ -121,7 +127,9 @@ class Client:
         self.timeout = timeout
         self._ctx = context or zmq.Context.instance()
         self._session = ClientSession(routes=len(self.endpoints))
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the session and the futures
+        self._io = threading.Lock()  # held by the one thread that drives the sockets
+        self._driver_wanted = threading.Condition(self._lock)
         self._futures: dict[str, tuple[Future[Any], Callable[[Reply], Any]]] = {}
         self._closed = False
         # ssh="user@host[:port]": each endpoint (as seen from that host) through a tunnel this client owns
@@ -168,13 +176,21 @@ class Client:
         the future is done: it is sent without a copy. Cancelling the future
         withdraws the request from the server's queue.
         """
-        t = self.timeout if timeout is None else timeout
-        convert = to_processed if details else (lambda r: to_processed(r).image)
-        return self._submit(lambda now: self._session.process_request(image, pipeline, t, now, reply_format), convert)
+        future = self._process_future(image, pipeline, reply_format, timeout, details)
+        self._hand_over()
+        return future
 
-    def process(self, image: np.ndarray | bytes, pipeline: PipelineSpec, **kwargs: Any) -> Any:
-        """:meth:`submit` and wait: the processed image, or a typed error."""
-        return self._wait(self.submit(image, pipeline, **kwargs), kwargs.get("timeout"))
+    def process(
+        self,
+        image: np.ndarray | bytes,
+        pipeline: PipelineSpec,
+        *,
+        reply_format: str | None = None,
+        timeout: float | None = None,
+        details: bool = False,
+    ) -> Any:
+        """Send and wait (see :meth:`submit`): the processed image, or a typed error."""
+        return self._wait(self._process_future(image, pipeline, reply_format, timeout, details), timeout)
 
     def ping(self, timeout: float | None = None) -> float:
         """Round-trip time to a server, in seconds."""
@@ -215,6 +231,7 @@ class Client:
             if self._closed:
                 return
             self._closed = True
+            self._driver_wanted.notify()
         self._wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
@@ -227,13 +244,29 @@ class Client:
 
     # -- plumbing -----------------------------------------------------------------
 
+    def _process_future(
+        self, image: np.ndarray | bytes, pipeline: PipelineSpec, reply_format: str | None, timeout: float | None, details: bool
+    ) -> Future[Any]:
+        t = self.timeout if timeout is None else timeout
+        convert = to_processed if details else (lambda r: to_processed(r).image)
+        return self._submit(lambda now: self._session.process_request(image, pipeline, t, now, reply_format), convert)
+
     def _call(self, kind: str, timeout: float | None, fields: dict[str, Any] | None = None) -> dict[str, Any]:
         t = self.timeout if timeout is None else timeout
         future = self._submit(lambda now: self._session.request(kind, fields, None, t, now), lambda r: r.header)
         return self._wait(future, t)
 
     def _wait(self, future: Future[Any], timeout: float | None) -> Any:
-        # The I/O thread ends every future by its deadline; the margin only guards against a dead thread.
+        """Drive the sockets until ``future`` is done, unless another thread drives them already."""
+        if self._io.acquire(blocking=False):
+            try:
+                self._drive(until=future)
+            finally:
+                self._io.release()
+                self._hand_over(wake=False)
+        else:
+            self._wake()  # the driving thread sends this request at once
+        # Every future ends by its deadline (whoever drives expires it); the margin only guards against a dead thread.
         t = self.timeout if timeout is None else timeout
         try:
             return future.result(timeout=t + 5.0)
@@ -241,6 +274,14 @@ class Client:
             if isinstance(exc, RequestTimeout) or future.done():
                 raise
             raise RequestTimeout(f"no reply within {t} s") from None
+
+    def _hand_over(self, wake: bool = True) -> None:
+        """Futures wait and nobody may be driving: let the client's thread drive (and wake the one that does)."""
+        with self._lock:
+            if self._futures and not self._closed:
+                self._driver_wanted.notify()
+        if wake:
+            self._wake()
 
     def _submit(self, build: Callable[[float], Pending], convert: Callable[[Reply], Any]) -> Future[Any]:
         future: Future[Any] = Future()
@@ -251,7 +292,6 @@ class Client:
             self._futures[pending.id] = (future, convert)
         if pending.kind == "process":
             future.add_done_callback(lambda f: self._cancel_remote(pending.id) if f.cancelled() else None)
-        self._wake()
         return future
 
     def _cancel_remote(self, request_id: str) -> None:
@@ -264,6 +304,7 @@ class Client:
                 return  # never sent: nothing to withdraw on a server
             cancel = self._session.request("cancel", {"target": request_id}, None, self.timeout, time.monotonic(), internal=True)
             cancel.route = withdrawn.route  # a cancel only reaches the connection that carried the request
+            self._driver_wanted.notify()
         self._wake()
 
     def _wake(self) -> None:
@@ -271,32 +312,50 @@ class Client:
             self._wake_w.send(b"\0")
 
     def _run(self) -> None:
-        wake = self._wake_r.fileno()
+        """The client's thread: drives the sockets while futures wait and no caller drives them."""
         try:
-            while not self._closed:
-                items = [(wake, _POLLIN)]
-                for link in self._links:
-                    items.append((link.sock, _POLLIN | _POLLOUT if link.blocked else _POLLIN))
-                    items.append((link.monitor, _POLLIN))
-                events = dict(zmq.zmq_poll(items, self._poll_timeout()))  # -1: no deadline pending
-                if wake in events:
-                    self._drain_wake()
-                now = time.monotonic()
-                for route, link in enumerate(self._links):
-                    if link.monitor in events:
-                        self._on_monitor(route, link, now)
-                    flags = events.get(link.sock, 0)
-                    if flags & _POLLIN:
-                        self._receive(route, link)
-                    if flags & _POLLOUT:
-                        link.blocked = False
-                self._liveness(now)
-                self._send()
-                self._expire()
+            while True:
+                with self._lock:
+                    while not self._closed and not self._futures:
+                        self._driver_wanted.wait()
+                    if self._closed:
+                        break
+                with self._io:
+                    self._drive(until=None)
         except Exception:
             log.exception("client I/O thread failed")
         finally:
-            self._shutdown()
+            with self._io:
+                self._shutdown()
+
+    def _drive(self, until: Future[Any] | None) -> None:
+        """I/O turns until ``until`` is done, or (None) until no future waits; the caller holds ``_io``."""
+        while not self._closed and (not until.done() if until is not None else bool(self._futures)):
+            self._turn()
+
+    def _turn(self) -> None:
+        """One turn: wait for sockets (within the nearest deadline), then receive, send, expire."""
+        wake = self._wake_r.fileno()
+        items = [(wake, _POLLIN)]
+        for link in self._links:
+            items.append((link.sock, _POLLIN | _POLLOUT if link.blocked else _POLLIN))
+            items.append((link.monitor, _POLLIN))
+        self._send()  # what was submitted since the last turn, before waiting
+        events = dict(zmq.zmq_poll(items, self._poll_timeout()))
+        if wake in events:
+            self._drain_wake()
+        now = time.monotonic()
+        for route, link in enumerate(self._links):
+            if link.monitor in events:
+                self._on_monitor(route, link, now)
+            flags = events.get(link.sock, 0)
+            if flags & _POLLIN:
+                self._receive(route, link)
+            if flags & _POLLOUT:
+                link.blocked = False
+        self._liveness(now)
+        self._send()
+        self._expire()
 
     def _poll_timeout(self) -> int:
         with self._lock:
@@ -402,11 +461,22 @@ class Client:
                     if moved:
                         log.info("%s does not answer: %d requests move on", self._links[pending.route].endpoint, len(moved))
                 entries.append((pending, self._futures.pop(pending.id, None)))
+        dead = self._dead_tunnel() if entries and self.tunnels else None
         for pending, entry in entries:
             if entry is None:
                 continue
             where = "" if pending.route is None else f" from {self.endpoints[pending.route]}"
-            _resolve(entry[0], RequestTimeout(f"no reply to {pending.kind} {pending.id}{where} in time ({pending.sends} sends)"))
+            timeout = RequestTimeout(f"no reply to {pending.kind} {pending.id}{where} in time ({pending.sends} sends)")
+            _resolve(entry[0], dead or timeout)
+
+    def _dead_tunnel(self) -> TunnelError | None:
+        """Why no reply came, when an SSH tunnel died: a clearer error than the timeout."""
+        for tunnel in self.tunnels:
+            try:
+                tunnel.check()
+            except TunnelError as dead:
+                return dead
+        return None
 
     def _fail_all(self, error: BaseException) -> None:
         with self._lock:
