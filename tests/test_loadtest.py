@@ -112,6 +112,15 @@ def test_through_an_ssh_tunnel(tmp_path: Path, server: Any, sshd: Any, backend: 
     assert code == 0 and figures["ok"] == figures["sent"] == 60
 
 
+@pytest.mark.docker
+def test_against_the_docker_container(tmp_path: Path, start_container: Any) -> None:
+    """docs/loadtest.md: the containerised server, published on 127.0.0.1, driven from the host."""
+    container = start_container("--workers", "2")
+    container.wait_healthy()
+    code, figures, _ = run(tmp_path, "--endpoint", container.endpoint, "--duration", "2", "--clients", "2", "--inflight", "2")
+    assert code == 0 and figures["sent"] > 0 and figures["ok"] == figures["sent"]
+
+
 def test_nothing_answers_everything_lost(tmp_path: Path) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     code, figures, _ = run(tmp_path, "--endpoint", endpoint, "--requests", "6", "--clients", "2", "--inflight", "3", "--timeout", "0.5")
