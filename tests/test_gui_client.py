@@ -121,3 +121,12 @@ def test_two_endpoints_share_the_work_and_survive_one_dying(qtbot, start_server,
             assert np.array_equal(done[ids[-1]].image, lib.process(coffee, "bilateral_filter:d=9"))
     finally:
         client.close()
+
+
+def test_every_wire_code_has_a_sentence():
+    from zmqproc.errors import ERROR_CODES, ConnectionLost, error_from_wire
+    from zmqproc.gui.messages import SENTENCES
+
+    assert set(SENTENCES) == set(ERROR_CODES)
+    assert explain(error_from_wire("busy", "queue full")) == f"{SENTENCES['busy']} (queue full)"
+    assert "lost" in explain(ConnectionLost("gone")) and "No reply" in explain(RequestTimeout("x"))

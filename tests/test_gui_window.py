@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -265,3 +266,16 @@ def test_views_zoom_and_pan_together_and_drop_opens_files(qtbot, window):
     assert window.result_view.horizontalScrollBar().value() == 120
     window.result_view.fit()
     assert window.original_view.transform().m11() == pytest.approx(window.result_view.transform().m11())
+
+
+def test_run_local_starts_a_server_and_stops_it_with_the_viewer(tmp_path):
+    from zmqproc.cli import port_state
+
+    port = free_port()
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path), "PORT": str(port), "WORKERS": "1"}
+    env["BIN"] = str(Path(sys.executable).parent)
+    args = ["--open", str(IMAGES / "coffee.png"), "--pipeline", "invert", "--process", "--quit-when-done"]
+    done = subprocess.run(["scripts/run_local.sh", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Done: invert in ")
+    assert port_state("127.0.0.1", port, 1.0) == "closed"  # the server went away with the viewer
