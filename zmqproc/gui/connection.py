@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QObject, QSettings, Signal
+from PySide6.QtCore import QObject, QSettings, Signal, Slot
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -95,9 +95,18 @@ def check_endpoint(endpoint: str, timeout: float = 3.0) -> str:
 
 
 class Background(QObject):
-    """Run a blocking call on a plain thread; ``done(result, error)`` arrives on the GUI thread."""
+    """Run a blocking call on a plain thread; ``on_done(result, error)`` is called on the GUI thread."""
 
     done = Signal(object, object)
+
+    def __init__(self, on_done: Callable[[Any, BaseException | None], None], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._on_done = on_done
+        self.done.connect(self._deliver)  # a slot of this GUI-thread object: a queued call from the worker thread
+
+    @Slot(object, object)
+    def _deliver(self, result: Any, error: BaseException | None) -> None:
+        self._on_done(result, error)
 
     def run(self, fn: Callable[[], Any]) -> None:
         def work() -> None:
@@ -161,8 +170,7 @@ class ConnectionDialog(QDialog):
         layout.addWidget(self.test_button)
         layout.addWidget(self.test_result)
         layout.addWidget(buttons)
-        self._background = Background(self)
-        self._background.done.connect(self._tested)
+        self._background = Background(self._tested, self)
         self.test_button.clicked.connect(self.test_connection)
 
     def settings(self) -> ConnectionSettings:

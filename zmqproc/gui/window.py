@@ -280,11 +280,13 @@ class MainWindow(QMainWindow):
 
         self.client.set_endpoints([])
         self.statusBar().showMessage(f"opening an SSH tunnel through {connection.ssh_target}…")
-        worker = Background(self)
-        worker.done.connect(lambda tunnels, error: self._tunnels_opened(connection, tunnels, error, password, accept_new))
-        worker.run(open_all)
+        Background(lambda tunnels, error: self._tunnels_opened(connection, tunnels, error, password, accept_new), self).run(open_all)
 
     def _tunnels_opened(self, connection: ConnectionSettings, tunnels: Any, error: Any, password: Any, accept_new: bool) -> None:
+        if connection is not self.connection:  # the user chose another connection meanwhile
+            for tunnel in tunnels or []:
+                tunnel.close()
+            return
         if error is None:
             self._tunnels = tunnels
             self.client.set_endpoints([t.local_endpoint for t in tunnels])
