@@ -61,6 +61,7 @@ def test_ops_build_parameter_controls(window):
 @pytest.mark.parametrize("transfer", ["raw", "encoded"])
 def test_open_process_shows_the_librarys_result(qtbot, window, endpoint, transfer, tmp_path):
     path = str(IMAGES / "astronaut.png")
+    assert window.transfer.currentData() == "auto" and window.transfer_mode() == "raw"  # auto: raw pixels on a direct link
     window.transfer.setCurrentIndex(window.transfer.findData(transfer))
     window.open_files([path])
     assert window.original_view.has_image() and not window.result_view.has_image()
@@ -226,7 +227,8 @@ def test_processing_through_an_ssh_tunnel(qtbot, qt_settings, sshd, endpoint):
     win.connect_to(ssh_settings(sshd, endpoint, sshd.key))
     qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED and bool(win._tunnels), timeout=15000)
     assert win.client.endpoints == [t.local_endpoint for t in win._tunnels] != [endpoint]
-    win.transfer.setCurrentIndex(win.transfer.findData("encoded"))
+    win.transfer.setCurrentIndex(win.transfer.findData("auto"))
+    assert win.transfer_mode() == "encoded"  # auto: the encoded file through SSH
     win.open_files([str(IMAGES / "coffee.png")])
     win.editor.set_steps("invert")
     ok, _ = run_job(qtbot, win)

@@ -42,7 +42,11 @@ from .views import ImageView, synchronize
 OPEN_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All files (*)"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 SAVE_FORMATS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp"}
-TRANSFERS = {"raw": "Raw pixels (fast link)", "encoded": "Encoded file (slow link, e.g. SSH)"}
+TRANSFERS = {
+    "auto": "Auto (encoded through SSH, else raw)",
+    "raw": "Raw pixels (fast link)",
+    "encoded": "Encoded file (slow link, e.g. SSH)",
+}
 STATE_TEXT = {
     CONNECTING: ("#999", "connecting…"),
     CONNECTED: ("#2a2", "connected"),
@@ -225,7 +229,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1360, 820)
-        index = self.transfer.findData(self.settings.value("transfer", "raw"))
+        index = self.transfer.findData(self.settings.value("transfer", "auto"))
         self.transfer.setCurrentIndex(max(0, index))
         pipeline = str(self.settings.value("pipeline", "grayscale;gaussian_blur:ksize=5"))
         try:
@@ -414,9 +418,14 @@ class MainWindow(QMainWindow):
 
     # -- processing -----------------------------------------------------------------------
 
+    def transfer_mode(self) -> str:
+        """``raw`` or ``encoded``: what the selector says, ``auto`` meaning encoded through an SSH tunnel."""
+        mode = str(self.transfer.currentData())
+        return ("encoded" if self.connection.use_ssh else "raw") if mode == "auto" else mode
+
     def _payload(self, path: str, image: np.ndarray | None = None) -> tuple[np.ndarray | bytes, str | None]:
         """What to send for a file: its pixels (raw) or its encoded bytes, and the reply format to ask for."""
-        if self.transfer.currentData() == "encoded":
+        if self.transfer_mode() == "encoded":
             data = Path(path).read_bytes()
             sniff_format(data[:16])
             return data, "png"
@@ -496,7 +505,7 @@ class MainWindow(QMainWindow):
         if self.batch is not None and self.batch.running:
             return
         self._fill_batch_table(paths)
-        reply_format = "png" if self.transfer.currentData() == "encoded" else None
+        reply_format = "png" if self.transfer_mode() == "encoded" else None
         self.batch = Batch(self.client, paths, self.editor.steps(), lambda p: self._payload(p)[0], reply_format=reply_format, parent=self)
         self.batch.itemChanged.connect(self._batch_item_changed)
         self.batch.finished.connect(self._batch_finished)
