@@ -330,17 +330,22 @@ class Client:
 
     def _drive(self, until: Future[Any] | None) -> None:
         """I/O turns until ``until`` is done, or (None) until no future waits; the caller holds ``_io``."""
-        while not self._closed and (not until.done() if until is not None else bool(self._futures)):
-            self._turn()
+        while self._needed(until):
+            self._turn(until)
 
-    def _turn(self) -> None:
-        """One turn: wait for sockets (within the nearest deadline), then receive, send, expire."""
+    def _needed(self, until: Future[Any] | None) -> bool:
+        return not self._closed and (not until.done() if until is not None else bool(self._futures))
+
+    def _turn(self, until: Future[Any] | None) -> None:
+        """One turn: send what waits, wait for sockets (within the nearest deadline), receive, send, expire."""
+        self._send()
+        if not self._needed(until):  # sending can end it (a refused client fails at once): then do not wait
+            return
         wake = self._wake_r.fileno()
         items = [(wake, _POLLIN)]
         for link in self._links:
             items.append((link.sock, _POLLIN | _POLLOUT if link.blocked else _POLLIN))
             items.append((link.monitor, _POLLIN))
-        self._send()  # what was submitted since the last turn, before waiting
         events = dict(zmq.zmq_poll(items, self._poll_timeout()))
         if wake in events:
             self._drain_wake()
@@ -388,7 +393,9 @@ class Client:
                     orphans = self._session.route_down(route)
                     if orphans:
                         log.info("%s disconnected: %d requests will be sent again", link.endpoint, len(orphans))
-                elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) or (
+                    kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and link.sock.mechanism == zmq.CURVE
+                ):  # a plain client's NO_DETAIL is a peer that closed (docker-proxy before the server listens): libzmq retries
                     link.refused = link.refused or refusal(link.endpoint, kind, event["value"], link.sock.mechanism == zmq.CURVE)
                     self._session.route_down(route)
 
