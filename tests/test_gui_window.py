@@ -160,6 +160,7 @@ def test_settings_persist(qtbot, qt_settings, endpoint):
     win.transfer.setCurrentIndex(win.transfer.findData("encoded"))
     win.open_files([str(IMAGES / "coffee.png")])
     win.close()
+    assert (qt_settings / "zmqproc" / "viewer.ini").is_file()  # in the test's directory, not the user's
     again = MainWindow()
     qtbot.addWidget(again)
     assert again.editor.text() == "invert;flip:mode=vertical"

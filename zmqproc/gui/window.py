@@ -82,7 +82,8 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle("zmqproc viewer")
         self.setAcceptDrops(True)
-        self.settings = QSettings("zmqproc", "viewer")
+        # INI under the user config dir (~/.config/zmqproc/viewer.ini); an explicit format so QSettings.setPath applies
+        self.settings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "zmqproc", "viewer")
         self.connection = ConnectionSettings.load(self.settings)
         if endpoints:
             self.connection = ConnectionSettings(endpoints=list(endpoints))
