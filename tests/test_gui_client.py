@@ -130,3 +130,19 @@ def test_every_wire_code_has_a_sentence():
     assert set(SENTENCES) == set(ERROR_CODES)
     assert explain(error_from_wire("busy", "queue full")) == f"{SENTENCES['busy']} (queue full)"
     assert "lost" in explain(ConnectionLost("gone")) and "No reply" in explain(RequestTimeout("x"))
+
+
+def test_slow_indicator_and_cancel_before_sending(qtbot, endpoint):
+    from zmqproc.gui.qt_client import SLOW
+
+    slow = QtClient([endpoint], slow_after=0.0)  # every round trip counts as slow
+    nowhere = QtClient([f"tcp://127.0.0.1:{free_port()}"])
+    try:
+        qtbot.waitUntil(lambda: slow.state == SLOW and slow.rtt > 0, timeout=5000)
+        done, failed = collect(nowhere)
+        rid = nowhere.process(np.zeros((4, 4, 3), np.uint8), "invert")
+        nowhere.cancel(rid)  # never sent (no server): withdrawn here, at once
+        assert isinstance(failed[rid], Cancelled) and nowhere.in_flight == 0
+    finally:
+        slow.close()
+        nowhere.close()
