@@ -86,6 +86,14 @@ def test_healthcheck_turns_healthy_and_a_photo_comes_back_right(running: Contain
         assert_processed_right(client, astronaut)
 
 
+def test_client_started_with_the_container_waits_for_the_server(start_container, coffee: np.ndarray) -> None:
+    """Right after `docker run`, docker-proxy accepts and closes connections until the server listens: not a refusal."""
+    container = start_container("--workers", "1")
+    with Client(container.endpoint, timeout=30) as client:
+        assert client.process(coffee, "invert", timeout=30).shape == coffee.shape
+    assert "listening on" in container.logs()
+
+
 def test_port_is_published_on_loopback_only(running: Container) -> None:
     bindings = json.loads(docker("inspect", "--format", "{{json .NetworkSettings.Ports}}", running.id))["5555/tcp"]
     assert bindings == [{"HostIp": "127.0.0.1", "HostPort": str(running.port)}]
