@@ -31,6 +31,7 @@ from .protocol import Reply
 from .security import ClientCurve, refusal
 from .session import ClientSession, Pending
 from .tunnel import open_tunnels
+from .zmqflags import NOBLOCK, POLLIN, POLLOUT, readable
 
 log = logging.getLogger("zmqproc.client")
 
@@ -76,7 +77,6 @@ class _Link:
     refused: AuthenticationFailed | None = None
 
 
-_POLLIN, _POLLOUT, _EVENTS_OPT = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.EVENTS)  # plain ints: enum arithmetic is slow
 _EVENTS = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
@@ -342,10 +342,10 @@ class Client:
         if not self._needed(until):  # sending can end it (a refused client fails at once): then do not wait
             return
         wake = self._wake_r.fileno()
-        items = [(wake, _POLLIN)]
+        items = [(wake, POLLIN)]
         for link in self._links:
-            items.append((link.sock, _POLLIN | _POLLOUT if link.blocked else _POLLIN))
-            items.append((link.monitor, _POLLIN))
+            items.append((link.sock, POLLIN | POLLOUT if link.blocked else POLLIN))
+            items.append((link.monitor, POLLIN))
         events = dict(zmq.zmq_poll(items, self._poll_timeout()))
         if wake in events:
             self._drain_wake()
@@ -354,9 +354,9 @@ class Client:
             if link.monitor in events:
                 self._on_monitor(route, link, now)
             flags = events.get(link.sock, 0)
-            if flags & _POLLIN:
+            if flags & POLLIN:
                 self._receive(route, link)
-            if flags & _POLLOUT:
+            if flags & POLLOUT:
                 link.blocked = False
         self._liveness(now)
         self._send()
@@ -425,7 +425,7 @@ class Client:
                 continue
             link = self._links[route]
             try:
-                link.sock.send_multipart(pending.frames, flags=zmq.NOBLOCK, copy=False)
+                link.sock.send_multipart(pending.frames, flags=NOBLOCK, copy=False)
             except zmq.Again:
                 link.blocked = True
                 full.append(route)
@@ -439,8 +439,8 @@ class Client:
             return self._session.pick_route(exclude=[i for i, link in enumerate(self._links) if link.blocked] + full)
 
     def _receive(self, route: int, link: _Link) -> None:
-        while link.sock.getsockopt(_EVENTS_OPT) & _POLLIN:  # cheaper than waiting for zmq.Again
-            frames = link.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        while readable(link.sock):
+            frames = link.sock.recv_multipart(flags=NOBLOCK, copy=False)
             try:
                 with self._lock:
                     matched = self._session.receive([f.buffer for f in frames], route, time.monotonic())

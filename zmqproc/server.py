@@ -30,6 +30,7 @@ from .images import decode_image, encode_image
 from .protocol import Limits, Request, decode_request, encode_error, encode_reply
 from .security import ServerCurve
 from .work_queue import Job, QueueFull, WorkQueue
+from .zmqflags import NOBLOCK, POLLIN, readable
 
 log = logging.getLogger("zmqproc.server")
 
@@ -126,13 +127,11 @@ class Server:
     _stopping_since = 0.0
 
     def _loop(self, router: zmq.Socket, results: zmq.Socket) -> None:
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(results, zmq.POLLIN)
+        items = [(router, POLLIN), (results, POLLIN)]
         next_summary = time.monotonic() + SUMMARY_INTERVAL_S
         drained = False
         while True:
-            events = dict(poller.poll(100))
+            events = dict(zmq.zmq_poll(items, 100))
             if results in events:
                 self._forward_results(router, results)
             if router in events:
@@ -165,26 +164,22 @@ class Server:
     def _reply(self, router: zmq.Socket, client: bytes, frames: list[Any], code: str) -> None:
         self._counts[code] += 1
         try:
-            router.send_multipart([client, *frames], flags=zmq.NOBLOCK, copy=False)
+            router.send_multipart([client, *frames], flags=NOBLOCK, copy=False)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: client gone; EAGAIN: client not reading
             self._dropped += 1
             log.debug("reply to a gone or stalled client dropped (%s)", exc.strerror)
 
     def _forward_results(self, router: zmq.Socket, results: zmq.Socket) -> None:
-        while True:
-            try:
-                code, client, *frames = results.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+        while readable(results):
+            code, client, *frames = results.recv_multipart(flags=NOBLOCK, copy=False)
             self._outstanding -= 1
             self._reply(router, client.bytes, frames, code.bytes.decode())
 
     def _receive_requests(self, router: zmq.Socket) -> None:
         for _ in range(1000):  # bounded, so worker results are forwarded between bursts
-            try:
-                frames = router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            if not readable(router):
                 return
+            frames = router.recv_multipart(flags=NOBLOCK, copy=False)
             self._requests += 1
             client = frames[0].bytes
             try:
