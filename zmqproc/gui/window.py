@@ -103,7 +103,11 @@ class MainWindow(QMainWindow):
         self.client.failed.connect(self._on_failed)
         self.client.opsReceived.connect(self._on_ops)
         self.client.stateChanged.connect(self._on_state)
-        self.client.serverRestarted.connect(lambda epoch: self.notify(f"The server restarted (epoch {epoch}).", "warn"))
+        self.client.serverRestarted.connect(
+            lambda epoch: self.notify(
+                f"The server restarted (epoch {epoch}); unanswered work is sent again ({self.client.resent} resent so far).", "warn"
+            )
+        )
         self.connect_to(self.connection)
 
     # -- building -------------------------------------------------------------------
