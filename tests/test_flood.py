@@ -76,6 +76,7 @@ def tiff_claiming(width: int, height: int) -> bytes:
 
 TIFF_BOMB = tiff_claiming(30000, 30000)
 
+
 class Messages:
     """The flood, one message at a time; valid ids are unique so replies can be matched."""
 

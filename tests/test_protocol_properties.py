@@ -421,8 +421,6 @@ def test_session_receive_mutated_replies(data: st.DataObject) -> None:
     receive_outcome(session, frames)
 
 
-
-
 BOMBS = [b"\x91" * 60000, b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xc6\xff\xff\xff\xff", b"\x81\x91\x01\x01"]
 
 

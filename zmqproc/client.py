@@ -342,11 +342,11 @@ class Client:
         if not self._needed(until):  # sending can end it (a refused client fails at once): then do not wait
             return
         wake = self._wake_r.fileno()
-        items = [(wake, POLLIN)]
+        items: list[tuple[Any, int]] = [(wake, POLLIN)]
         for link in self._links:
             items.append((link.sock, POLLIN | POLLOUT if link.blocked else POLLIN))
             items.append((link.monitor, POLLIN))
-        events = dict(zmq.zmq_poll(items, self._poll_timeout()))
+        events: dict[Any, int] = dict(zmq.zmq_poll(items, self._poll_timeout()))
         if wake in events:
             self._drain_wake()
         now = time.monotonic()

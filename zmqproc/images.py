@@ -26,6 +26,8 @@ _DTYPE_NAMES = {np.dtype(name): name for name in RAW_DTYPES}  # numpy's dtype.na
 def dtype_name(image: np.ndarray) -> str | None:
     """The wire name of an array's dtype, or None when it cannot travel raw."""
     return _DTYPE_NAMES.get(image.dtype)
+
+
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tiff"}
 # What each encoded format holds without OpenCV silently converting the pixels.
 _ENCODABLE_DTYPES = {"png": ("uint8", "uint16"), "jpeg": ("uint8",), "webp": ("uint8",), "bmp": ("uint8",), "tiff": RAW_DTYPES}

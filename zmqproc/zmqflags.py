@@ -10,4 +10,4 @@ EVENTS = int(zmq.EVENTS)
 
 def readable(sock: zmq.Socket) -> bool:
     """A message waits on ``sock`` (cheaper than a recv that ends in zmq.Again)."""
-    return bool(sock.getsockopt(EVENTS) & POLLIN)
+    return bool(int(sock.getsockopt(EVENTS)) & POLLIN)
