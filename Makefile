@@ -11,8 +11,13 @@ IMAGE ?= zmqproc-server
 BASE_IMAGE ?= $(ZMQPROC_BASE_IMAGE)
 IMAGE_PYTHON ?= 3.11
 WHEEL_ARCH ?= $(shell uname -m)
+# DOCKER_NETWORK=host: no docker-proxy relay (about twice the round trips/s for VGA and 1080p, bench/docker.py);
+# the server then binds $(HOST):$(PORT) itself. Default: the port published on $(HOST):$(PORT).
+DOCKER_NETWORK ?=
+RUN_WHERE = $(if $(filter host,$(DOCKER_NETWORK)),--network host -e ZMQPROC_HEALTH_ENDPOINT=tcp://$(HOST):$(PORT) $(IMAGE) \
+  --bind tcp://$(HOST):$(PORT),-p $(HOST):$(PORT):5555 $(IMAGE))
 
-.PHONY: install test run run-server run-server-local lint bench bench-peers bench-ssh clean wheels docker-build docker-test
+.PHONY: install test run run-server run-server-local lint bench bench-peers bench-ssh bench-docker clean wheels docker-build docker-test
 
 install: $(VENV)/.installed
 
@@ -29,7 +34,7 @@ run: install
 	BIN=$(BIN) HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) scripts/run_local.sh
 
 run-server: docker-build  # the server in Docker, in the foreground, published on $(HOST):$(PORT) only; Ctrl-C stops it
-	docker run --rm --init --name zmqproc-server-$(PORT) -p $(HOST):$(PORT):5555 $(IMAGE) --workers $(WORKERS)
+	docker run --rm --init --name zmqproc-server-$(PORT) $(RUN_WHERE) --workers $(WORKERS)
 
 run-server-local: install
 	$(BIN)/python server_main.py --bind tcp://$(HOST):$(PORT) --workers $(WORKERS)
@@ -63,6 +68,9 @@ bench-peers: install  # raw pyzmq, zmqproc, imagezmq, FastAPI in one run; writes
 
 bench-ssh: install  # needs root and openssh-server (an sshd is started on a loopback port)
 	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/ssh.py
+
+bench-docker: install docker-build  # a server process vs the container (published port, host network)
+	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/docker.py --image $(IMAGE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

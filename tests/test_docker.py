@@ -15,6 +15,7 @@ import tomllib
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,7 +68,8 @@ def test_image_is_server_only_non_root_and_exec_form(docker_image: str) -> None:
     config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", docker_image))
     assert config["Entrypoint"] == ["zmqproc-server", "--bind", "tcp://0.0.0.0:5555"]  # exec form: the server is PID 1
     assert "5555/tcp" in config["ExposedPorts"]
-    assert config["Healthcheck"]["Test"][:3] == ["CMD", "zmqproc", "ping"]
+    assert 'exec zmqproc ping --server "$ZMQPROC_HEALTH_ENDPOINT"' in config["Healthcheck"]["Test"][-1]
+    assert "ZMQPROC_HEALTH_ENDPOINT=tcp://127.0.0.1:5555" in config["Env"]
     assert config["User"] not in ("", "root", "0")
     probe = (
         "import importlib.metadata as m, importlib.util as u, os, re\n"
@@ -94,6 +96,17 @@ def test_client_started_with_the_container_waits_for_the_server(start_container,
     assert "listening on" in container.logs()
 
 
+def test_host_network_binds_loopback_turns_healthy_and_processes(start_container, astronaut: np.ndarray) -> None:
+    """`--network host` (no docker-proxy): the server binds the host's 127.0.0.1:PORT, the healthcheck follows it."""
+    container = start_container("--workers", "2", host_network=True)
+    container.wait_healthy()
+    listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:] if line.split()[3] == "0A"]
+    assert f"0100007F:{container.port:04X}" in listening  # 127.0.0.1, not 0.0.0.0
+    assert f"00000000:{container.port:04X}" not in listening
+    with Client(container.endpoint, timeout=20) as client:
+        assert_processed_right(client, astronaut)
+
+
 def test_port_is_published_on_loopback_only(running: Container) -> None:
     bindings = json.loads(docker("inspect", "--format", "{{json .NetworkSettings.Ports}}", running.id))["5555/tcp"]
     assert bindings == [{"HostIp": "127.0.0.1", "HostPort": str(running.port)}]
@@ -110,13 +123,14 @@ def test_docker_stop_ends_the_server_gracefully(start_container, coffee: np.ndar
     assert "stopped: " in container.logs()
 
 
-def test_make_run_server_stops_cleanly_on_ctrl_c(docker_image: str) -> None:
+@pytest.mark.parametrize("network", ["", "host"])
+def test_make_run_server_stops_cleanly_on_ctrl_c(docker_image: str, network: str) -> None:
     """`make run-server` in the foreground; Ctrl-C (SIGINT to the terminal's process group) stops the server and removes the container."""
     from tests.conftest import free_port
 
     port = free_port()
     proc = subprocess.Popen(
-        ["make", "--no-print-directory", "run-server", f"IMAGE={docker_image}", f"PORT={port}", "WORKERS=1"],
+        ["make", "--no-print-directory", "run-server", f"IMAGE={docker_image}", f"PORT={port}", "WORKERS=1", f"DOCKER_NETWORK={network}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -124,7 +138,7 @@ def test_make_run_server_stops_cleanly_on_ctrl_c(docker_image: str) -> None:
     try:
         for line in proc.stdout:
             lines.append(line)
-            if "listening on tcp://0.0.0.0:5555" in line:
+            if "listening on tcp://" in line:
                 break
         assert lines and "listening on" in lines[-1], "".join(lines)
         with Client(f"tcp://127.0.0.1:{port}", timeout=10) as client:
