@@ -443,9 +443,9 @@ class Progress:
         done = len(totals.codes)
         rate = (done - self.last_done) / max(now - self.last_t, 1e-9)
         self.last_done, self.last_t, self.next = done, now, now + self.every
-        goal = f"/{self.total}" if self.total else f" in {now - t0:.0f}/{self.duration:.0f}s"
+        where = f"{done}/{self.total} done" if self.total else f"{done} done, {now - t0:.0f}/{self.duration:.0f} s"
         errors = done - counts[OK] - counts[LOST]
-        line = f"{done}{goal} done  {rate:.0f}/s  ok {counts[OK]}  errors {errors}  lost {counts[LOST]}"
+        line = f"{where}  {rate:.0f}/s  ok {counts[OK]}  errors {errors}  lost {counts[LOST]}"
         if self.tty:
             print(f"\r\x1b[K{line}", end="\n" if final else "", file=sys.stderr, flush=True)
         elif not final:
