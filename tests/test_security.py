@@ -81,7 +81,8 @@ def test_wrong_server_key_is_a_clear_error_within_the_timeout(start_server, keys
         started = time.monotonic()
         with pytest.raises(AuthenticationFailed, match="server public key is wrong"):
             c.ping()
-        assert time.monotonic() - started < 3
+        # at the deadline: a wrong key looks like a server still starting (peer cuts the handshake), which libzmq retries
+        assert time.monotonic() - started < 3 + 0.5
 
 
 def test_curve_client_against_a_plain_server(endpoint: str, keys: Keys) -> None:

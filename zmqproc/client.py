@@ -74,7 +74,10 @@ class _Link:
     sock: zmq.Socket
     monitor: zmq.Socket
     blocked: bool = False  # the last send would have blocked: wait for POLLOUT
-    refused: AuthenticationFailed | None = None
+    refused: AuthenticationFailed | None = None  # a final answer: the key or the mechanism is refused
+    # A CURVE handshake the peer cut short: a wrong server key looks exactly like a server still starting
+    # (docker-proxy accepts, then closes), and libzmq retries; it is named as the cause if the deadline passes.
+    cut_short: AuthenticationFailed | None = None
 
 
 _EVENTS = (
@@ -387,17 +390,18 @@ class Client:
             kind = event["event"]
             with self._lock:
                 if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    link.refused = None
+                    link.refused = link.cut_short = None
                     self._session.route_up(route, now)
                 elif kind == zmq.EVENT_DISCONNECTED:
                     orphans = self._session.route_down(route)
                     if orphans:
                         log.info("%s disconnected: %d requests will be sent again", link.endpoint, len(orphans))
-                elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) or (
-                    kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and link.sock.mechanism == zmq.CURVE
-                ):  # a plain client's NO_DETAIL is a peer that closed (docker-proxy before the server listens): libzmq retries
+                elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                    # the key is not in the allow-list, or one side uses CURVE and the other does not
                     link.refused = link.refused or refusal(link.endpoint, kind, event["value"], link.sock.mechanism == zmq.CURVE)
                     self._session.route_down(route)
+                elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and link.sock.mechanism == zmq.CURVE:
+                    link.cut_short = refusal(link.endpoint, kind, event["value"])
 
     def _liveness(self, now: float) -> None:
         """A ping on each connection that has work out and has been silent for ``heartbeat``."""
@@ -474,7 +478,9 @@ class Client:
                 continue
             where = "" if pending.route is None else f" from {self.endpoints[pending.route]}"
             timeout = RequestTimeout(f"no reply to {pending.kind} {pending.id}{where} in time ({pending.sends} sends)")
-            _resolve(entry[0], dead or timeout)
+            links = self._links if pending.route is None else [self._links[pending.route]]
+            cut_short = next((link.cut_short for link in links if link.cut_short), None)
+            _resolve(entry[0], dead or cut_short or timeout)
 
     def _dead_tunnel(self) -> TunnelError | None:
         """Why no reply came, when an SSH tunnel died: a clearer error than the timeout."""

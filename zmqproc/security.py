@@ -120,7 +120,9 @@ def refusal(endpoint: str, event: int, value: int, curve: bool = True) -> Authen
         return AuthenticationFailed(f"{endpoint} refused this client's CURVE key (ZAP status {value}): not in the server's allow-list")
     if not curve:
         return AuthenticationFailed(f"handshake with {endpoint} failed: the server requires CURVE keys, and this client has none")
-    return AuthenticationFailed(f"CURVE handshake with {endpoint} failed: the server public key is wrong, or the server does not use CURVE")
+    return AuthenticationFailed(
+        f"CURVE handshake with {endpoint} failed: the server public key is wrong, or the server does not use CURVE (or was not ready)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
