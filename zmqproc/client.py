@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
@@ -30,8 +30,10 @@ from .pipeline import PipelineSpec
 from .protocol import Reply
 from .security import ClientCurve, refusal
 from .session import ClientSession, Pending
-from .tunnel import open_tunnels
 from .zmqflags import NOBLOCK, POLLIN, POLLOUT, readable
+
+if TYPE_CHECKING:
+    from .tunnel import Tunnel
 
 log = logging.getLogger("zmqproc.client")
 
@@ -136,16 +138,20 @@ class Client:
         self._futures: dict[str, tuple[Future[Any], Callable[[Reply], Any]]] = {}
         self._closed = False
         # ssh="user@host[:port]": each endpoint (as seen from that host) through a tunnel this client owns
-        self.tunnels = open_tunnels(
-            self.endpoints,
-            ssh,
-            key=ssh_key,
-            password=ssh_password,
-            backend=ssh_backend,
-            known_hosts=ssh_known_hosts,
-            accept_new_host_key=ssh_accept_new_host_key,
-            timeout=timeout,
-        )
+        self.tunnels: list[Tunnel] = []
+        if ssh:
+            from .tunnel import open_tunnels  # paramiko loads only for SSH users: a health probe stays light
+
+            self.tunnels = open_tunnels(
+                self.endpoints,
+                ssh,
+                key=ssh_key,
+                password=ssh_password,
+                backend=ssh_backend,
+                known_hosts=ssh_known_hosts,
+                accept_new_host_key=ssh_accept_new_host_key,
+                timeout=timeout,
+            )
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
