@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import load_image
 from zmqproc import ops
-from zmqproc.errors import BadParams, UnknownOp
+from zmqproc.errors import BadParams, TooLarge, UnknownOp
 from zmqproc.protocol import Step
 
 REQUIRED = {
@@ -111,9 +111,14 @@ def test_floats_accept_ints_and_defaults_fill_in():
     assert params == {"ksize": 5, "sigma": 2.0} and isinstance(params["sigma"], float)
 
 
-def test_resize_output_is_bounded():
-    with pytest.raises(BadParams, match="over"):
-        ops.run_pipeline(np.zeros((4000, 4000), np.uint8), ops.validate_pipeline([Step("resize", {"scale": 8.0})]))
+def test_growing_ops_check_the_pixel_limit_before_allocating():
+    tiny = np.zeros((1, 1, 3), np.uint8)
+    with pytest.raises(TooLarge, match="resize would make 4000x4000"):
+        ops.run_pipeline(tiny, ops.validate_pipeline([Step("resize", {"width": 4000, "height": 4000})]), max_pixels=1_000_000)
+    square = np.zeros((900, 900), np.uint8)
+    with pytest.raises(TooLarge, match="rotate would make"):
+        ops.run_pipeline(square, ops.validate_pipeline([Step("rotate", {"angle": 45})]), max_pixels=1_000_000)
+    assert ops.run_pipeline(square, ops.validate_pipeline([Step("rotate", {"angle": 90})]), max_pixels=1_000_000)[0].shape == (900, 900)
 
 
 def test_describe_is_enough_for_a_gui():

@@ -142,6 +142,23 @@ def test_png_announcing_a_huge_image_is_too_large_before_decoding(raw):
     assert error_code(reply) == "too_large"
 
 
+def test_growing_pipelines_meet_the_pixel_limit_and_do_not_hold_up_the_loop(start_server):
+    srv = start_server("--workers", "1", "--max-pixels", "1000000")
+    dealer, other = RawDealer(srv.endpoint), RawDealer(srv.endpoint)
+    try:
+        grow = [{"op": "resize", "params": {"width": 999, "height": 1000}}] + [{"op": "rotate", "params": {"angle": 45}}] * 2
+        assert error_code(dealer.call(process_header("g", [1, 1, 3], grow), b"\0" * 3)) == "too_large"
+        blur = [{"op": "resize", "params": {"width": 999, "height": 1000}}] + [{"op": "gaussian_blur", "params": {"ksize": 99}}] * 6
+        dealer.send(process_header("slow", [1, 1, 3], blur), b"\0" * 3)
+        header, _ = other.call({"v": 1, "id": "p", "kind": "ping"})  # answered by the loop while a worker blurs
+        assert header["status"] == "ok" and not dealer.sock.poll(0), "the ping did not wait for the blur"
+        done, _ = dealer.recv()
+        assert done["id"] == "slow" and done["status"] == "ok" and done["image"]["shape"] == [1000, 999, 3]
+    finally:
+        dealer.close()
+        other.close()
+
+
 def test_limits_from_the_command_line(start_server):
     srv = start_server("--workers", "1", "--max-pixels", "100", "--max-frame-bytes", "1000")
     dealer = RawDealer(srv.endpoint)

@@ -17,11 +17,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import BadParams, UnknownOp
+from .errors import BadParams, TooLarge, UnknownOp
 from .images import dtype_name
-from .protocol import Step
+from .protocol import Limits, Step
 
-MAX_OUTPUT_PIXELS = 50_000_000
+DEFAULT_MAX_PIXELS = Limits().max_pixels
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,7 @@ class Op:
     params: dict[str, Param] = field(default_factory=dict)
     dtypes: tuple[str, ...] = ("uint8",)
     heavy: bool = False  # slow even on small images: never run inline in the server's socket loop
+    grows: bool = False  # its output can be larger than its input: it gets ``max_pixels`` and checks before allocating
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every value checked; unknown names are an error."""
@@ -87,10 +88,10 @@ class Op:
             raise BadParams(f"{self.name} has no parameter {', '.join(sorted(unknown))}; it takes {', '.join(self.params) or 'none'}")
         return {name: p.check(name, params[name]) if name in params else p.default for name, p in self.params.items()}
 
-    def run(self, image: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    def run(self, image: np.ndarray, params: dict[str, Any], max_pixels: int) -> tuple[np.ndarray, dict[str, Any]]:
         if dtype_name(image) not in self.dtypes:
             raise BadParams(f"{self.name} takes {', '.join(self.dtypes)} images, not {image.dtype}")
-        out = self.fn(image, **params)
+        out = self.fn(image, max_pixels=max_pixels, **params) if self.grows else self.fn(image, **params)
         return out if isinstance(out, tuple) else (out, {})
 
     def to_wire(self) -> dict[str, Any]:
@@ -101,12 +102,12 @@ REGISTRY: dict[str, Op] = {}
 
 
 def op(
-    name: str, doc: str, dtypes: tuple[str, ...] = ("uint8",), heavy: bool = False, **params: Param
+    name: str, doc: str, dtypes: tuple[str, ...] = ("uint8",), heavy: bool = False, grows: bool = False, **params: Param
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as op ``name`` with its declared parameters."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        REGISTRY[name] = Op(name, doc, fn, params, dtypes, heavy)
+        REGISTRY[name] = Op(name, doc, fn, params, dtypes, heavy, grows)
         return fn
 
     return register
@@ -128,11 +129,13 @@ def validate_pipeline(steps: Sequence[Step]) -> list[tuple[Op, dict[str, Any]]]:
     return resolved
 
 
-def run_pipeline(image: np.ndarray, pipeline: Sequence[tuple[Op, dict[str, Any]]]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Apply validated steps in order; results of all steps are merged."""
+def run_pipeline(
+    image: np.ndarray, pipeline: Sequence[tuple[Op, dict[str, Any]]], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Apply validated steps in order; results of all steps are merged; no step may make more than ``max_pixels``."""
     results: dict[str, Any] = {}
     for step_op, params in pipeline:
-        image, found = step_op.run(image, params)
+        image, found = step_op.run(image, params, max_pixels)
         results.update(found)
     return image, results
 
@@ -164,6 +167,11 @@ def _color_keep_alpha(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray)
     if c == 4:
         return np.dstack([fn(np.ascontiguousarray(image[:, :, :3])), image[:, :, 3]])
     return fn(image.reshape(image.shape[:2]) if c == 1 else image)
+
+
+def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise TooLarge(f"{name} would make {width}x{height} = {width * height} pixels, the server's limit is {max_pixels}")
 
 
 def _luma_only(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray) -> np.ndarray:
@@ -307,12 +315,13 @@ _INTERPOLATIONS = {
     "resize",
     "Resize to width x height; a zero side follows the aspect ratio; both zero: scale.",
     dtypes=ALL_DTYPES,
+    grows=True,
     width=Param("int", 0, 0, 16384),
     height=Param("int", 0, 0, 16384),
     scale=Param("float", 0.5, 0.01, 8.0),
     interpolation=Param("choice", "area", choices=tuple(_INTERPOLATIONS)),
 )
-def resize(image: np.ndarray, width: int, height: int, scale: float, interpolation: str) -> np.ndarray:
+def resize(image: np.ndarray, width: int, height: int, scale: float, interpolation: str, max_pixels: int) -> np.ndarray:
     h, w = image.shape[:2]
     if width == 0 and height == 0:
         width, height = round(w * scale), round(h * scale)
@@ -321,8 +330,7 @@ def resize(image: np.ndarray, width: int, height: int, scale: float, interpolati
     elif height == 0:
         height = round(h * width / w)
     width, height = max(1, width), max(1, height)
-    if width * height > MAX_OUTPUT_PIXELS:
-        raise BadParams(f"resize to {width}x{height} is over {MAX_OUTPUT_PIXELS} pixels")
+    _check_size("resize", width, height, max_pixels)
     return cv2.resize(image, (width, height), interpolation=_INTERPOLATIONS[interpolation])
 
 
@@ -333,10 +341,11 @@ _QUARTER_TURNS = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: 
     "rotate",
     "Rotate counter-clockwise by an angle in degrees.",
     dtypes=ALL_DTYPES,
+    grows=True,
     angle=Param("float", 90.0, -360.0, 360.0),
     expand=Param("bool", True, doc="grow the canvas to keep the whole image"),
 )
-def rotate(image: np.ndarray, angle: float, expand: bool) -> np.ndarray:
+def rotate(image: np.ndarray, angle: float, expand: bool, max_pixels: int) -> np.ndarray:
     turn = angle % 360
     if turn == 0:
         return image
@@ -350,6 +359,7 @@ def rotate(image: np.ndarray, angle: float, expand: bool) -> np.ndarray:
         matrix[0, 2] += nw / 2 - w / 2
         matrix[1, 2] += nh / 2 - h / 2
         w, h = nw, nh
+        _check_size("rotate", w, h, max_pixels)
     return cv2.warpAffine(image, matrix, (w, h))
 
 

@@ -38,6 +38,7 @@ SHUTDOWN_FINISH_S = 3.0  # after a stop, queued work may still run this long
 SHUTDOWN_LIMIT_S = 4.5  # then the loop exits, whatever is left
 SUMMARY_INTERVAL_S = 60.0
 INLINE_MAX_BYTES = 64 * 1024  # light work on payloads this small runs in the socket loop when no worker is busy
+INLINE_MAX_STEPS = 4
 
 
 class Server:
@@ -232,10 +233,15 @@ class Server:
 
     @staticmethod
     def _light(job: Job) -> bool:
-        """Small raw work that takes well under a millisecond: cheaper here than two thread hand-offs."""
+        """Small raw work of a few light steps that cannot grow the image: cheaper here than two thread hand-offs."""
         request = job.request
         assert request.image is not None and request.payload is not None
-        return request.image.format == "raw" and len(request.payload) <= INLINE_MAX_BYTES and not any(o.heavy for o, _ in job.pipeline)
+        return (
+            request.image.format == "raw"
+            and len(request.payload) <= INLINE_MAX_BYTES
+            and len(job.pipeline) <= INLINE_MAX_STEPS
+            and not any(o.heavy or o.grows for o, _ in job.pipeline)
+        )
 
     # -- workers --------------------------------------------------------------
 
@@ -258,7 +264,7 @@ class Server:
                 raise DeadlineExceeded(f"waited {waited:.0f} ms in the queue, past deadline_ms={request.deadline_ms}")
             assert request.image is not None
             image = decode_image(request.image, request.payload)
-            result, findings = ops.run_pipeline(image, job.pipeline)
+            result, findings = ops.run_pipeline(image, job.pipeline, self.limits.max_pixels)
             desc, payload = encode_image(result, request.reply_format or request.image.format)
             fields: dict[str, Any] = {"image": desc.to_wire(), "server_ms": round((time.monotonic() - started) * 1000, 3)}
             if findings:
