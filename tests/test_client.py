@@ -76,6 +76,24 @@ def test_submit_from_many_threads(client):
     assert all(np.array_equal(out[i], 255 - images[i]) for i in range(64))
 
 
+def test_blocking_calls_inside_done_callbacks(client, coffee):
+    seen = []
+
+    def chain(future):  # runs on whichever thread drives the sockets
+        seen.append((future.result().shape, client.ping() > 0, client.process(coffee, "invert").shape))
+
+    futures = [client.submit(coffee, "grayscale") for _ in range(3)]
+    for f in futures:
+        f.add_done_callback(chain)
+    assert np.array_equal(client.process(coffee, "flip", timeout=5), cv2.flip(coffee, 1))
+    for f in futures:
+        f.result(timeout=10)
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [((400, 600), True, (400, 600, 3))] * 3
+
+
 def test_typed_errors(client, coffee):
     with pytest.raises(UnknownOp) as err:
         client.process(coffee, "no_such_op")

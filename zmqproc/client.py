@@ -134,6 +134,7 @@ class Client:
         self._session = ClientSession(routes=len(self.endpoints))
         self._lock = threading.Lock()  # guards the session and the futures
         self._io = threading.Lock()  # held by the one thread that drives the sockets
+        self._driver: int | None = None  # that thread's ident (futures' callbacks run on it)
         self._driver_wanted = threading.Condition(self._lock)
         self._futures: dict[str, tuple[Future[Any], Callable[[Reply], Any]]] = {}
         self._closed = False
@@ -267,7 +268,9 @@ class Client:
 
     def _wait(self, future: Future[Any], timeout: float | None) -> Any:
         """Drive the sockets until ``future`` is done, unless another thread drives them already."""
-        if self._io.acquire(blocking=False):
+        if self._driver == threading.get_ident():  # a blocking call from a done-callback of the driving thread
+            self._drive(until=future)
+        elif self._io.acquire(blocking=False):
             try:
                 self._drive(until=future)
             finally:
@@ -339,8 +342,12 @@ class Client:
 
     def _drive(self, until: Future[Any] | None) -> None:
         """I/O turns until ``until`` is done, or (None) until no future waits; the caller holds ``_io``."""
-        while self._needed(until):
-            self._turn(until)
+        outer, self._driver = self._driver, threading.get_ident()
+        try:
+            while self._needed(until):
+                self._turn(until)
+        finally:
+            self._driver = outer
 
     def _needed(self, until: Future[Any] | None) -> bool:
         return not self._closed and (not until.done() if until is not None else bool(self._futures))
