@@ -111,7 +111,7 @@ def test_two_endpoints_share_the_work_and_survive_one_dying(qtbot, start_server,
     try:
         qtbot.waitUntil(lambda: all(r.up for r in client._session.routes), timeout=5000)
         done, failed = collect(client)
-        ids = [client.process(coffee, "bilateral_filter:d=9") for _ in range(8)]
+        ids = [client.process(coffee, "bilateral_filter:d=9") for _ in range(24)]  # still at work when one dies; under the per-client cap of 32
         qtbot.wait(100)
         a.stop(signal.SIGKILL)  # its unanswered requests go to the other server
         qtbot.waitUntil(lambda: len(done) + len(failed) == len(ids), timeout=30000)
@@ -146,3 +146,29 @@ def test_slow_indicator_and_cancel_before_sending(qtbot, endpoint):
     finally:
         slow.close()
         nowhere.close()
+
+
+def test_pings_go_on_after_the_session_forgets_one(qtbot, endpoint):
+    """A new epoch orphans the ping in flight; the next tick must send a new one (the connection stays watched)."""
+    import time
+
+    import msgpack
+    import zmq
+
+    client = QtClient([endpoint], ping_interval=0.2)
+    try:
+        qtbot.waitUntil(lambda: client.state == CONNECTED, timeout=10000)
+        link = client._links[0]
+        qtbot.waitUntil(lambda: link.ping is None, timeout=5000)
+        client._send_ping(0)  # a ping out; no event is handled before the next lines
+        forgotten = link.ping
+        # a reply from a restarted instance, to a request sent on this connection, while the ping is out
+        probe = client._session.request("stats", None, None, 5.0, time.monotonic())
+        client._session.sent(probe, 0, time.monotonic())
+        foreign = {"v": 1, "id": probe.id, "status": "ok", "epoch": "another-instance"}
+        client._on_frames(0, [zmq.Frame(msgpack.packb(foreign))])
+        assert forgotten not in client._session
+        link.rtt = -1.0
+        qtbot.waitUntil(lambda: link.rtt >= 0, timeout=3000)  # a new ping went out and was answered
+    finally:
+        client.close()

@@ -29,11 +29,14 @@ def test_encoded_bytes_are_sniffed():
 
 def test_replies_match_and_late_ones_are_dropped():
     s = ClientSession()
+    s.route_up(0, 0.0)
     p = s.request("ping", None, None, 1.0, 0.0)
+    s.sent(p, 0, 0.0)
     pending, reply = s.receive(encode_reply(p.id, "E1", {"time": 1.0}))
     assert pending is p and reply.ok and s.epoch == "E1" and len(s) == 0
     assert s.receive(encode_reply(p.id, "E1", {})) is None and s.late_replies == 1
     q = s.request("ping", None, None, 1.0, 0.0)
+    s.sent(q, 0, 0.0)
     _, err = s.receive(encode_error(q.id, "E2", Busy("full")))
     assert isinstance(err.error, Busy) and s.epoch == "E2"
 
@@ -81,14 +84,34 @@ def test_a_dropped_route_orphans_its_requests_for_resending():
 def test_a_new_epoch_resends_what_the_old_instance_held():
     s = ClientSession()
     s.route_up(0, 0.0)
-    a, b = (s.request("ping", None, None, 5.0, 0.0) for _ in range(2))
-    s.receive(encode_reply("unrelated", "OLD", {}), route=0)
+    first, a, b = (s.request("ping", None, None, 5.0, 0.0) for _ in range(3))
+    s.sent(first, 0, 0.0)
+    s.receive(encode_reply(first.id, "OLD", {}), route=0)
+    s.receive(encode_reply("unknown", "OTHER", {}), route=0)  # an unmatched reply does not tell the epoch
+    assert s.epoch == "OLD"
     s.sent(a, 0, 0.0)
     s.sent(b, 0, 0.0)
     assert s.receive(encode_reply(a.id, "NEW", {}), route=0)[0] is a
     assert s.unsent() == [b] and s.epoch == "NEW"
     s.sent(b, 0, 1.0)
     assert s.resent == 1
+
+
+def test_a_reply_that_crossed_a_reconnect_does_not_tell_the_epoch():
+    s = ClientSession()
+    s.route_up(0, 0.0)
+    first, a, b = (s.request("ping", None, None, 5.0, 0.0) for _ in range(3))
+    s.sent(first, 0, 0.0)
+    s.receive(encode_reply(first.id, "OLD", {}), route=0)
+    s.sent(a, 0, 0.0)
+    s.sent(b, 0, 0.0)
+    s.route_down(0)
+    s.route_up(0, 1.0)
+    s.sent(b, 0, 1.0)
+    assert s.receive(encode_reply(a.id, "OLD", {}), route=0)[0] is a, "the old instance's late answer still counts"
+    s.sent(c := s.request("ping", None, None, 5.0, 1.0), 0, 1.0)
+    s.receive(encode_reply(b.id, "NEW", {}), route=0)
+    assert s.unsent() == [] and s.resent == 1 and c.sends == 1, "nothing is sent a third time"
 
 
 def test_reconnect_after_a_drop_does_not_resend_twice():

@@ -41,7 +41,7 @@ class Pending:
     frames: list[Any]
     deadline: float
     sent_at: float
-    epoch: str | None = None  # the epoch of the route it was last sent on, as known then
+    generation: int = 0  # the connection of its route it was last sent on (see Route.generation)
     route: int | None = None
     internal: bool = False  # a liveness ping of the shell, not the caller's
     sends: int = 0
@@ -53,6 +53,7 @@ class Route:
 
     up: bool = False
     epoch: str | None = None
+    generation: int = 0  # counts the route's dropped connections: a reply to an older one says nothing of the epoch
     suspect: bool = False
     last_heard: float = 0.0
     assigned: set[str] = field(default_factory=set)
@@ -132,7 +133,7 @@ class ClientSession:
         if pending.sends:
             self.resent += 1
         pending.route, pending.sent_at, pending.sends = route, now, pending.sends + 1
-        pending.epoch = self.routes[route].epoch
+        pending.generation = self.routes[route].generation
         self.routes[route].assigned.add(pending.id)
 
     def route_up(self, route: int, now: float) -> None:
@@ -147,6 +148,7 @@ class ClientSession:
         """
         state = self.routes[route]
         state.up, state.epoch = False, None
+        state.generation += 1
         return self._orphan(route)
 
     def route_silent(self, route: int) -> list[Pending]:
@@ -162,9 +164,9 @@ class ClientSession:
             return False
         return not any(self._pending[i].internal for i in state.assigned if i in self._pending)
 
-    def _orphan(self, route: int, keep: str | None = None) -> list[Pending]:
+    def _orphan(self, route: int) -> list[Pending]:
         state = self.routes[route]
-        orphans = [self._pending[i] for i in state.assigned if i != keep and i in self._pending]
+        orphans = [self._pending[i] for i in state.assigned if i in self._pending]
         for pending in sorted(orphans, key=lambda p: p.sent_at):
             if pending.internal:  # a ping is not worth resending: the next one goes out when due
                 self.forget(pending.id)
@@ -179,19 +181,23 @@ class ClientSession:
     def receive(self, frames: Sequence[Buffer], route: int = 0, now: float = 0.0) -> tuple[Pending, Reply] | None:
         """Match a reply; None for a reply nobody waits for any more (late or unknown: dropped).
 
-        A new epoch on ``route`` sends the route's other requests again.
+        A new epoch on ``route`` sends the route's other requests again. Only a
+        reply to a request sent on the route's current connection tells the
+        epoch: an unmatched reply, or one that crossed a reconnect, may come
+        from the old instance.
         Raises MalformedReply for a message that breaks the contract.
         """
         reply = decode_reply(frames)
         state = self.routes[route]
         state.last_heard, state.suspect = now, False
         pending = self._pending.pop(reply.id, None) if reply.id is not None else None
+        current = pending is not None and pending.route == route and pending.generation == state.generation
         if pending is not None:
             self._unsent.pop(pending.id, None)
             if pending.route is not None:
                 self.routes[pending.route].assigned.discard(pending.id)
         epoch = reply.epoch
-        if epoch is not None and epoch != state.epoch:
+        if current and epoch is not None and epoch != state.epoch:
             if state.epoch is not None:
                 self._orphan(route)
             state.epoch = epoch

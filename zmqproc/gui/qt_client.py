@@ -251,6 +251,8 @@ class QtClient(QObject):
 
     def _send_ping(self, route: int) -> None:
         link = self._links[route]
+        if link.ping is not None and link.ping not in self._session:
+            link.ping = None  # the session forgot it (a new epoch or a dropped route orphans pings)
         if link.ping is None and self._session.routes[route].up:
             ping = self._session.request("ping", None, None, self.lost_after, time.monotonic(), internal=True)
             ping.route = route
