@@ -111,7 +111,7 @@ def test_two_endpoints_share_the_work_and_survive_one_dying(qtbot, start_server,
     try:
         qtbot.waitUntil(lambda: all(r.up for r in client._session.routes), timeout=5000)
         done, failed = collect(client)
-        ids = [client.process(coffee, "bilateral_filter:d=9") for _ in range(24)]  # still at work when one dies; under the per-client cap of 32
+        ids = [client.process(coffee, "bilateral_filter:d=9") for _ in range(24)]  # at work when one dies; under the cap of 32
         qtbot.wait(100)
         a.stop(signal.SIGKILL)  # its unanswered requests go to the other server
         qtbot.waitUntil(lambda: len(done) + len(failed) == len(ids), timeout=30000)
