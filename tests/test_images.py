@@ -20,6 +20,21 @@ def test_encoded_size_reads_the_header(fmt, shape):
     assert sniff_format(data) == fmt
 
 
+def test_jpeg_size_after_large_metadata_segments():
+    plain = cv2.imencode(".jpg", np.zeros((8, 12, 3), np.uint8))[1].tobytes()
+    app15 = b"\xff\xef" + (65535).to_bytes(2, "big") + b"\0" * 65533  # a 64 KiB metadata segment before the frame header
+    data = plain[:2] + app15 * 2 + plain[2:]
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED).shape == (8, 12, 3)
+    assert encoded_size("jpeg", data) == (12, 8)
+
+
+def test_os2_bmp_size():
+    import struct
+
+    header = b"BM" + struct.pack("<IHHI", 26 + 12, 0, 0, 26) + struct.pack("<IHHHH", 12, 300, 200, 1, 24)
+    assert encoded_size("bmp", header + b"\0" * 12) == (300, 200)
+
+
 def test_lossless_webp_size():
     data = cv2.imencode(".webp", np.zeros((17, 23, 3), np.uint8), [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()
     assert data[12:16] == b"VP8L" and encoded_size("webp", data) == (23, 17)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zmqproc import ops
-from zmqproc.errors import ERROR_CLASSES, ERROR_CODES, BadParams, BadRequest, DecodeFailed, MalformedReply, ProcessingError, UnknownOp
+from zmqproc.errors import ERROR_CLASSES, ERROR_CODES, BadParams, BadRequest, DecodeFailed, MalformedReply, ProcessingError, TooLarge, UnknownOp
 from zmqproc.images import CHANNELS, ENCODED_FORMATS, RAW_DTYPES, decode_image
 from zmqproc.protocol import (
     KINDS,
@@ -349,7 +349,7 @@ def test_any_deadline(deadline: Any) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(raw_image(), valid_steps(max_steps=2))
 def test_valid_pipelines_run_on_any_small_image(image: tuple[dict[str, Any], bytes], steps: list[dict[str, Any]]) -> None:
-    """What the workers do after the checks: an image back, or BadParams (never an internal error)."""
+    """What the workers do after the checks: an image back, BadParams, or TooLarge past the pixel limit (never an internal error)."""
     desc, payload = image
     header = {"v": 1, "id": "r", "kind": "process", "pipeline": steps, "image": desc}
     req = decode_request([pack(header), payload], LIMITS)
@@ -357,8 +357,8 @@ def test_valid_pipelines_run_on_any_small_image(image: tuple[dict[str, Any], byt
     check_resolved(resolved)
     assert req.image is not None
     try:
-        out, results = ops.run_pipeline(decode_image(req.image, req.payload), resolved)
-    except BadParams:
+        out, results = ops.run_pipeline(decode_image(req.image, req.payload), resolved, LIMITS.max_pixels)
+    except (BadParams, TooLarge):
         return
     assert isinstance(out, np.ndarray) and out.dtype.name in RAW_DTYPES and isinstance(results, dict)
 

@@ -85,7 +85,8 @@ def encoded_size(fmt: str, data: Any) -> tuple[int, int]:
     Raises DecodeFailed when the header is not of the announced format. TIFF's
     size is left to OpenCV's own limit (``OPENCV_IO_MAX_IMAGE_PIXELS``).
     """
-    head = bytes(memoryview(data)[:65536])
+    view = memoryview(data).cast("B")
+    head = bytes(view[:64])  # every header but JPEG's sits at the start
     try:
         if fmt == "png":
             if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
@@ -94,12 +95,14 @@ def encoded_size(fmt: str, data: Any) -> tuple[int, int]:
         if fmt == "bmp":
             if head[:2] != b"BM":
                 raise ValueError
+            if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sides
+                return struct.unpack("<HH", head[18:22])
             width, height = struct.unpack("<ii", head[18:26])
             return abs(width), abs(height)
         if fmt == "webp":
             return _webp_size(head)
         if fmt == "jpeg":
-            return _jpeg_size(head)
+            return _jpeg_size(view)
         if head[:4] not in (b"II*\x00", b"MM\x00*"):
             raise ValueError
         return 0, 0
@@ -122,20 +125,21 @@ def _webp_size(head: bytes) -> tuple[int, int]:
     raise ValueError
 
 
-def _jpeg_size(head: bytes) -> tuple[int, int]:
-    if head[:2] != b"\xff\xd8":
+def _jpeg_size(view: memoryview) -> tuple[int, int]:
+    """Walk the segments (EXIF, ICC, ... may fill many kilobytes) to the frame header, without copying."""
+    if view[:2] != b"\xff\xd8":
         raise ValueError
     i = 2
-    while i + 9 < len(head):
-        if head[i] != 0xFF:
+    while i + 9 < len(view):
+        if view[i] != 0xFF:
             raise ValueError
-        marker = head[i + 1]
+        marker = view[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
             continue
-        length = int.from_bytes(head[i + 2 : i + 4], "big")
+        (length,) = struct.unpack_from(">H", view, i + 2)
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", head[i + 5 : i + 9])
+            height, width = struct.unpack_from(">HH", view, i + 5)
             return width, height
         i += 2 + length
     raise ValueError
