@@ -19,7 +19,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zmqproc import ops
-from zmqproc.errors import ERROR_CLASSES, ERROR_CODES, BadParams, BadRequest, DecodeFailed, MalformedReply, ProcessingError, TooLarge, UnknownOp
+from zmqproc.errors import (
+    ERROR_CLASSES,
+    ERROR_CODES,
+    BadParams,
+    BadRequest,
+    DecodeFailed,
+    MalformedReply,
+    ProcessingError,
+    TooLarge,
+    UnknownOp,
+)
 from zmqproc.images import CHANNELS, ENCODED_FORMATS, RAW_DTYPES, decode_image
 from zmqproc.protocol import (
     KINDS,
