@@ -135,6 +135,9 @@ def test_a_silent_route_gives_its_work_to_a_live_one_only():
     a = s.request("ping", None, None, 5.0, 0.0)
     s.sent(a, 0, 0.0)
     assert s.needs_ping(0, 2.0, interval=1.0) and not s.needs_ping(0, 0.5, interval=1.0)
+    ping = s.liveness_ping(0, 3.0, 2.0)
+    assert ping.route == 0 and ping in s.unsent() and not s.needs_ping(0, 2.5, interval=1.0), "one ping, even unsent"
+    s.forget(ping.id)
     assert s.route_silent(0) == [], "no other live route: keep waiting"
     s.route_up(1, 2.0)
     assert s.route_silent(0) == [a] and s.pick_route() == 1

@@ -421,8 +421,7 @@ class Client:
         with self._lock:
             for route in range(len(self._links)):
                 if self._session.needs_ping(route, now, self.heartbeat):
-                    ping = self._session.request("ping", None, None, 3 * self.heartbeat, now, internal=True)
-                    ping.route = route
+                    self._session.liveness_ping(route, 3 * self.heartbeat, now)
 
     def _send(self) -> None:
         """Send what waits: pinned requests (pings, cancels) on their connection, others on the least-loaded live one.

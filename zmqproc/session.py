@@ -54,6 +54,7 @@ class Route:
     up: bool = False
     epoch: str | None = None
     generation: int = 0  # counts the route's dropped connections: a reply to an older one says nothing of the epoch
+    ping: str | None = None  # the id of the liveness ping out on it, sent or not
     suspect: bool = False
     last_heard: float = 0.0
     assigned: set[str] = field(default_factory=set)
@@ -162,7 +163,14 @@ class ClientSession:
         state = self.routes[route]
         if not state.up or not state.assigned or now - state.last_heard < interval:
             return False
-        return not any(self._pending[i].internal for i in state.assigned if i in self._pending)
+        return state.ping not in self._pending
+
+    def liveness_ping(self, route: int, timeout: float, now: float) -> Pending:
+        """An internal ping pinned to ``route`` (see :meth:`needs_ping` and :meth:`route_silent`)."""
+        ping = self.request("ping", None, None, timeout, now, internal=True)
+        ping.route = route
+        self.routes[route].ping = ping.id
+        return ping
 
     def _orphan(self, route: int) -> list[Pending]:
         state = self.routes[route]
