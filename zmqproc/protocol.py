@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgpack
 
@@ -105,7 +105,7 @@ def _unpack_header(frame: Buffer, max_bytes: int) -> dict[str, Any]:
     return header
 
 
-def _valid_id(value: object) -> bool:
+def _valid_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and 1 <= len(value) <= MAX_ID_LENGTH
 
 
@@ -138,7 +138,7 @@ def decode_request(frames: Sequence[Buffer], limits: Limits = Limits()) -> Reque
         raise BadRequest("empty message")
     header = _unpack_header(frames[0], limits.max_header_bytes)
     request_id = header.get("id")
-    if not isinstance(request_id, str) or not _valid_id(request_id):
+    if not _valid_id(request_id):
         raise BadRequest(f"'id' must be a string of 1 to {MAX_ID_LENGTH} characters")
     try:
         return _decode_checked(header, request_id, frames, limits)

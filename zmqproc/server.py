@@ -42,7 +42,11 @@ INLINE_MAX_STEPS = 4
 
 
 class Server:
-    """Serve the wire contract on ``bind`` until :meth:`stop` (thread- and signal-safe)."""
+    """Serve the wire contract on ``bind`` until :meth:`stop` (thread- and signal-safe).
+
+    OpenCV's own decoder limit (``OPENCV_IO_MAX_IMAGE_PIXELS``, the guard for TIFF) is read when cv2 is
+    loaded: :func:`zmqproc.server_cli.main` sets it from ``--max-pixels`` first; a program embedding
+    this class sets it before importing zmqproc."""
 
     def __init__(
         self,

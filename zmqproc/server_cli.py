@@ -24,8 +24,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--curve-allow", metavar="DIR", help="CURVE: directory of the client public keys (*.key) let in")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
-    if args.workers < 1 or args.max_queue < 1 or args.max_pixels < 1 or args.max_frame_bytes < 1:
-        p.error("--workers, --max-queue, --max-pixels and --max-frame-bytes must be positive")
+    if min(args.workers, args.max_queue, args.max_pixels, args.max_frame_bytes, args.max_client_queue or 1) < 1:
+        p.error("--workers, --max-queue, --max-client-queue, --max-pixels and --max-frame-bytes must be positive")
     if (args.curve_secret is None) != (args.curve_allow is None):
         p.error("--curve-secret and --curve-allow go together")
     return args
@@ -34,7 +34,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # OpenCV reads its decoder limit once, on first use: set it before anything decodes.
+    # OpenCV reads its decoder limit when it is loaded: set it before cv2 (or anything importing it) is imported.
     os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(args.max_pixels)
     import cv2
     import zmq
