@@ -8,6 +8,7 @@ Each ratio is taken from numbers measured in this same run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from concurrent.futures import wait
@@ -18,7 +19,7 @@ import numpy as np
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import best_of, rate, raw_echo_server, zmqproc_server  # noqa: E402
+from bench.harness import best_of, cpu_seconds, rate, raw_echo_server, zmqproc_server, zmqproc_server_process  # noqa: E402
 from zmqproc import Client  # noqa: E402
 
 
@@ -75,16 +76,29 @@ def main() -> None:
             ours = best_of(args.repeat, lambda ep=ep, image=image: zmqproc_rate(ep, image, args.seconds))
         rows.append((label, f"raw pyzmq echo {raw:.0f}/s", f"zmqproc {ours:.0f}/s", ours / raw, goal))
     blur = "gaussian_blur:ksize=15"
+    cpu_rows = []
     for ipc in (False, True):
         results = {}
         for workers in (1, 2):
-            with zmqproc_server(workers, ipc=ipc) as ep:
+            with zmqproc_server_process(workers, ipc=ipc) as (ep, pid):
                 results[workers] = best_of(args.repeat, lambda ep=ep: inflight_rate(ep, hd, blur, 8, args.seconds))
+                server0, client0, t0 = cpu_seconds(pid), cpu_seconds(), time.perf_counter()
+                per_second = inflight_rate(ep, hd, blur, 8, args.seconds)
+                elapsed = time.perf_counter() - t0
+                server_cpu, client_cpu = cpu_seconds(pid) - server0, cpu_seconds() - client0
+                n = per_second * elapsed
+                cpu_rows.append((ipc, workers, 1000 * server_cpu / n, 1000 * client_cpu / n, (server_cpu + client_cpu) / elapsed))
         label = f"1080p gaussian_blur k15, 8 in flight, {'ipc' if ipc else 'tcp'}"
         rows.append((label, f"1 worker {results[1]:.1f}/s", f"2 workers {results[2]:.1f}/s", results[2] / results[1], 1.7))
     print(f"{'workload':<44} {'baseline':<24} {'measured':<24} {'ratio':>6}  goal")
     for label, base, ours, ratio, goal in rows:
         print(f"{label:<44} {base:<24} {ours:<24} {ratio:6.2f}  >= {goal} {'met' if ratio >= goal else 'MISSED'}")
+    print(f"\nwhere the CPU goes ({os.cpu_count()} cores; server and client on this machine):")
+    for ipc, workers, server_ms, client_ms, cores in cpu_rows:
+        print(
+            f"  {'ipc' if ipc else 'tcp'}, {workers} worker(s): server {server_ms:.2f} ms CPU/request (blur, decode, transport), "
+            f"client {client_ms:.2f} ms CPU/request, {cores:.2f} cores busy"
+        )
 
 
 if __name__ == "__main__":

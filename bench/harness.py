@@ -72,14 +72,30 @@ def raw_echo_server() -> Iterator[str]:
 
 
 @contextmanager
-def zmqproc_server(workers: int = os.cpu_count() or 1, *extra: str, ipc: bool = False) -> Iterator[str]:
-    """A real server process on a free tcp port of 127.0.0.1, or on an ipc socket."""
+def zmqproc_server_process(workers: int = os.cpu_count() or 1, *extra: str, ipc: bool = False) -> Iterator[tuple[str, int]]:
+    """A real server process on a free tcp port of 127.0.0.1, or on an ipc socket: (endpoint, pid)."""
     port = free_port()
     where: int | str = f"/tmp/zmqproc-bench-{port}.sock" if ipc else port
     endpoint = f"ipc://{where}" if ipc else f"tcp://127.0.0.1:{port}"
     args = [sys.executable, "server_main.py", "--bind", endpoint, "--workers", str(workers), "--log-level", "warning"]
-    with process([*args, *extra], where):
+    with process([*args, *extra], where) as proc:
+        yield endpoint, proc.pid
+
+
+@contextmanager
+def zmqproc_server(workers: int = os.cpu_count() or 1, *extra: str, ipc: bool = False) -> Iterator[str]:
+    """A real server process on a free tcp port of 127.0.0.1, or on an ipc socket."""
+    with zmqproc_server_process(workers, *extra, ipc=ipc) as (endpoint, _):
         yield endpoint
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) used so far by process ``pid``, or by this process."""
+    if pid is None:
+        return sum(os.times()[:2])
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rate(round_trip: Callable[[], object], seconds: float, warmup: int = 20) -> float:
