@@ -37,7 +37,7 @@ log = logging.getLogger("zmqproc.server")
 SHUTDOWN_FINISH_S = 3.0  # after a stop, queued work may still run this long
 SHUTDOWN_LIMIT_S = 4.5  # then the loop exits, whatever is left
 SUMMARY_INTERVAL_S = 60.0
-INLINE_MAX_BYTES = 64 * 1024  # light work on payloads this small runs in the socket loop when no worker is busy
+INLINE_MAX_BYTES = 64 * 1024  # light work on payloads this small runs in the socket loop when nothing is queued
 INLINE_MAX_STEPS = 4
 
 
@@ -201,7 +201,7 @@ class Server:
     def _handle(self, router: zmq.Socket, client: bytes, request: Request) -> None:
         if request.kind == "process":
             job = self._admit(client, request)
-            if self._outstanding == 0 and self._light(job):
+            if not len(self._queue) and self._light(job):  # nothing waits that it could overtake
                 code, frames = self._execute(job)
                 self._reply(router, client, frames, code)
                 return
