@@ -441,7 +441,7 @@ class Client:
                 continue
             link = self._links[route]
             try:
-                link.sock.send_multipart(pending.frames, flags=NOBLOCK, copy=False)
+                link.sock.send_multipart(self._session.frames(pending, time.monotonic()), flags=NOBLOCK, copy=False)
             except zmq.Again:
                 link.blocked = True
                 full.append(route)

@@ -224,6 +224,13 @@ def process_fields(
     return fields
 
 
+def with_deadline(frames: list[Any], deadline_ms: float) -> list[Any]:
+    """The same request with a new ``deadline_ms`` (a resend carries the time left); the payload is not copied."""
+    header = msgpack.unpackb(frames[0], raw=False)
+    header["deadline_ms"] = deadline_ms
+    return [_pack(header), *frames[1:]]
+
+
 def decode_reply(frames: Sequence[Buffer]) -> Reply:
     """Read a reply message; raise MalformedReply when it breaks the contract."""
     if not 1 <= len(frames) <= 2:

@@ -29,7 +29,7 @@ import numpy as np
 
 from .images import ImageDescriptor, describe_array, sniff_format
 from .pipeline import PipelineSpec, to_steps
-from .protocol import Buffer, Reply, decode_reply, encode_request, process_fields
+from .protocol import Buffer, Reply, decode_reply, encode_request, process_fields, with_deadline
 
 
 @dataclass(slots=True)
@@ -125,6 +125,12 @@ class ClientSession:
                 key = (route.suspect, len(route.assigned), index)
                 best = key if best is None or key < best else best
         return None if best is None else best[2]
+
+    def frames(self, pending: Pending, now: float) -> list[Any]:
+        """The frames to send now: a resent ``process`` carries the time left, not its first ``deadline_ms``."""
+        if not pending.sends or pending.kind != "process":
+            return pending.frames
+        return with_deadline(pending.frames, max(0, round((pending.deadline - now) * 1000)))
 
     def sent(self, pending: Pending, route: int, now: float) -> None:
         """The shell sent ``pending`` on ``route``."""

@@ -180,7 +180,7 @@ class QtClient(QObject):
             route = pending.route if pending.route is not None else self._session.pick_route(exclude=full)
             if route is None or route in full:
                 continue
-            if not self._links[route].dealer.send(pending.frames):
+            if not self._links[route].dealer.send(self._session.frames(pending, time.monotonic())):
                 self._links[route].blocked = True
                 full.append(route)
                 continue
