@@ -1,12 +1,18 @@
 """Print what the image installs, one requirement a line: pyproject's runtime dependencies and build requirements.
 
 Read by `make wheels` (pip download into ./wheelhouse) and by docker/Dockerfile (pip install), so pyproject.toml
-stays the one list. Usage: python3 docker/requirements.py [pyproject.toml]
+stays the one list. Left out: what only a client uses (paramiko, for SSH tunnels; zmqproc loads it only when a
+client asks for a tunnel, so the server and the healthcheck's ping never import it).
+Usage: python3 docker/requirements.py [pyproject.toml]
 """
 
+import re
 import sys
 import tomllib
 
+CLIENT_ONLY = {"paramiko"}
+
 with open(sys.argv[1] if len(sys.argv) > 1 else "pyproject.toml", "rb") as f:
     meta = tomllib.load(f)
-print("\n".join(meta["project"]["dependencies"] + meta["build-system"]["requires"]))
+server = [r for r in meta["project"]["dependencies"] if re.split(r"[<>=!~ ;\[]", r)[0] not in CLIENT_ONLY]
+print("\n".join(server + meta["build-system"]["requires"]))

@@ -73,13 +73,14 @@ def test_image_is_server_only_non_root_and_exec_form(docker_image: str) -> None:
     assert config["User"] not in ("", "root", "0")
     probe = (
         "import importlib.metadata as m, importlib.util as u, os, re\n"
-        "needed = [re.split('[<>=!~ ;]', r)[0] for r in m.requires('zmqproc') if 'extra ==' not in r]\n"
+        "needed = [re.split('[<>=!~ ;]', r)[0] for r in m.requires('zmqproc') if 'extra ==' not in r and 'paramiko' not in r]\n"
         "versions = [m.version(name) for name in needed]  # raises when one is missing\n"
-        "print(os.getuid(), len(versions), u.find_spec('PySide6') is None, u.find_spec('pip') is None)"
+        "print(os.getuid(), len(versions), u.find_spec('PySide6') is None, u.find_spec('pip') is None, u.find_spec('paramiko') is None)"
     )
     out = docker("run", "--rm", "--label", LABEL, "--entrypoint", "python", docker_image, "-c", probe)
     runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert out == f"10001 {len(runtime)} True True"  # every runtime dependency installed; no Qt, no pip in the final image
+    # every server dependency installed; no Qt, no pip, no paramiko (client-only: SSH tunnels) in the final image
+    assert out == f"10001 {len(runtime) - 1} True True True"
 
 
 def test_healthcheck_turns_healthy_and_a_photo_comes_back_right(running: Container, astronaut: np.ndarray) -> None:
