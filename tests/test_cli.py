@@ -119,3 +119,14 @@ def test_silent_peer_ping_times_out():
         assert_one_clear_line(zmqproc("stats", "--server", f"tcp://127.0.0.1:{port}", "--timeout", "0.5"))
     finally:
         sock.close(linger=0)
+
+
+def test_several_servers_share_the_work(start_server, tmp_path):
+    a, b = start_server("--workers", "1"), start_server("--workers", "1")
+    for i in range(4):
+        out = zmqproc(
+            "process", str(IMAGES / "coffee.png"), "-o", str(tmp_path / f"o{i}.png"), "--server", a.endpoint, "--server", b.endpoint
+        )
+        assert out.returncode == 0, out.stderr
+    ping = zmqproc("ping", "--server", a.endpoint, "--server", b.endpoint)
+    assert ping.returncode == 0 and a.endpoint in ping.stdout and b.endpoint in ping.stdout

@@ -25,7 +25,7 @@ class UserError(Exception):
 
 def _client(args: argparse.Namespace) -> Client:
     return Client(
-        args.server,
+        args.server or [DEFAULT_SERVER],
         timeout=args.timeout,
         curve_server_key=args.curve_server_key,
         curve_client_key=args.curve_client_key,
@@ -63,7 +63,7 @@ def cmd_process(args: argparse.Namespace) -> int:
 def cmd_ping(args: argparse.Namespace) -> int:
     with _client(args) as client:
         rtt = client.ping()
-        print(f"pong from {args.server} in {rtt * 1000:.2f} ms (epoch {client.epoch})")
+        print(f"pong from {', '.join(client.endpoints)} in {rtt * 1000:.2f} ms (epoch {client.epoch})")
     return 0
 
 
@@ -132,7 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_server(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--server", default=DEFAULT_SERVER, help="server endpoint (default %(default)s)")
+        sp.add_argument(
+            "--server",
+            action="append",
+            metavar="EP",
+            help=f"server endpoint; repeat for several servers sharing the work (default {DEFAULT_SERVER})",
+        )
         sp.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply (default %(default)s)")
         sp.add_argument("--curve-server-key", metavar="FILE_OR_Z85", help="CURVE: the server's public key (NAME.key or its Z85 text)")
         sp.add_argument("--curve-client-key", metavar="FILE", help="CURVE: this client's NAME.key_secret")
