@@ -186,7 +186,7 @@ class Client:
         the future is done: it is sent without a copy. Cancelling the future
         withdraws the request from the server's queue.
         """
-        future = self._process_future(image, pipeline, reply_format, timeout, details)
+        future = self._process_future(image, pipeline, reply_format, timeout, details, cancellable=True)
         self._hand_over()
         return future
 
@@ -200,7 +200,7 @@ class Client:
         details: bool = False,
     ) -> Any:
         """Send and wait (see :meth:`submit`): the processed image, or a typed error."""
-        return self._wait(self._process_future(image, pipeline, reply_format, timeout, details), timeout)
+        return self._wait(self._process_future(image, pipeline, reply_format, timeout, details, cancellable=False), timeout)
 
     def ping(self, timeout: float | None = None) -> float:
         """Round-trip time to a server, in seconds."""
@@ -255,11 +255,17 @@ class Client:
     # -- plumbing -----------------------------------------------------------------
 
     def _process_future(
-        self, image: np.ndarray | bytes, pipeline: PipelineSpec, reply_format: str | None, timeout: float | None, details: bool
+        self,
+        image: np.ndarray | bytes,
+        pipeline: PipelineSpec,
+        reply_format: str | None,
+        timeout: float | None,
+        details: bool,
+        cancellable: bool,
     ) -> Future[Any]:
         t = self.timeout if timeout is None else timeout
         convert = to_processed if details else (lambda r: to_processed(r).image)
-        return self._submit(lambda now: self._session.process_request(image, pipeline, t, now, reply_format), convert)
+        return self._submit(lambda now: self._session.process_request(image, pipeline, t, now, reply_format), convert, cancellable)
 
     def _call(self, kind: str, timeout: float | None, fields: dict[str, Any] | None = None) -> dict[str, Any]:
         t = self.timeout if timeout is None else timeout
@@ -295,14 +301,15 @@ class Client:
         if wake:
             self._wake()
 
-    def _submit(self, build: Callable[[float], Pending], convert: Callable[[Reply], Any]) -> Future[Any]:
+    def _submit(self, build: Callable[[float], Pending], convert: Callable[[Reply], Any], cancellable: bool = False) -> Future[Any]:
+        """Register a request and its future; cancelling a ``cancellable`` future withdraws the request from the server."""
         future: Future[Any] = Future()
         with self._lock:
             if self._closed:
                 raise ConnectionLost("the client is closed")
             pending = build(time.monotonic())
             self._futures[pending.id] = (future, convert)
-        if pending.kind == "process":
+        if cancellable:
             future.add_done_callback(lambda f: self._cancel_remote(pending.id) if f.cancelled() else None)
         return future
 
