@@ -184,9 +184,15 @@ def slow_request(request_id, **extra):
 
 def test_busy_at_once_when_the_queue_is_full_and_ping_still_answered(start_server):
     srv = start_server("--workers", "1", "--max-queue", "2", "--max-client-queue", "2")
-    dealer = RawDealer(srv.endpoint)
+    dealer, watcher = RawDealer(srv.endpoint), RawDealer(srv.endpoint)
     try:
-        for i in range(6):
+        dealer.send(*slow_request("q0"))
+        while True:  # the worker has taken q0: the queue is empty again
+            stats, _ = watcher.call({"v": 1, "id": "s", "kind": "stats"})
+            if stats["in_flight"] == 1 and stats["queue_length"] == 0:
+                break
+            time.sleep(0.01)
+        for i in range(1, 6):
             dealer.send(*slow_request(f"q{i}"))
         replies = {}
         while len(replies) < 3:  # 1 running + 2 queued; the other 3 are refused at once
@@ -200,6 +206,7 @@ def test_busy_at_once_when_the_queue_is_full_and_ping_still_answered(start_serve
             assert header["status"] == "ok"
     finally:
         dealer.close()
+        watcher.close()
 
 
 def test_deadline_passed_in_the_queue_is_answered_timeout(start_server):
