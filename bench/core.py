@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import wait
 from pathlib import Path
 
 import msgpack
@@ -19,7 +18,7 @@ import numpy as np
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import best_of, cpu_seconds, rate, raw_echo_server, zmqproc_server, zmqproc_server_process  # noqa: E402
+from bench.harness import best_of, cpu_seconds, inflight_rate, rate, raw_echo_server, zmqproc_server, zmqproc_server_process  # noqa: E402
 from zmqproc import Client  # noqa: E402
 
 
@@ -45,19 +44,10 @@ def zmqproc_rate(endpoint: str, image: np.ndarray, seconds: float) -> float:
         return rate(lambda: client.process(image, "identity"), seconds)
 
 
-def inflight_rate(endpoint: str, image: np.ndarray, pipeline: str, inflight: int, seconds: float) -> float:
+def client_inflight_rate(endpoint: str, image: np.ndarray, pipeline: str, inflight: int, seconds: float) -> float:
     """Requests/s with ``inflight`` requests always outstanding."""
     with Client(endpoint, timeout=60) as client:
-        pending = {client.submit(image, pipeline) for _ in range(inflight)}
-        done_count, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            done, pending = wait(pending, return_when="FIRST_COMPLETED")
-            for f in done:
-                f.result()
-                done_count += 1
-                pending.add(client.submit(image, pipeline))
-        wait(pending)
-        return done_count / elapsed
+        return inflight_rate(lambda: client.submit(image, pipeline), inflight, seconds)
 
 
 def main() -> None:
@@ -81,9 +71,9 @@ def main() -> None:
         results = {}
         for workers in (1, 2):
             with zmqproc_server_process(workers, ipc=ipc) as (ep, pid):
-                results[workers] = best_of(args.repeat, lambda ep=ep: inflight_rate(ep, hd, blur, 8, args.seconds))
+                results[workers] = best_of(args.repeat, lambda ep=ep: client_inflight_rate(ep, hd, blur, 8, args.seconds))
                 server0, client0, t0 = cpu_seconds(pid), cpu_seconds(), time.perf_counter()
-                per_second = inflight_rate(ep, hd, blur, 8, args.seconds)
+                per_second = client_inflight_rate(ep, hd, blur, 8, args.seconds)
                 elapsed = time.perf_counter() - t0
                 server_cpu, client_cpu = cpu_seconds(pid) - server0, cpu_seconds() - client0
                 n = per_second * elapsed

@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,6 +109,22 @@ def rate(round_trip: Callable[[], object], seconds: float, warmup: int = 20) -> 
         round_trip()
         n += 1
     return n / elapsed
+
+
+def inflight_rate(submit: Callable[[], Future[Any]], inflight: int, seconds: float, check: Callable[[Any], None] | None = None) -> float:
+    """Completions per second with ``inflight`` futures from ``submit()`` always outstanding (``check``: the first result)."""
+    futures = {submit() for _ in range(inflight)}
+    if check is not None:
+        check(next(iter(wait(futures, return_when=FIRST_COMPLETED).done)).result())
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        done, futures = wait(futures, return_when=FIRST_COMPLETED)
+        for future in done:
+            future.result()
+            count += 1
+            futures.add(submit())
+    wait(futures)
+    return count / elapsed
 
 
 def best_of(times: int, measure: Callable[[], float]) -> float:

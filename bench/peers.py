@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import ROOT, free_port, process, rate, raw_echo_server, zmqproc_server  # noqa: E402
+from bench.harness import ROOT, free_port, inflight_rate, process, rate, raw_echo_server, zmqproc_server  # noqa: E402
 from zmqproc import Client  # noqa: E402
 
 PEERS = ("raw pyzmq", "zmqproc", "imagezmq", "FastAPI")
@@ -83,17 +82,7 @@ def zmqproc(endpoint: str, image: np.ndarray, inflight: int, seconds: float) -> 
     with Client(endpoint, timeout=30) as client:
         if inflight == 1:
             return checked_rate(lambda: client.process(image, "identity"), image, seconds)
-        futures = {client.submit(image, "identity") for _ in range(inflight)}
-        check(next(iter(wait(futures, return_when=FIRST_COMPLETED).done)).result(), image)
-        count, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            done, futures = wait(futures, return_when=FIRST_COMPLETED)
-            for future in done:
-                future.result()
-                count += 1
-                futures.add(client.submit(image, "identity"))
-        wait(futures)
-        return count / elapsed
+        return inflight_rate(lambda: client.submit(image, "identity"), inflight, seconds, check=lambda out: check(out, image))
 
 
 def imagezmq_peer(endpoint: str, image: np.ndarray, inflight: int, seconds: float) -> float:
