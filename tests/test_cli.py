@@ -45,9 +45,12 @@ def test_process_writes_the_result(endpoint, tmp_path, suffix, magic):
         assert np.array_equal(cv2.imread(str(out_path), cv2.IMREAD_UNCHANGED), expected)
 
 
-def test_process_reports_results(endpoint, tmp_path):
-    out = zmqproc("process", str(IMAGES / "astronaut.png"), "-o", str(tmp_path / "f.jpg"), "--op", "detect_faces", "--server", endpoint)
-    assert out.returncode == 0 and "faces" in out.stdout
+def test_process_a_named_sample_reports_results(endpoint, tmp_path):
+    out = zmqproc("process", "sample:astronaut", "-o", str(tmp_path / "f.jpg"), "--op", "detect_faces", "--server", endpoint)
+    assert out.returncode == 0 and "'faces': [[" in out.stdout
+    listing = zmqproc("samples")
+    assert listing.returncode == 0 and "sample:astronaut" in listing.stdout and str(IMAGES / "astronaut.png") in listing.stdout
+    assert_one_clear_line(zmqproc("process", "sample:nope", "-o", str(tmp_path / "x.png"), "--server", endpoint))
 
 
 def test_ping_ops_stats(endpoint, server):

@@ -1,4 +1,4 @@
-"""``zmqproc`` / ``python -m zmqproc``: process, ping, ops, stats, check-port, keygen."""
+"""``zmqproc`` / ``python -m zmqproc``: process, ping, ops, stats, samples, check-port, keygen."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import samples
 from .client import Client
 from .errors import ConnectionLost, ProcessingError
 from .images import sniff_format
@@ -38,7 +39,7 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    data = Path(args.input).read_bytes()
+    data = Path(samples.resolve(args.input)).read_bytes()
     try:
         sniff_format(data[:16])
     except ValueError as exc:
@@ -91,6 +92,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
         stats = client.stats()
     for key, value in stats.items():
         print(f"{key:<16} {value}")
+    return 0
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    width = max(map(len, samples.names()))
+    for name, (_, what) in samples.SAMPLES.items():
+        print(f"{samples.SCHEME}{name:<{width}}  {what}  ({samples.path(name)})")
     return 0
 
 
@@ -149,13 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = with_server(sub.add_parser("process", help="process an image file"))
-    sp.add_argument("input")
+    sp.add_argument("input", help="an image file, or sample:NAME (see `zmqproc samples`)")
     sp.add_argument("-o", "--output", required=True, help="output file; png/jpeg/webp are encoded by the server")
     sp.add_argument("--op", action="append", default=[], metavar="NAME[:k=v,...]", help="a pipeline step (repeatable, in order)")
     sp.set_defaults(run=cmd_process)
     with_server(sub.add_parser("ping", help="round-trip time to the server")).set_defaults(run=cmd_ping)
     with_server(sub.add_parser("ops", help="the server's operations and their parameters")).set_defaults(run=cmd_ops)
     with_server(sub.add_parser("stats", help="the server's counters")).set_defaults(run=cmd_stats)
+    sub.add_parser("samples", help="the sample photos that `process sample:NAME` can use").set_defaults(run=cmd_samples)
     sp = sub.add_parser("check-port", help="TCP state of HOST:PORT, then a zmqproc ping if open")
     sp.add_argument("host")
     sp.add_argument("port", type=int)

@@ -22,7 +22,9 @@ from .window import MainWindow
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zmqproc-gui", description="The zmqproc desktop viewer.")
     p.add_argument("--server", action="append", default=[], metavar="EP", help="server endpoint (repeatable; default: the saved ones)")
-    p.add_argument("--open", action="append", default=[], metavar="FILE", help="image(s) to open (several fill the batch list)")
+    p.add_argument(
+        "--open", action="append", default=[], metavar="FILE", help="image(s) to open, or sample:NAME (several fill the batch list)"
+    )
     p.add_argument("--pipeline", help='pipeline text, e.g. "grayscale;gaussian_blur:ksize=5"')
     p.add_argument("--transfer", choices=["auto", "raw", "encoded"], help="raw pixels, the encoded file, or auto (encoded through SSH)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take (default %(default)s)")

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .. import samples
 from ..errors import HostKeyUnknown, TunnelAuthFailed
 from ..images import sniff_format
 from .batch import Batch
@@ -113,7 +114,7 @@ class MainWindow(QMainWindow):
     # -- building -------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.original_view = ImageView("Open an image: File → Open, or drop files here")
+        self.original_view = ImageView("Open an image (File → Open, or File → Open sample), or drop files here")
         self.result_view = ImageView("The result appears here")
         synchronize(self.original_view, self.result_view)
         views = QSplitter(Qt.Orientation.Horizontal)
@@ -210,6 +211,9 @@ class MainWindow(QMainWindow):
         file_menu = bar.addMenu("&File")
         self._action(file_menu, "&Open…", self.open_dialog, QKeySequence.StandardKey.Open)
         self._action(file_menu, "Open &folder as batch…", self.open_folder)
+        self.samples_menu = file_menu.addMenu("Open &sample")
+        for name, (_, what) in samples.SAMPLES.items():
+            self._action(self.samples_menu, f"{name}: {what}", lambda n=name: self.open_files([str(samples.path(n))]))
         self.recent_menu = file_menu.addMenu("Recent files")
         self._action(file_menu, "&Save result as…", self.save_dialog, QKeySequence.StandardKey.Save)
         file_menu.addSeparator()
@@ -350,7 +354,12 @@ class MainWindow(QMainWindow):
             self.open_files(sorted(str(p) for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
 
     def open_files(self, paths: list[str]) -> None:
-        """Show the first image; several files also fill the batch list."""
+        """Show the first image; several files also fill the batch list. ``sample:NAME`` names a shipped sample."""
+        try:
+            paths = [samples.resolve(p) for p in paths]
+        except ValueError as exc:
+            self.notify(str(exc), "error")
+            return
         if not paths:
             return
         if self.open_image(paths[0]) and len(paths) > 1:
