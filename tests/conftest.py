@@ -1,4 +1,4 @@
-"""Shared fixtures: real server processes on 127.0.0.1, sample photos, required-part checks."""
+"""Shared fixtures: real server processes on 127.0.0.1, sample photos, required-part checks, waits on conditions."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from zmqproc import samples
+
 ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT.parent / "shared" / "data" / "images"
+IMAGES = samples.FOLDER  # the photos the package ships (zmqproc/samples, licenses beside them)
 
 # Fixture modules of the other areas (sshd, docker, qt) register themselves here.
 pytest_plugins: list[str] = ["tests.fixtures.sshd", "tests.fixtures.qt", "tests.fixtures.docker"]
@@ -29,11 +33,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def require_or_skip(env_var: str, reason: str) -> None:
-    """Fail when ``env_var`` is 1 (CI: nothing is skipped silently), else skip."""
+# Parts a newcomer's machine may lack: the group's tests skip there (one summary line says how to run them);
+# with the group's variable set to 1 (CI) a missing part fails instead.
+GROUPS = {
+    "sshd": ("ZMQPROC_REQUIRE_SSHD", "as root with Debian's openssh-server and openssh-client"),
+    "docker": ("ZMQPROC_REQUIRE_DOCKER", "with a running Docker engine (and docker-compose for the replicas test)"),
+}
+
+
+def require_or_skip(group: str, reason: str) -> None:
+    """Fail when the group's ZMQPROC_REQUIRE_* variable is 1 (CI: nothing is skipped silently), else skip."""
+    env_var = GROUPS[group][0]
     if os.environ.get(env_var) == "1":
         pytest.fail(f"{reason} ({env_var}=1)")
-    pytest.skip(reason)
+    pytest.skip(f"[{group}] {reason}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line naming the groups that were skipped and how to run them."""
+    counts: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        group = reason.removeprefix("Skipped: ").partition("]")[0].removeprefix("[")
+        counts[group if group in GROUPS else "other"] += 1
+    if counts:
+        parts = [
+            f"{n} {g} tests (run them {GROUPS[g][1]}; {GROUPS[g][0]}=1 fails instead of skipping)" for g, n in counts.items() if g in GROUPS
+        ]
+        parts += [f"{counts['other']} others (see -rs)"] if counts["other"] else []
+        terminalreporter.write_line("skipped: " + "; ".join(parts), yellow=True)
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "the condition") -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout} s")
+        time.sleep(0.01)
 
 
 class ServerProcess:
@@ -106,6 +143,7 @@ def endpoint(server: ServerProcess) -> str:
 
 
 def load_image(name: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """A shipped sample photo by file name (``astronaut.png``)."""
     image = cv2.imread(str(IMAGES / name), flags)
     assert image is not None, f"missing sample image {name}"
     return image

@@ -31,6 +31,21 @@ class RawDealer:
         self.sock.close()
 
 
+def server_stats(endpoint: str) -> dict[str, Any]:
+    """The server's ``stats`` reply, asked on a connection of its own."""
+    dealer = RawDealer(endpoint)
+    try:
+        return dealer.call({"v": 1, "id": "stats", "kind": "stats"})[0]
+    finally:
+        dealer.close()
+
+
+def holds(endpoint: str, running: int, queued: int) -> bool:
+    """The server has ``running + queued`` requests in flight, ``queued`` of them still in its queue."""
+    stats = server_stats(endpoint)
+    return stats["in_flight"] == running + queued and stats["queue_length"] == queued
+
+
 def process_header(request_id: str, shape: list[int], pipeline: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "v": 1,

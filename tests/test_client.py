@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import zmq
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
+from tests.rawwire import holds, server_stats
 from zmqproc import BadParams, Busy, Client, ConnectionLost, RequestTimeout, UnknownOp
 
 SLOW = "denoise:h=10,search_window=35,template_window=21"
@@ -88,9 +89,7 @@ def test_blocking_calls_inside_done_callbacks(client, coffee):
     assert np.array_equal(client.process(coffee, "flip", timeout=5), cv2.flip(coffee, 1))
     for f in futures:
         f.result(timeout=10)
-    deadline = time.monotonic() + 10
-    while len(seen) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(seen) == 3, what="three chained callbacks")
     assert seen == [((400, 600), True, (400, 600, 3))] * 3
 
 
@@ -141,7 +140,7 @@ def test_late_reply_is_dropped_and_the_client_goes_on(start_server, coffee):
     with Client(srv.endpoint, timeout=0.3) as c:
         with pytest.raises(RequestTimeout):
             c.process(coffee, SLOW)
-        time.sleep(1.5)  # the late reply arrives meanwhile and is dropped
+        wait_until(lambda: server_stats(srv.endpoint)["ok"] == 1, what="the late reply")
         assert np.array_equal(c.process(coffee, "identity", timeout=10), coffee)
 
 
@@ -150,21 +149,17 @@ def test_cancelling_a_future_withdraws_queued_work(start_server, coffee):
     with Client(srv.endpoint, timeout=30) as c:
         running = c.submit(coffee, SLOW)
         queued = c.submit(coffee, SLOW)
-        time.sleep(0.2)
+        wait_until(lambda: holds(srv.endpoint, running=1, queued=1), what="one request running, one queued")
         assert queued.cancel()
         running.result(timeout=30)
-        deadline = time.monotonic() + 5
-        while c.stats()["errors"].get("cancelled", 0) == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert c.stats()["errors"]["cancelled"] == 1
+        wait_until(lambda: c.stats()["errors"].get("cancelled") == 1, what="the server answering the withdrawn request")
 
 
 def test_busy_is_typed(start_server, coffee):
     srv = start_server("--workers", "1", "--max-queue", "1")
     with Client(srv.endpoint, timeout=30) as c:
         running = c.submit(coffee, SLOW)
-        while c.stats()["queue_length"] or not c.stats()["in_flight"]:
-            time.sleep(0.02)  # the worker has taken it: the queue is empty again
+        wait_until(lambda: holds(srv.endpoint, running=1, queued=0), what="the worker taking the first request")
         futures = [c.submit(coffee, SLOW) for _ in range(3)]
         errors = [f.exception(timeout=30) for f in futures]
         assert running.result(timeout=30).shape == coffee.shape
@@ -184,8 +179,7 @@ def test_close_ends_pending_requests(start_server, coffee):
 def test_several_endpoints_share_the_work(start_server, coffee):
     a, b = start_server("--workers", "1"), start_server("--workers", "1")
     with Client([a.endpoint, b.endpoint], timeout=30) as c:
-        c.ping()
-        time.sleep(0.3)  # both connections up
+        wait_until(lambda: len(c.connected) == 2, what="both connections up")
         for f in [c.submit(coffee, "gaussian_blur:ksize=9") for _ in range(20)]:
             f.result(timeout=30)
     for srv in (a, b):

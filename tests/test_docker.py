@@ -172,7 +172,7 @@ def compose_replicas(docker_image: str) -> Iterator[list[str]]:
 
     compose = compose_command()
     if compose is None:
-        require_or_skip("ZMQPROC_REQUIRE_DOCKER", "neither `docker compose` nor `docker-compose` runs")
+        require_or_skip("docker", "neither `docker compose` nor `docker-compose` runs")
     first = free_port_range(2)
     env = {**os.environ, "IMAGE": docker_image, "PORTS": f"{first}-{first + 1}", "HEALTH_INTERVAL": "1s", "CPUS": "1", "WORKERS": "1"}
     project = ["-p", f"zmqproc-test-{uuid.uuid4().hex[:8]}", "-f", str(ROOT / "docker" / "compose.yaml")]

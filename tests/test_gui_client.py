@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ServerProcess, free_port
+from tests.rawwire import holds, server_stats
 from zmqproc import Client
 from zmqproc.errors import BadParams, Cancelled, RequestTimeout, UnknownOp
 from zmqproc.gui.messages import explain
@@ -51,7 +52,7 @@ def test_cancel_withdraws_queued_work(qtbot, start_server, astronaut):
         done, failed = collect(client)
         big = np.ascontiguousarray(np.tile(astronaut, (3, 3, 1)))
         ids = [client.process(big, "bilateral_filter:d=15") for _ in range(6)]
-        qtbot.wait(200)
+        qtbot.waitUntil(lambda: holds(server.endpoint, running=1, queued=5), timeout=5000)
         for rid in ids[1:]:
             client.cancel(rid)
         qtbot.waitUntil(lambda: len(done) + len(failed) == len(ids), timeout=30000)
@@ -112,7 +113,7 @@ def test_two_endpoints_share_the_work_and_survive_one_dying(qtbot, start_server,
         qtbot.waitUntil(lambda: all(r.up for r in client._session.routes), timeout=5000)
         done, failed = collect(client)
         ids = [client.process(coffee, "bilateral_filter:d=9") for _ in range(24)]  # at work when one dies; under the cap of 32
-        qtbot.wait(100)
+        qtbot.waitUntil(lambda: server_stats(a.endpoint)["in_flight"] > 0, timeout=5000)
         a.stop(signal.SIGKILL)  # its unanswered requests go to the other server
         qtbot.waitUntil(lambda: len(done) + len(failed) == len(ids), timeout=30000)
         assert not failed and set(done) == set(ids)

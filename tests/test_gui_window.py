@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import IMAGES, ROOT, ServerProcess, free_port, load_image
-from zmqproc import Client
+from zmqproc import Client, samples
 from zmqproc.gui.qt_client import CONNECTED, LOST
 
 
@@ -76,8 +76,11 @@ def test_open_process_shows_the_librarys_result(qtbot, window, endpoint, transfe
     assert np.array_equal(cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED), expected)
 
 
-def test_faces_are_listed(qtbot, window):
-    window.open_files([str(IMAGES / "astronaut.png")])
+def test_faces_are_listed_for_the_sample_opened_from_the_menu(qtbot, window):
+    menu = window.samples_menu.actions()
+    assert [a.text().partition(":")[0] for a in menu] == samples.names()
+    next(a for a in menu if a.text().startswith("astronaut:")).trigger()
+    assert window.path == str(samples.path("astronaut")) and window.original_view.has_image()
     window.editor.set_steps("detect_faces")
     ok, _ = run_job(qtbot, window)
     assert ok
@@ -191,12 +194,20 @@ def test_scripted_mode_fails_with_the_reason(endpoint, tmp_path):
     assert "out of range" in done.stderr and "ksize" in done.stderr
 
 
-def test_gui_app_is_thin_and_a_console_script():
-    import tomllib
+def test_gui_app_and_the_console_script_are_the_same_program():
+    from importlib.metadata import entry_points
 
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["zmqproc-gui"] == "zmqproc.gui.app:main"
-    assert "from zmqproc.gui.app import main" in (ROOT / "gui_app.py").read_text()
+    from zmqproc.gui.app import main
+
+    (script,) = entry_points(group="console_scripts", name="zmqproc-gui")
+    assert script.load() is main
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    helps = [
+        subprocess.run([*cmd, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        for cmd in ([sys.executable, "gui_app.py"], [str(Path(sys.executable).with_name("zmqproc-gui"))])
+    ]
+    assert helps[0].returncode == helps[1].returncode == 0 and helps[0].stdout == helps[1].stdout
+    assert "--open" in helps[0].stdout and "sample:NAME" in helps[0].stdout
 
 
 def test_connection_dialog_tests_ports_and_ping(qtbot, qt_settings, endpoint):

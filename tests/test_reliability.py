@@ -15,7 +15,7 @@ from concurrent.futures import wait
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess, free_port
+from tests.conftest import ServerProcess, free_port, wait_until
 from zmqproc import Busy, Client
 
 WORK = "gaussian_blur:ksize=31"
@@ -72,10 +72,10 @@ def test_sigkill_and_restart_with_200_in_flight(image):
         with Client(first.endpoint, timeout=30) as client:
             client.ping()
             futures = [client.submit(image, WORK) for _ in range(200)]
-            time.sleep(0.3)
+            wait_until(lambda: any(f.done() for f in futures), what="a first answer")
             first.stop(signal.SIGKILL)
             answered_before = sum(f.done() for f in futures)
-            time.sleep(0.5)
+            wait_until(lambda: not client.connected, what="the client seeing the disconnect")
             second = ServerProcess(*args, port=port)
             started = time.monotonic()
             done, not_done = wait(futures, timeout=40)
@@ -98,10 +98,9 @@ def test_dead_server_work_moves_to_the_live_one(start_server, image):
     a = start_server("--workers", "1", "--max-queue", "256", "--max-client-queue", "256")
     b = start_server("--workers", "1", "--max-queue", "256", "--max-client-queue", "256")
     with Client([a.endpoint, b.endpoint], timeout=30) as client:
-        client.ping()
-        time.sleep(0.3)
+        wait_until(lambda: len(client.connected) == 2, what="both connections up")
         futures = [client.submit(image, WORK) for _ in range(200)]
-        time.sleep(0.1)
+        wait_until(lambda: any(f.done() for f in futures), what="a first answer")
         a.stop(signal.SIGKILL)
         answered_before = sum(f.done() for f in futures)
         done, not_done = wait(futures, timeout=40)
@@ -115,8 +114,7 @@ def test_hung_server_is_noticed_by_the_liveness_ping(start_server, image):
     a = start_server("--workers", "1", "--max-queue", "128", "--max-client-queue", "128")
     b = start_server("--workers", "1", "--max-queue", "128", "--max-client-queue", "128")
     with Client([a.endpoint, b.endpoint], timeout=30) as client:
-        client.ping()
-        time.sleep(0.3)
+        wait_until(lambda: len(client.connected) == 2, what="both connections up")
         os.kill(a.proc.pid, signal.SIGSTOP)  # the TCP connection stays up; only the app-level ping can tell
         try:
             futures = [client.submit(image, WORK) for _ in range(40)]

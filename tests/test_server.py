@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import zmq
 
-from tests.rawwire import RawDealer, process_header
+from tests.conftest import wait_until
+from tests.rawwire import RawDealer, holds, process_header, server_stats
 
 HELPER_OPS = str(Path(__file__).with_name("server_with_failing_op.py"))
 
@@ -187,11 +188,7 @@ def test_busy_at_once_when_the_queue_is_full_and_ping_still_answered(start_serve
     dealer, watcher = RawDealer(srv.endpoint), RawDealer(srv.endpoint)
     try:
         dealer.send(*slow_request("q0"))
-        while True:  # the worker has taken q0: the queue is empty again
-            stats, _ = watcher.call({"v": 1, "id": "s", "kind": "stats"})
-            if stats["in_flight"] == 1 and stats["queue_length"] == 0:
-                break
-            time.sleep(0.01)
+        wait_until(lambda: holds(srv.endpoint, running=1, queued=0), what="the worker taking q0")
         for i in range(1, 6):
             dealer.send(*slow_request(f"q{i}"))
         replies = {}
@@ -230,7 +227,7 @@ def test_cancel_drops_queued_work(start_server):
     try:
         dealer.send(*slow_request("running"))
         dealer.send(*slow_request("queued"))
-        time.sleep(0.2)
+        wait_until(lambda: holds(srv.endpoint, running=1, queued=1), what="one request running, one queued")
         dealer.send({"v": 1, "id": "c1", "kind": "cancel", "target": "queued"})
         dealer.send({"v": 1, "id": "c2", "kind": "cancel", "target": "never-sent"})
         replies = {}
@@ -251,7 +248,7 @@ def test_cancel_only_reaches_the_same_clients_work(start_server):
     try:
         owner.send(*slow_request("running"))
         owner.send(*slow_request("mine"))
-        time.sleep(0.2)
+        wait_until(lambda: holds(srv.endpoint, running=1, queued=1), what="one request running, one queued")
         header, _ = other.call({"v": 1, "id": "c", "kind": "cancel", "target": "mine"})
         assert header["cancelled"] is False
         ids = {owner.recv()[0]["id"] for _ in range(2)}
@@ -279,19 +276,10 @@ def test_replies_to_a_client_that_left_are_dropped_and_counted(start_server):
     srv = start_server("--workers", "1")
     leaving = RawDealer(srv.endpoint)
     leaving.send(*slow_request("orphan"))
-    time.sleep(0.2)
+    wait_until(lambda: holds(srv.endpoint, running=1, queued=0), what="the worker taking the request")
     leaving.close()
-    dealer = RawDealer(srv.endpoint)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            header, _ = dealer.call({"v": 1, "id": "st", "kind": "stats"})
-            if header["dropped_replies"]:
-                break
-            time.sleep(0.1)
-        assert header["dropped_replies"] == 1 and header["in_flight"] == 0
-    finally:
-        dealer.close()
+    wait_until(lambda: server_stats(srv.endpoint)["dropped_replies"] == 1, what="the reply to the gone client being dropped")
+    assert server_stats(srv.endpoint)["in_flight"] == 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -301,7 +289,7 @@ def test_signal_finishes_work_in_flight_and_exits_zero_within_5s(start_server, s
     try:
         for i in range(3):
             dealer.send(*slow_request(f"w{i}"))
-        time.sleep(0.3)
+        wait_until(lambda: holds(srv.endpoint, running=1, queued=2), what="w0 running, two queued")
         results = {}
 
         def collect():

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_until
+from tests.rawwire import holds
 from zmqproc import Client
 from zmqproc.cli import main
 from zmqproc.errors import (
@@ -196,15 +197,13 @@ def test_sshd_killed_mid_session_ends_the_pending_request(sshd, start_server, as
         (tunnel,) = client.tunnels
         assert client.ping() > 0
         future = client.submit(big, SLOW)
-        time.sleep(0.5)
+        wait_until(lambda: holds(server.endpoint, running=1, queued=0), what="the server taking the request")
         started = time.monotonic()
         sshd.kill()
         with pytest.raises(TunnelDied):  # at the request's deadline, the dead tunnel is named as the cause
             future.result(timeout=10)
         assert time.monotonic() - started < 4.0 + 1.0
-        deadline = time.monotonic() + 5
-        while tunnel.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: not tunnel.alive(), 5, "the tunnel noticing its death")
         with pytest.raises(TunnelDied):
             tunnel.check()
     finally:
@@ -229,14 +228,13 @@ def test_openssh_child_is_ended_at_interpreter_exit(sshd, endpoint):
         check=True,
     )
     pid = int(out.stdout)
-    time.sleep(0.2)
-    assert not Path(f"/proc/{pid}").exists(), "the ssh child outlived its interpreter"
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), 2, "the ssh child ending with its interpreter")
 
 
 @pytest.mark.sshd
 def test_cli_process_through_ssh(sshd, endpoint, tmp_path, capsys):
-    src, out = ROOT.parent / "shared" / "data" / "images" / "astronaut.png", tmp_path / "out.png"
-    args = ["process", str(src), "-o", str(out), "--op", "invert", "--server", endpoint, "--ssh", sshd.target]
+    out = tmp_path / "out.png"
+    args = ["process", "sample:astronaut", "-o", str(out), "--op", "invert", "--server", endpoint, "--ssh", sshd.target]
     assert main([*args, "--ssh-key", sshd.key, "--ssh-known-hosts", sshd.known_hosts, "--ssh-backend", "paramiko"]) == 0
     assert out.stat().st_size > 0 and "wrote" in capsys.readouterr().out
     assert main([*args, "--ssh-key", sshd.wrong_key, "--ssh-known-hosts", sshd.known_hosts]) == 1

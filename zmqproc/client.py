@@ -229,6 +229,19 @@ class Client:
         return len(self._session)
 
     @property
+    def connected(self) -> list[str]:
+        """The endpoints whose connection is up now (handshake done, not dropped since)."""
+        if self._io.acquire(blocking=False):  # nobody drives the sockets: read what the monitors reported meanwhile
+            try:
+                if not self._closed:
+                    for route, link in enumerate(self._links):
+                        self._on_monitor(route, link, time.monotonic())
+            finally:
+                self._io.release()
+        with self._lock:
+            return [endpoint for endpoint, route in zip(self.endpoints, self._session.routes, strict=True) if route.up]
+
+    @property
     def resent(self) -> int:
         """Requests sent again after a lost connection, a server restart or a silent server."""
         return self._session.resent
