@@ -17,7 +17,7 @@ DOCKER_NETWORK ?=
 RUN_WHERE = $(if $(filter host,$(DOCKER_NETWORK)),--network host -e ZMQPROC_HEALTH_ENDPOINT=tcp://$(HOST):$(PORT) $(IMAGE) \
   --bind tcp://$(HOST):$(PORT),-p $(HOST):$(PORT):5555 $(IMAGE))
 
-.PHONY: install test run run-server run-server-local lint bench bench-peers bench-ssh bench-docker clean wheels docker-build docker-test
+.PHONY: install test run run-server run-server-local lint wheel-check bench bench-peers bench-ssh bench-docker clean wheels docker-build docker-test
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,14 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy zmqproc
+
+WHEEL_CHECK := build/wheel-check
+wheel-check: install  # `pip wheel .` as a user runs it, installed with its real dependencies into a fresh venv, then tested there
+	rm -rf $(WHEEL_CHECK)
+	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEEL_CHECK)/dist .
+	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
+	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet "$$(ls $(WHEEL_CHECK)/dist/zmqproc-*.whl)[gui]"
+	ZMQPROC_WHEEL_VENV=$(WHEEL_CHECK)/venv $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_wheel.py
 
 bench: install bench-peers
 	$(BIN)/python bench/core.py

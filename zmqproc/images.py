@@ -127,7 +127,7 @@ def _webp_size(head: bytes) -> tuple[int, int]:
 
 def _jpeg_size(view: memoryview) -> tuple[int, int]:
     """Walk the segments (EXIF, ICC, ... may fill many kilobytes) to the frame header, without copying."""
-    if view[:2] != b"\xff\xd8":
+    if bytes(view[:2]) != b"\xff\xd8":
         raise ValueError
     i = 2
     while i + 9 < len(view):

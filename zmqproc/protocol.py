@@ -74,7 +74,7 @@ class Reply:
 
     @property
     def ok(self) -> bool:
-        return self.header["status"] == "ok"
+        return bool(self.header["status"] == "ok")
 
     @property
     def epoch(self) -> str | None:
@@ -90,7 +90,8 @@ class Reply:
 
 
 def _pack(header: dict[str, Any]) -> bytes:
-    return msgpack.packb(header, use_bin_type=True)
+    packed: bytes = msgpack.packb(header, use_bin_type=True)
+    return packed
 
 
 def _unpack_header(frame: Buffer, max_bytes: int) -> dict[str, Any]:
