@@ -129,7 +129,7 @@ def test_every_wire_code_has_a_sentence():
     from zmqproc.gui.messages import SENTENCES
 
     assert set(SENTENCES) == set(ERROR_CODES)
-    assert explain(error_from_wire("busy", "queue full")) == f"{SENTENCES['busy']} (queue full)"
+    assert explain(error_from_wire({"code": "busy", "message": "queue full"})) == f"{SENTENCES['busy']} (queue full)"
     assert "lost" in explain(ConnectionLost("gone")) and "No reply" in explain(RequestTimeout("x"))
 
 
