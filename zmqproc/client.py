@@ -24,6 +24,7 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from .endpoints import check as check_endpoint
 from .errors import AuthenticationFailed, ConnectionLost, MalformedReply, RequestTimeout, TunnelError
 from .images import payload_to_image
 from .pipeline import PipelineSpec
@@ -125,7 +126,7 @@ class Client:
         ssh_accept_new_host_key: bool = False,
     ) -> None:
         """CURVE: ``curve_server_key`` is the server's public key (file or Z85 text), ``curve_client_key`` this client's secret key file."""
-        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.endpoints = [check_endpoint(e) for e in ([endpoints] if isinstance(endpoints, str) else endpoints)]
         if not self.endpoints:
             raise ValueError("at least one endpoint is needed")
         curve = ClientCurve.load(curve_server_key, curve_client_key)  # key errors before any socket exists

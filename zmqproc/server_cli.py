@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from . import endpoints
 from .protocol import Limits
 
 
@@ -26,6 +27,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if min(args.workers, args.max_queue, args.max_pixels, args.max_frame_bytes, args.max_client_queue or 1) < 1:
         p.error("--workers, --max-queue, --max-client-queue, --max-pixels and --max-frame-bytes must be positive")
+    try:
+        args.bind = endpoints.check(args.bind, bind=True)
+    except ValueError as exc:
+        p.error(f"--bind: {exc}")
     if (args.curve_secret is None) != (args.curve_allow is None):
         p.error("--curve-secret and --curve-allow go together")
     return args
