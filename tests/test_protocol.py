@@ -140,3 +140,47 @@ def test_unknown_error_code_from_a_newer_server_stays_readable():
 def test_malformed_replies(frames):
     with pytest.raises(MalformedReply):
         decode_reply(frames)
+
+
+# -- flow control (docs/protocol.md, "Flow control") ----------------------------------------
+
+
+def test_credit_travels_in_ok_and_error_replies():
+    from zmqproc.errors import Busy
+    from zmqproc.protocol import Credit
+
+    grant = Credit(seq=3, requests=8, bytes=1 << 20)
+    ok = decode_reply(encode_reply("a", "e1", {"time": 1.0}, credit=grant))
+    err = decode_reply(encode_error("b", "e1", Busy.shutting_down(), credit=Credit(4, 0, 0)))
+    assert ok.credit == grant and err.credit == Credit(4, 0, 0)
+    assert err.error is not None and err.error.server_leaving
+    assert decode_reply(encode_reply("c", "e1", {})).credit is None  # a server without flow control
+
+
+@pytest.mark.parametrize(
+    "credit", [[1, 2, 3], {"seq": 1, "requests": 2}, {"seq": -1, "requests": 1, "bytes": 0}, {"seq": 1, "requests": True, "bytes": 0}]
+)
+def test_a_malformed_credit_breaks_the_contract(credit):
+    header = {"v": 1, "id": "x", "status": "ok", "epoch": "e", "credit": credit}
+    with pytest.raises(MalformedReply, match="credit"):
+        decode_reply([msgpack.packb(header)])
+
+
+def test_a_request_names_the_grant_it_was_sent_under():
+    desc = ImageDescriptor("raw", "uint8", (1, 1))
+    assert decode_request(encode_request("process", "p", process_fields([Step("identity")], desc, credit_seq=7), b"\0")).credit_seq == 7
+    assert decode_request(encode_request("process", "p", process_fields([Step("identity")], desc), b"\0")).credit_seq is None
+    for bad in (-1, 1.5, "7", True):
+        header = {**process_fields([Step("identity")], desc), "v": 1, "id": "p", "kind": "process", "credit_seq": bad}
+        with pytest.raises(BadRequest, match="credit_seq"):
+            decode_request(frames_of(header, b"\0"))
+
+
+def test_credit_admits_within_both_bounds_and_a_lone_request_of_any_size():
+    from zmqproc.protocol import Credit
+
+    grant = Credit(seq=1, requests=2, bytes=100)
+    assert grant.admits(0, 0, 10_000)  # nothing outstanding: one request fits whatever its size
+    assert grant.admits(1, 40, 60) and not grant.admits(1, 40, 61)  # bytes
+    assert not grant.admits(2, 10, 1)  # requests
+    assert not Credit(seq=2, requests=0, bytes=100).admits(0, 0, 1)  # shutting down: nothing

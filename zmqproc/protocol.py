@@ -3,7 +3,8 @@
 Nothing here touches a socket. A message is a list of buffers: frame 0 is a
 msgpack header, frame 1 (``process`` only) the image payload. The server calls
 :func:`decode_request` and :func:`encode_reply` / :func:`encode_error`; clients
-call :func:`encode_request` and :func:`decode_reply`.
+call :func:`encode_request` and :func:`decode_reply`. The flow-control grant a
+reply carries is a :class:`Credit` (docs/protocol.md, "Flow control").
 """
 
 from __future__ import annotations
@@ -62,6 +63,31 @@ class Request:
     reply_format: str | None = None
     deadline_ms: float | None = None
     target: str | None = None
+    credit_seq: int | None = None  # the grant the client sent it under (flow control)
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """A server's flow-control grant to one connection: outstanding ``process`` work it will take without ``busy``.
+
+    ``requests`` and ``bytes`` (the sum of frame 1 sizes) bound what may be
+    outstanding (sent, reply not yet received); a lone request fits whatever its
+    size. ``seq`` numbers the grants; a request names the one it was sent under.
+    ``requests`` is 0 only while the server shuts down.
+    """
+
+    seq: int
+    requests: int
+    bytes: int
+
+    def to_wire(self) -> dict[str, int]:
+        return {"seq": self.seq, "requests": self.requests, "bytes": self.bytes}
+
+    def admits(self, outstanding: int, outstanding_bytes: int, size: int) -> bool:
+        """Whether one more request of ``size`` payload bytes fits beside what is outstanding."""
+        if outstanding == 0:
+            return self.requests > 0
+        return outstanding + 1 <= self.requests and outstanding_bytes + size <= self.bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +109,13 @@ class Reply:
     @property
     def error(self) -> ProcessingError | None:
         """The typed error of an error reply, None for an ok reply."""
-        if self.ok:
-            return None
-        err = self.header.get("error") or {}
-        return error_from_wire(err.get("code"), err.get("message", ""), self.id)
+        return None if self.ok else error_from_wire(self.header.get("error"), self.id)
+
+    @property
+    def credit(self) -> Credit | None:
+        """The grant this reply carries; None from a server without flow control (checked by :func:`decode_reply`)."""
+        value = self.header.get("credit")
+        return None if value is None else Credit(value["seq"], value["requests"], value["bytes"])
 
 
 def _pack(header: dict[str, Any]) -> bytes:
@@ -112,6 +141,11 @@ def _valid_id(value: object) -> TypeGuard[str]:
 
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _count(value: object) -> bool:
+    """A non-negative int that fits msgpack's uint64 (not a bool)."""
+    return type(value) is int and 0 <= value < 2**64
 
 
 def _parse_pipeline(value: object) -> tuple[Step, ...]:
@@ -181,24 +215,27 @@ def _decode_checked(header: dict[str, Any], request_id: str, frames: Sequence[Bu
     deadline_ms = header.get("deadline_ms")
     if deadline_ms is not None and (not _number(deadline_ms) or not 0 <= deadline_ms < math.inf):  # NaN fails too
         raise BadRequest("'deadline_ms' must be a non-negative finite number")
-    return Request(request_id, kind, pipeline, image, payload, reply_format, deadline_ms)
+    credit_seq = header.get("credit_seq")
+    if credit_seq is not None and not _count(credit_seq):
+        raise BadRequest("'credit_seq' must be a non-negative integer (the seq of a credit this server sent)")
+    return Request(request_id, kind, pipeline, image, payload, reply_format, deadline_ms, credit_seq=credit_seq)
 
 
-def encode_reply(request_id: str | None, epoch: str, fields: dict[str, Any], payload: Any = None) -> list[Any]:
+def encode_reply(
+    request_id: str | None, epoch: str, fields: dict[str, Any], payload: Any = None, credit: Credit | None = None
+) -> list[Any]:
     """Frames of an ok reply; ``payload`` is any buffer (a numpy array travels without a copy)."""
     header = {"v": VERSION, "id": request_id, "status": "ok", "epoch": epoch, **fields}
+    if credit is not None:
+        header["credit"] = credit.to_wire()
     return [_pack(header)] if payload is None else [_pack(header), payload]
 
 
-def encode_error(request_id: str | None, epoch: str, err: ProcessingError) -> list[Any]:
+def encode_error(request_id: str | None, epoch: str, err: ProcessingError, credit: Credit | None = None) -> list[Any]:
     """Frames of an error reply: a header only."""
-    header = {
-        "v": VERSION,
-        "id": request_id,
-        "status": "error",
-        "epoch": epoch,
-        "error": {"code": err.code, "message": err.message},
-    }
+    header: dict[str, Any] = {"v": VERSION, "id": request_id, "status": "error", "epoch": epoch, "error": err.to_wire()}
+    if credit is not None:
+        header["credit"] = credit.to_wire()
     return [_pack(header)]
 
 
@@ -213,6 +250,7 @@ def process_fields(
     image: ImageDescriptor,
     reply_format: str | None = None,
     deadline_ms: float | None = None,
+    credit_seq: int | None = None,
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "pipeline": [{"op": s.op, "params": s.params} for s in pipeline],
@@ -222,6 +260,8 @@ def process_fields(
         fields["reply_format"] = reply_format
     if deadline_ms is not None:
         fields["deadline_ms"] = deadline_ms
+    if credit_seq is not None:
+        fields["credit_seq"] = credit_seq
     return fields
 
 
@@ -249,4 +289,7 @@ def decode_reply(frames: Sequence[Buffer]) -> Reply:
         raise MalformedReply("reply epoch must be a string or nil")
     if header["status"] == "error" and not isinstance(header.get("error"), dict):
         raise MalformedReply("an error reply needs an 'error' map")  # else Reply.error would raise AttributeError
+    credit = header.get("credit")
+    if credit is not None and not (isinstance(credit, dict) and all(_count(credit.get(k)) for k in ("seq", "requests", "bytes"))):
+        raise MalformedReply("reply credit must be a map of non-negative integers seq, requests and bytes")
     return Reply(request_id, header, frames[1] if len(frames) == 2 else None)
