@@ -246,7 +246,7 @@ def test_flood(start_server) -> None:
     assert sum(answered) == total and sent == answered, "every message must get exactly one reply"
     assert not duplicated, f"ids answered more than once: {list(duplicated)[:5]}"
     assert stats["dropped_replies"] == 0
-    assert stats["requests"] == total + 3  # the flood, two pings and this stats request; not the cut frame
+    assert stats["requests"] == total + 5  # the flood, two pings, two clients' hello pings and this stats request; not the cut frame
     assert "internal" not in stats["errors"], "an input reached an unexpected exception:\n" + srv.output()[-3000:]
     assert codes["ok"] > 0 and codes["bad_request"] > 0 and codes["too_large"] > 0
     assert peak <= bound, f"peak RSS {peak / MiB:.1f} MiB over the bound {bound / MiB:.1f} MiB"

@@ -183,27 +183,47 @@ def slow_request(request_id, **extra):
     return process_header(request_id, [200, 200, 3], SLOW, **extra), image.tobytes()
 
 
-def test_busy_at_once_when_the_queue_is_full_and_ping_still_answered(start_server):
-    srv = start_server("--workers", "1", "--max-queue", "2", "--max-client-queue", "2")
-    dealer, watcher = RawDealer(srv.endpoint), RawDealer(srv.endpoint)
+def test_a_client_ignoring_its_credit_gets_busy_at_once_and_ping_still_answered(start_server):
+    srv = start_server("--workers", "1", "--max-queue", "4")
+    dealer = RawDealer(srv.endpoint)
     try:
         dealer.send(*slow_request("q0"))
         wait_until(lambda: holds(srv.endpoint, running=1, queued=0), what="the worker taking q0")
-        for i in range(1, 6):
+        grant = dealer.call({"v": 1, "id": "p", "kind": "ping"})[0]["credit"]
+        assert grant["requests"] == (4 + 1) // 2, "one active connection: half the capacity, the rest kept for newcomers"
+        for i in range(1, grant["requests"] + 3):  # three more than the grant leaves room for
             dealer.send(*slow_request(f"q{i}"))
         replies = {}
-        while len(replies) < 3:  # 1 running + 2 queued; the other 3 are refused at once
+        while len(replies) < 3:
             header, _ = dealer.recv()
             replies[header["id"]] = header
         assert {h["error"]["code"] for h in replies.values()} == {"busy"}, "busy replies come before any work is done"
         header, _ = dealer.call({"v": 1, "id": "alive", "kind": "ping"})
         assert header["id"] == "alive" and header["status"] == "ok"
-        for _ in range(3):
+        for _ in range(grant["requests"]):
             header, _ = dealer.recv()
             assert header["status"] == "ok"
     finally:
         dealer.close()
-        watcher.close()
+
+
+def test_requests_within_the_credit_they_name_are_never_busy(start_server):
+    srv = start_server("--workers", "1", "--max-queue", "6")
+    polite, newcomer = RawDealer(srv.endpoint), RawDealer(srv.endpoint)
+    try:
+        first = polite.call({"v": 1, "id": "p", "kind": "ping"})[0]["credit"]
+        assert first["seq"] >= 1 and first["requests"] == (6 + 1) // 2
+        for i in range(first["requests"]):  # the whole grant, named
+            polite.send(*slow_request(f"a{i}", credit_seq=first["seq"]))
+        wait_until(lambda: holds(srv.endpoint, running=1, queued=first["requests"] - 1), what="the grant taken")
+        newcomer.send(*slow_request("n0"))  # a second active connection halves the shares...
+        later = polite.call({"v": 1, "id": "p2", "kind": "ping"})[0]["credit"]
+        assert later["seq"] > first["seq"] and later["requests"] < first["requests"]
+        codes = [polite.recv()[0]["status"] for _ in range(first["requests"])] + [newcomer.recv()[0]["status"]]
+        assert codes == ["ok"] * (first["requests"] + 1), "...but what was sent under the larger grant is served, and the newcomer too"
+    finally:
+        polite.close()
+        newcomer.close()
 
 
 def test_deadline_passed_in_the_queue_is_answered_timeout(start_server):

@@ -133,10 +133,10 @@ def test_a_resend_carries_the_time_left():
     s = ClientSession()
     s.route_up(0, 0.0)
     p = s.process_request(np.zeros((2, 2), np.uint8), "identity", timeout=10.0, now=100.0)
-    assert s.frames(p, 100.0) is p.frames
+    assert s.frames(p, 100.0, 0) is p.frames
     s.sent(p, 0, 100.0)
     s.route_down(0)
-    again = s.frames(p, 104.0)
+    again = s.frames(p, 104.0, 0)
     assert decode_request([again[0], again[1].tobytes()]).deadline_ms == 6000
     assert again[1] is p.frames[1], "the payload is not copied"
 

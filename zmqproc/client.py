@@ -426,6 +426,7 @@ class Client:
                 if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     link.refused = link.cut_short = None
                     self._session.route_up(route, now)
+                    self._session.liveness_ping(route, 3 * self.heartbeat, now)  # its reply brings the connection's credit
                 elif kind == zmq.EVENT_DISCONNECTED:
                     orphans = self._session.route_down(route)
                     if orphans:
@@ -457,12 +458,12 @@ class Client:
             waiting = self._session.unsent()
         full: list[int] = []
         for pending in waiting:
-            route = pending.route if pending.route is not None else self._pick(full)
+            route = pending.route if pending.route is not None else self._pick(full, pending)
             if route is None or route in full:
                 continue
             link = self._links[route]
             try:
-                link.sock.send_multipart(self._session.frames(pending, time.monotonic()), flags=NOBLOCK, copy=False)
+                link.sock.send_multipart(self._session.frames(pending, time.monotonic(), route), flags=NOBLOCK, copy=False)
             except zmq.Again:
                 link.blocked = True
                 full.append(route)
@@ -471,9 +472,10 @@ class Client:
                 if pending.id in self._session:
                     self._session.sent(pending, route, time.monotonic())
 
-    def _pick(self, full: list[int]) -> int | None:
+    def _pick(self, full: list[int], pending: Pending) -> int | None:
+        size = pending.size if pending.kind == "process" else None
         with self._lock:
-            return self._session.pick_route(exclude=[i for i, link in enumerate(self._links) if link.blocked] + full)
+            return self._session.pick_route(exclude=[i for i, link in enumerate(self._links) if link.blocked] + full, size=size)
 
     def _receive(self, route: int, link: _Link) -> None:
         while readable(link.sock):

@@ -265,10 +265,10 @@ def process_fields(
     return fields
 
 
-def with_deadline(frames: list[Any], deadline_ms: float) -> list[Any]:
-    """The same request with a new ``deadline_ms`` (a resend carries the time left); the payload is not copied."""
-    header = msgpack.unpackb(frames[0], raw=False)
-    header["deadline_ms"] = deadline_ms
+def with_header(frames: Sequence[Any], **keys: Any) -> list[Any]:
+    """The same message with these header keys set (a resend's time left, a reply's credit); the payload is not copied."""
+    header = msgpack.unpackb(frames[0], raw=False, strict_map_key=False)
+    header.update(keys)
     return [_pack(header), *frames[1:]]
 
 

@@ -25,17 +25,17 @@ from typing import Any
 import zmq
 
 from . import ops
+from .credit import CreditLedger
 from .errors import Busy, Cancelled, DeadlineExceeded, InternalError, ProcessingError
 from .images import decode_image, encode_image
-from .protocol import Limits, Request, decode_request, encode_error, encode_reply
+from .protocol import Limits, Request, decode_request, encode_error, encode_reply, with_header
 from .security import ServerCurve
 from .work_queue import Job, QueueFull, WorkQueue
 from .zmqflags import NOBLOCK, POLLIN, readable
 
 log = logging.getLogger("zmqproc.server")
 
-SHUTDOWN_FINISH_S = 3.0  # after a stop, queued work may still run this long
-SHUTDOWN_LIMIT_S = 4.5  # then the loop exits, whatever is left
+SHUTDOWN_LIMIT_S = 4.5  # after a stop, running work may finish this long; then the loop exits, whatever is left
 SUMMARY_INTERVAL_S = 60.0
 INLINE_MAX_BYTES = 64 * 1024  # light work on payloads this small runs in the socket loop when nothing is queued
 INLINE_MAX_STEPS = 4
@@ -65,7 +65,11 @@ class Server:
         self.endpoint: str | None = None
         self._ctx = context or zmq.Context.instance()
         self.curve = curve  # CURVE keys and allow-list; None serves in the clear
-        self._queue = WorkQueue(max_queue, max_client_queue or max(1, max_queue // 2))
+        # Admission is the credit ledger's (docs/protocol.md, "Flow control"): each active connection is granted a share of
+        # max_queue + workers outstanding requests; the queue itself only orders the admitted work fairly.
+        capacity = max_queue + self.workers
+        self._credit = CreditLedger(capacity, capacity * limits.max_frame_bytes, max_share=max_client_queue)
+        self._queue = WorkQueue(capacity * 2)
         self._stop = threading.Event()
         self._results_addr = f"inproc://zmqproc-results-{self.epoch}"
         self._started = time.monotonic()
@@ -89,8 +93,9 @@ class Server:
             "errors": errors,
             "in_flight": self._outstanding,
             "queue_length": len(self._queue),
-            "max_queue": self._queue.maxlen,
-            "max_client_queue": self._queue.per_client,
+            "max_queue": self._credit.max_requests - self.workers,
+            "max_client_queue": self._credit.max_share,
+            "active_clients": self._credit.active(time.monotonic()),
             "workers": self.workers,
             "dropped_replies": self._dropped,
             "uptime_s": round(time.monotonic() - self._started, 3),
@@ -114,7 +119,13 @@ class Server:
         threads = [threading.Thread(target=self._work, name=f"zmqproc-worker-{i}", daemon=True) for i in range(self.workers)]
         for t in threads:
             t.start()
-        log.info("listening on %s with %d workers, queue %d (epoch %s)", self.endpoint, self.workers, self._queue.maxlen, self.epoch)
+        log.info(
+            "listening on %s with %d workers, queue %d (epoch %s)",
+            self.endpoint,
+            self.workers,
+            self._credit.max_requests - self.workers,
+            self.epoch,
+        )
         if ready is not None:
             ready.set()
         try:
@@ -149,12 +160,12 @@ class Server:
                 continue
             if not self._stopping_since:
                 self._stopping_since = now
+                self._credit.close()
                 log.info("stopping: %d requests in flight", self._outstanding)
             elapsed = now - self._stopping_since
-            if not drained and elapsed >= SHUTDOWN_FINISH_S:
+            if not drained:  # what has not started is answered at once: its client resends it elsewhere or to the next instance
                 for job in self._queue.withdraw_all():
-                    self._outstanding -= 1
-                    self._reply(router, job.client, encode_error(job.request.id, self.epoch, Busy("the server is shutting down")), "busy")
+                    self._finished(router, job, encode_error(job.request.id, self.epoch, Busy.shutting_down()), "busy")
                 drained = True
             if self._outstanding == 0 or elapsed >= SHUTDOWN_LIMIT_S:
                 return
@@ -167,7 +178,9 @@ class Server:
         )
 
     def _reply(self, router: zmq.Socket, client: bytes, frames: list[Any], code: str) -> None:
+        """Send a reply encoded without credit, with the connection's current grant added to its header."""
         self._counts[code] += 1
+        frames = with_header(frames, credit=self._credit.credit(client, time.monotonic()).to_wire())
         try:
             router.send_multipart([client, *frames], flags=NOBLOCK, copy=False)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: client gone; EAGAIN: client not reading
@@ -176,9 +189,16 @@ class Server:
 
     def _forward_results(self, router: zmq.Socket, results: zmq.Socket) -> None:
         while readable(results):
-            code, client, *frames = results.recv_multipart(flags=NOBLOCK, copy=False)
+            code, client, size, *frames = results.recv_multipart(flags=NOBLOCK, copy=False)
             self._outstanding -= 1
+            self._credit.release(client.bytes, int(size.bytes), time.monotonic())
             self._reply(router, client.bytes, frames, code.bytes.decode())
+
+    def _finished(self, router: zmq.Socket, job: Job, frames: list[Any], code: str) -> None:
+        """Answer a queued job on the loop's thread (withdrawn by a cancel or at shutdown)."""
+        self._outstanding -= 1
+        self._credit.release(job.client, job.size, time.monotonic())
+        self._reply(router, job.client, frames, code)
 
     def _receive_requests(self, router: zmq.Socket) -> None:
         for _ in range(1000):  # bounded, so worker results are forwarded between bursts
@@ -203,11 +223,13 @@ class Server:
             job = self._admit(client, request)
             if not len(self._queue) and self._light(job):  # nothing waits that it could overtake
                 code, frames = self._execute(job)
+                self._credit.release(client, job.size, time.monotonic())
                 self._reply(router, client, frames, code)
                 return
             try:
                 self._queue.put(job)
-            except QueueFull as full:
+            except QueueFull as full:  # a safety net only: the credit ledger keeps admitted work far below it
+                self._credit.release(client, job.size, time.monotonic())
                 raise Busy(f"{full.reason}; retry later") from None
             self._outstanding += 1
             return
@@ -220,20 +242,24 @@ class Server:
         else:  # cancel
             withdrawn = self._queue.withdraw(client, request.target or "")
             if withdrawn is not None:
-                self._outstanding -= 1
                 cancelled = Cancelled("cancelled by the client")
-                self._reply(router, client, encode_error(withdrawn.request.id, self.epoch, cancelled), "cancelled")
+                self._finished(router, withdrawn, encode_error(withdrawn.request.id, self.epoch, cancelled), "cancelled")
             fields = {"cancelled": withdrawn is not None}
         log.debug("%s %s ok", request.kind, request.id)
         self._reply(router, client, encode_reply(request.id, self.epoch, fields), "ok")
 
     def _admit(self, client: bytes, request: Request) -> Job:
+        """A checked job within the connection's credit (taken from it), or the error to answer."""
         if self._stop.is_set():
-            raise Busy("the server is shutting down")
+            raise Busy.shutting_down()
         pipeline = ops.validate_pipeline(request.pipeline)
         now = time.monotonic()
+        assert request.payload is not None
+        size = len(request.payload)
+        if not self._credit.admit(client, request.credit_seq, size, now):
+            raise Busy("over this connection's credit (docs/protocol.md, Flow control); retry later")
         deadline = None if request.deadline_ms is None else now + request.deadline_ms / 1000
-        return Job(client, request, pipeline, now, deadline)
+        return Job(client, request, pipeline, now, deadline, size)
 
     @staticmethod
     def _light(job: Job) -> bool:
@@ -255,7 +281,7 @@ class Server:
         try:
             while (job := self._queue.get()) is not None:
                 code, frames = self._execute(job)
-                out.send_multipart([code.encode(), job.client, *frames], copy=False)
+                out.send_multipart([code.encode(), job.client, str(job.size).encode(), *frames], copy=False)
         finally:
             out.close(linger=1000)
 

@@ -17,7 +17,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bind", default="tcp://0.0.0.0:5555", help="endpoint to bind (default %(default)s)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker threads (default: CPU count, %(default)s)")
     p.add_argument("--max-queue", type=int, default=64, help="queued requests before 'busy' (default %(default)s)")
-    p.add_argument("--max-client-queue", type=int, help="queued requests of any one client before 'busy' (default: half of --max-queue)")
+    p.add_argument(
+        "--max-client-queue",
+        type=int,
+        help="the most requests one connection is granted (default: its share, (max-queue + workers) / (active connections + 1))",
+    )
     p.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest image, in pixels (default %(default)s)")
     p.add_argument("--max-frame-bytes", type=int, default=defaults.max_frame_bytes, help="largest payload frame (default %(default)s)")
     p.add_argument("--opencv-threads", type=int, default=1, help="OpenCV's own threads per worker (default %(default)s)")

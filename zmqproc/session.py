@@ -29,7 +29,7 @@ import numpy as np
 
 from .images import ImageDescriptor, describe_array, sniff_format
 from .pipeline import PipelineSpec, to_steps
-from .protocol import Buffer, Reply, decode_reply, encode_request, process_fields, with_deadline
+from .protocol import Buffer, Credit, Reply, decode_reply, encode_request, process_fields, with_header
 
 
 @dataclass(slots=True)
@@ -45,6 +45,7 @@ class Pending:
     route: int | None = None
     internal: bool = False  # a liveness ping of the shell, not the caller's
     sends: int = 0
+    size: int = 0  # payload bytes (what flow control counts)
 
 
 @dataclass(slots=True)
@@ -58,6 +59,15 @@ class Route:
     suspect: bool = False
     last_heard: float = 0.0
     assigned: set[str] = field(default_factory=set)
+    credit: Credit | None = None  # the latest grant received on this connection (None: not told, or an older server)
+    work: int = 0  # process requests outstanding on it, and their payload bytes
+    work_bytes: int = 0
+
+    def admits(self, size: int) -> bool:
+        """Whether one more process request of ``size`` bytes fits this connection's grant (one, until a grant arrives)."""
+        if self.credit is None:
+            return self.epoch is not None or self.work == 0
+        return self.credit.admits(self.work, self.work_bytes, size)
 
 
 class ClientSession:
@@ -109,7 +119,9 @@ class ClientSession:
             payload = image
             desc = ImageDescriptor(sniff_format(bytes(memoryview(image)[:16])))
         fields = process_fields(to_steps(pipeline), desc, reply_format, deadline_ms=round(timeout * 1000))
-        return self.request("process", fields, payload, timeout, now)
+        pending = self.request("process", fields, payload, timeout, now)
+        pending.size = len(memoryview(payload).cast("B"))
+        return pending
 
     # -- routing --------------------------------------------------------------------
 
@@ -117,31 +129,53 @@ class ClientSession:
         """Requests to send (new, or orphaned by a route), oldest first."""
         return list(self._unsent.values())
 
-    def pick_route(self, exclude: Sequence[int] = ()) -> int | None:
-        """The up route with the least work, preferring routes that are not suspect; None if none is up."""
+    def pick_route(self, exclude: Sequence[int] = (), size: int | None = None) -> int | None:
+        """The up route with the least work, preferring routes that are not suspect; None if none is up.
+
+        With ``size`` (a process request's payload bytes), only routes whose credit admits it.
+        """
         best: tuple[bool, int, int] | None = None
         for index, route in enumerate(self.routes):
-            if route.up and index not in exclude:
+            if route.up and index not in exclude and (size is None or route.admits(size)):
                 key = (route.suspect, len(route.assigned), index)
                 best = key if best is None or key < best else best
         return None if best is None else best[2]
 
-    def frames(self, pending: Pending, now: float) -> list[Any]:
-        """The frames to send now: a resent ``process`` carries the time left, not its first ``deadline_ms``."""
-        if not pending.sends or pending.kind != "process":
+    def frames(self, pending: Pending, now: float, route: int) -> list[Any]:
+        """The frames to send now on ``route``: a process request names its grant, and a resend carries the time left."""
+        if pending.kind != "process":
             return pending.frames
-        return with_deadline(pending.frames, max(0, round((pending.deadline - now) * 1000)))
+        keys: dict[str, Any] = {}
+        credit = self.routes[route].credit
+        if credit is not None:
+            keys["credit_seq"] = credit.seq
+        if pending.sends:
+            keys["deadline_ms"] = max(0, round((pending.deadline - now) * 1000))
+        return with_header(pending.frames, **keys) if keys else pending.frames
 
     def sent(self, pending: Pending, route: int, now: float) -> None:
         """The shell sent ``pending`` on ``route``."""
         self._unsent.pop(pending.id, None)
-        if pending.route is not None:
-            self.routes[pending.route].assigned.discard(pending.id)
+        self._unassign(pending)
         if pending.sends:
             self.resent += 1
         pending.route, pending.sent_at, pending.sends = route, now, pending.sends + 1
         pending.generation = self.routes[route].generation
-        self.routes[route].assigned.add(pending.id)
+        state = self.routes[route]
+        state.assigned.add(pending.id)
+        if pending.kind == "process":
+            state.work += 1
+            state.work_bytes += pending.size
+
+    def _unassign(self, pending: Pending) -> None:
+        if pending.route is None:
+            return
+        state = self.routes[pending.route]
+        if pending.id in state.assigned:
+            state.assigned.discard(pending.id)
+            if pending.kind == "process":
+                state.work -= 1
+                state.work_bytes -= pending.size
 
     def route_up(self, route: int, now: float) -> None:
         state = self.routes[route]
@@ -154,7 +188,7 @@ class ClientSession:
         anew, without orphaning the requests just sent again.
         """
         state = self.routes[route]
-        state.up, state.epoch = False, None
+        state.up, state.epoch, state.credit = False, None, None
         state.generation += 1
         return self._orphan(route)
 
@@ -185,7 +219,7 @@ class ClientSession:
             if pending.internal:  # a ping is not worth resending: the next one goes out when due
                 self.forget(pending.id)
                 continue
-            state.assigned.discard(pending.id)
+            self._unassign(pending)
             pending.route = None
             self._unsent[pending.id] = pending
         return [p for p in orphans if not p.internal]
@@ -208,8 +242,9 @@ class ClientSession:
         current = pending is not None and pending.route == route and pending.generation == state.generation
         if pending is not None:
             self._unsent.pop(pending.id, None)
-            if pending.route is not None:
-                self.routes[pending.route].assigned.discard(pending.id)
+            self._unassign(pending)
+        if current and reply.credit is not None:
+            state.credit = reply.credit
         epoch = reply.epoch
         if current and epoch is not None and epoch != state.epoch:
             if state.epoch is not None:
@@ -224,8 +259,8 @@ class ClientSession:
     def forget(self, request_id: str) -> Pending | None:
         pending = self._pending.pop(request_id, None)
         self._unsent.pop(request_id, None)
-        if pending is not None and pending.route is not None:
-            self.routes[pending.route].assigned.discard(request_id)
+        if pending is not None:
+            self._unassign(pending)
         return pending
 
     def expire(self, now: float) -> list[Pending]:

@@ -22,6 +22,7 @@ class Job:
     pipeline: list[tuple[Any, dict[str, Any]]]
     received: float
     deadline: float | None
+    size: int = 0  # payload bytes, as counted by the credit ledger
 
 
 class QueueFull(Exception):

@@ -177,10 +177,11 @@ class QtClient(QObject):
         """Send what waits: pinned requests on their connection, others on the least-loaded live one."""
         full: list[int] = [i for i, link in enumerate(self._links) if link.blocked]
         for pending in self._session.unsent():
-            route = pending.route if pending.route is not None else self._session.pick_route(exclude=full)
+            size = pending.size if pending.kind == "process" else None
+            route = pending.route if pending.route is not None else self._session.pick_route(exclude=full, size=size)
             if route is None or route in full:
                 continue
-            if not self._links[route].dealer.send(self._session.frames(pending, time.monotonic())):
+            if not self._links[route].dealer.send(self._session.frames(pending, time.monotonic(), route)):
                 self._links[route].blocked = True
                 full.append(route)
                 continue
