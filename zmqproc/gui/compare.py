@@ -155,8 +155,9 @@ class CompareView(QWidget):
             self.original_view.set_mode("split", self.split_slider.value() / 1000)
             self.original_title.setText("Result ◀ divider ▶ original")
         else:
-            self.original_view.set_mode("flick" if self.flicked and self.result is not None else "single")
-            self.original_title.setText("Result (Space: original)" if self.flicked and self.result is not None else "Original (Space: result)")
+            showing_result = self.flicked and self.result is not None
+            self.original_view.set_mode("flick" if showing_result else "single")
+            self.original_title.setText("Result (Space: original)" if showing_result else "Original (Space: result)")
         self._show_zoom()
 
     def _follow(self, source: ImageView, target: ImageView) -> None:
