@@ -80,6 +80,8 @@ class Op:
     dtypes: tuple[str, ...] = ("uint8",)
     heavy: bool = False  # slow even on small images: never run inline in the server's socket loop
     grows: bool = False  # its output can be larger than its input: it gets ``max_pixels`` and checks before allocating
+    source: str = "builtin"  # where it came from: builtin, or the plugin file, module or package (zmqproc.plugins)
+    result_kinds: dict[str, str] = field(default_factory=dict)  # result key -> boxes, points or polygons (drawn by the viewer)
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every value checked; unknown names are an error."""
@@ -95,10 +97,20 @@ class Op:
         return out if isinstance(out, tuple) else (out, {})
 
     def to_wire(self) -> dict[str, Any]:
-        return {"name": self.name, "doc": self.doc, "params": {n: p.to_wire() for n, p in self.params.items()}}
+        wire = {"name": self.name, "doc": self.doc, "params": {n: p.to_wire() for n, p in self.params.items()}, "source": self.source}
+        if self.result_kinds:
+            wire["results"] = dict(self.result_kinds)
+        return wire
 
 
 REGISTRY: dict[str, Op] = {}
+
+
+def register(declared: Op) -> None:
+    """Add an op to the registry; a name already taken is an error (no op shadows another)."""
+    if declared.name in REGISTRY:
+        raise ValueError(f"an op named {declared.name!r} exists already ({REGISTRY[declared.name].fn.__module__})")
+    REGISTRY[declared.name] = declared
 
 
 def op(
@@ -138,6 +150,11 @@ def run_pipeline(
         image, found = step_op.run(image, params, max_pixels)
         results.update(found)
     return image, results
+
+
+def result_kinds(pipeline: Sequence[tuple[Op, dict[str, Any]]], results: dict[str, Any]) -> dict[str, str]:
+    """How the viewer draws each of ``results``, as the pipeline's ops declared it (boxes, points, polygons)."""
+    return {key: kind for step_op, _ in pipeline for key, kind in step_op.result_kinds.items() if key in results}
 
 
 # --- helpers -----------------------------------------------------------------

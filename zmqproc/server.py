@@ -299,6 +299,9 @@ class Server:
             fields: dict[str, Any] = {"image": desc.to_wire(), "server_ms": round((time.monotonic() - started) * 1000, 3)}
             if findings:
                 fields["results"] = findings
+                kinds = ops.result_kinds(job.pipeline, findings)
+                if kinds:
+                    fields["result_kinds"] = kinds
             log.debug("process %s ok in %.1f ms", request.id, fields["server_ms"])
             return "ok", encode_reply(request.id, self.epoch, fields, payload)
         except ProcessingError as err:
