@@ -87,7 +87,7 @@ def test_a_signature_that_cannot_be_served_fails_at_import_naming_the_function_a
     exec(source, namespace)  # a function as a plugin module defines it
     with pytest.raises(OpDeclarationError, match=words) as err:
         op(namespace["f"])
-    assert ".f:" in str(err.value) and "f" not in ops.REGISTRY
+    assert str(err.value).startswith("f: ") and "f" not in ops.REGISTRY
 
 
 def test_decorator_arguments_are_checked_too(registry):

@@ -89,7 +89,7 @@ def declare(
     fn: Callable[..., Any], *, name: str | None, odd: Iterable[str], dtypes: Iterable[str], heavy: bool, results: Mapping[str, str]
 ) -> ops.Op:
     """The ops.Op that ``fn``'s signature and docstring declare (not registered)."""
-    where = f"{fn.__module__}.{fn.__qualname__}"
+    where = fn.__qualname__
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
     except Exception as exc:  # a name in an annotation that does not resolve
