@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zmqproc import ops
-from zmqproc.budget import MiB, BudgetPlan, check_fits, default_budget, estimate, parse_size
+from zmqproc.budget import BudgetPlan, MiB, check_fits, default_budget, estimate, parse_size
 from zmqproc.errors import TooLarge
 from zmqproc.images import ImageDescriptor
 from zmqproc.protocol import Step
