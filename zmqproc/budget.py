@@ -118,7 +118,7 @@ def estimate(
     for i, (step, params) in enumerate(pipeline, 1):
         out_shape = step.output_shape(shape, params)
         check_pixels(step.name, out_shape, max_pixels)
-        cost += step.cost_ns(nbytes(shape, dtype), params)
+        cost += step.cost_ns(max(nbytes(shape, dtype), nbytes(out_shape, dtype)), params)  # a resize up costs by its output
         out = 0 if step.alias else nbytes(out_shape, dtype)
         held = payload_bytes + current + out + int(step.scratch * nbytes(out_shape, dtype))
         if held > peak:

@@ -139,6 +139,7 @@ class ServerCore:
         self.reserved = 0  # peak bytes of running jobs
         self.unread = 0  # reply bytes libzmq still holds
         self.spent_ns = 0.0  # estimated inline work run in this turn of the driver's loop
+        self._now = now  # the time of the latest receive or pump
         self.stopping_since: float | None = None
         self.counters = _Counters()
         self._ops_reply = {"ops": ops.describe()}
@@ -149,6 +150,7 @@ class ServerCore:
     def receive(self, client: bytes, frames: Sequence[Buffer], now: float) -> list[Action]:
         """One request message from ``client``: its answer now, or nothing yet (work admitted)."""
         self.counters.requests += 1
+        self._now = now
         try:
             request = decode_request(frames, self.config.limits)
             try:
@@ -212,6 +214,7 @@ class ServerCore:
 
     def pump(self, now: float, idle_workers: int) -> list[Action]:
         """Time passed and workers may be idle: answer what expired, stop what overran, run and start what fits."""
+        self._now = now
         actions: list[Action] = []
         for queue in (self._light, self._heavy) if self._light or self._heavy else ():
             for late in queue.withdraw_where(lambda j: j.deadline is not None and now > j.deadline):
@@ -253,7 +256,12 @@ class ServerCore:
         reader = self._readers.get(job.client)
         if reader is not None and reader.over_since is not None:
             return False  # its replies go unread: its work waits (bounded by --job-timeout, see _answer_stalled)
-        return self.reserved + self.unread + job.estimate.peak <= self.config.plan.jobs
+        free = self.config.plan.jobs - self.reserved - self.unread
+        if job.estimate.peak <= free:
+            return True
+        if reader is not None and job.estimate.peak <= free + reader.unread:  # it waits for its own unread replies
+            self._over(job.client, reader, self._now)
+        return False
 
     def _begin(self, job: Job, now: float) -> None:
         job.started = now
@@ -349,13 +357,17 @@ class ServerCore:
         share = self.config.plan.jobs // (self.credit.active(now) + 1)
         over = reader.unread > share
         if over and reader.over_since is None:
-            reader.over_since = now
-            self.credit.throttle(client, True)
+            self._over(client, reader, now)
         elif not over and reader.over_since is not None:
             reader.over_since = None
             self.credit.throttle(client, False)
         if not reader.unread and reader.over_since is None:
             del self._readers[client]
+
+    def _over(self, client: bytes, reader: _Reader, now: float) -> None:
+        """``client``'s unread replies now hold back its own work: lower its grant, and start the clock on its queue."""
+        reader.over_since = now
+        self.credit.throttle(client, True)
 
     # -- shutdown ------------------------------------------------------------------------------
 
