@@ -41,8 +41,8 @@ class Param:
             if not isinstance(value, bool):
                 raise BadParams(f"{name} must be true or false, got {value!r}")
             return value
-        if self.type == "choice":
-            if value not in (self.choices or ()):
+        if self.type == "choice":  # exact: 3.0 is not the choice 3, True is not the choice 1
+            if not any(type(value) is type(c) and value == c for c in self.choices or ()):
                 raise BadParams(f"{name} must be one of {', '.join(map(str, self.choices or ()))}, got {value!r}")
             return value
         numeric = (int,) if self.type == "int" else (int, float)
@@ -71,15 +71,34 @@ class Param:
         return out
 
 
+Shape = tuple[int, int, int]  # (height, width, channels); a 2-D image has 1 channel
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
+    """An operation and what it declares: parameters, dtypes, and what it costs.
+
+    ``output`` names the rule (in :data:`OUTPUT_RULES`) by which the output's
+    (height, width, channels) follows from the input's and the params; the
+    dtype never changes. ``scratch`` is the op's working memory beside its input
+    and output, in multiples of the output's bytes. ``cost`` is its CPU time in
+    nanoseconds per input byte at the default params, growing in proportion to
+    the param named ``cost_param``. ``heavy`` ops never run inline in the
+    server's socket loop; ``alias`` ops return their input itself (no new memory).
+    The server sizes every job from these before it runs (:mod:`zmqproc.budget`).
+    """
+
     name: str
     doc: str
     fn: Callable[..., Any]
     params: dict[str, Param] = field(default_factory=dict)
     dtypes: tuple[str, ...] = ("uint8",)
-    heavy: bool = False  # slow even on small images: never run inline in the server's socket loop
-    grows: bool = False  # its output can be larger than its input: it gets ``max_pixels`` and checks before allocating
+    heavy: bool = False
+    output: str = "same"
+    scratch: float = 1.0
+    cost: float = 1.0
+    cost_param: str | None = None
+    alias: bool = False
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every value checked; unknown names are an error."""
@@ -88,10 +107,20 @@ class Op:
             raise BadParams(f"{self.name} has no parameter {', '.join(sorted(unknown))}; it takes {', '.join(self.params) or 'none'}")
         return {name: p.check(name, params[name]) if name in params else p.default for name, p in self.params.items()}
 
-    def run(self, image: np.ndarray, params: dict[str, Any], max_pixels: int) -> tuple[np.ndarray, dict[str, Any]]:
+    def output_shape(self, shape: Shape, params: dict[str, Any]) -> Shape:
+        return OUTPUT_RULES[self.output](shape, params)
+
+    def cost_ns(self, nbytes: int, params: dict[str, Any]) -> float:
+        """Estimated CPU time on an input of ``nbytes``."""
+        scale = 1.0
+        if self.cost_param is not None:
+            scale = max(1.0, params[self.cost_param] / self.params[self.cost_param].default)
+        return self.cost * scale * nbytes
+
+    def run(self, image: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         if dtype_name(image) not in self.dtypes:
             raise BadParams(f"{self.name} takes {', '.join(self.dtypes)} images, not {image.dtype}")
-        out = self.fn(image, max_pixels=max_pixels, **params) if self.grows else self.fn(image, **params)
+        out = self.fn(image, **params)
         return out if isinstance(out, tuple) else (out, {})
 
     def to_wire(self) -> dict[str, Any]:
@@ -101,13 +130,13 @@ class Op:
 REGISTRY: dict[str, Op] = {}
 
 
-def op(
-    name: str, doc: str, dtypes: tuple[str, ...] = ("uint8",), heavy: bool = False, grows: bool = False, **params: Param
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` as op ``name`` with its declared parameters."""
+def op(name: str, doc: str, **declared: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn`` as op ``name``: :class:`Param` keywords are its parameters, the others :class:`Op` fields."""
+    params = {k: v for k, v in declared.items() if isinstance(v, Param)}
+    fields = {k: v for k, v in declared.items() if not isinstance(v, Param)}
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        REGISTRY[name] = Op(name, doc, fn, params, dtypes, heavy, grows)
+        REGISTRY[name] = Op(name, doc, fn, params, **fields)
         return fn
 
     return register
@@ -129,15 +158,63 @@ def validate_pipeline(steps: Sequence[Step]) -> list[tuple[Op, dict[str, Any]]]:
     return resolved
 
 
+def shape_of(image: np.ndarray) -> Shape:
+    h, w = image.shape[:2]
+    return h, w, 1 if image.ndim == 2 else image.shape[2]
+
+
+def check_pixels(name: str, shape: Shape, max_pixels: int) -> None:
+    h, w, _ = shape
+    if h * w > max_pixels:
+        raise TooLarge(f"{name} would make {w}x{h} = {w * h} pixels, the server's limit is {max_pixels}")
+
+
 def run_pipeline(
     image: np.ndarray, pipeline: Sequence[tuple[Op, dict[str, Any]]], max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Apply validated steps in order; results of all steps are merged; no step may make more than ``max_pixels``."""
     results: dict[str, Any] = {}
     for step_op, params in pipeline:
-        image, found = step_op.run(image, params, max_pixels)
+        check_pixels(step_op.name, step_op.output_shape(shape_of(image), params), max_pixels)
+        image, found = step_op.run(image, params)
         results.update(found)
     return image, results
+
+
+# --- how each op's output geometry follows from its input (Op.output names one) ---
+
+
+def _resized(shape: Shape, params: dict[str, Any]) -> Shape:
+    h, w, c = shape
+    width, height, scale = params["width"], params["height"], params["scale"]
+    if width == 0 and height == 0:
+        width, height = round(w * scale), round(h * scale)
+    elif width == 0:
+        width = round(w * height / h)
+    elif height == 0:
+        height = round(h * width / w)
+    return max(1, height), max(1, width), c
+
+
+def _rotated(shape: Shape, params: dict[str, Any]) -> Shape:
+    h, w, c = shape
+    turn = params["angle"] % 360
+    if not params["expand"] or turn == 0:
+        return shape
+    if turn in (90, 270):
+        return w, h, c
+    rad = math.radians(params["angle"])
+    cos, sin = abs(math.cos(rad)), abs(math.sin(rad))
+    return int(w * sin + h * cos + 0.5), int(h * sin + w * cos + 0.5), c
+
+
+OUTPUT_RULES: dict[str, Callable[[Shape, dict[str, Any]], Shape]] = {
+    "same": lambda shape, _: shape,
+    "gray": lambda shape, _: (shape[0], shape[1], 1),
+    "color": lambda shape, _: (shape[0], shape[1], 4 if shape[2] == 4 else 3),
+    "resize": _resized,
+    "rotate": _rotated,
+}
 
 
 # --- helpers -----------------------------------------------------------------
@@ -169,11 +246,6 @@ def _color_keep_alpha(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray)
     return fn(image.reshape(image.shape[:2]) if c == 1 else image)
 
 
-def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise TooLarge(f"{name} would make {width}x{height} = {width * height} pixels, the server's limit is {max_pixels}")
-
-
 def _luma_only(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray) -> np.ndarray:
     """Apply a single-channel ``fn`` to grey images or to the lightness of colour ones."""
 
@@ -193,17 +265,17 @@ ALL_DTYPES = ("uint8", "uint16", "float32")
 # --- the operations ------------------------------------------------------------
 
 
-@op("identity", "Return the image unchanged.", dtypes=ALL_DTYPES)
+@op("identity", "Return the image unchanged.", dtypes=ALL_DTYPES, alias=True, scratch=0.0, cost=0.0)
 def identity(image: np.ndarray) -> np.ndarray:
     return image
 
 
-@op("grayscale", "Convert to one grey channel.", dtypes=ALL_DTYPES)
+@op("grayscale", "Convert to one grey channel.", dtypes=ALL_DTYPES, output="gray", scratch=0.0, cost=0.1)
 def grayscale(image: np.ndarray) -> np.ndarray:
     return _gray(image)
 
 
-@op("invert", "Photographic negative (alpha kept).", dtypes=("uint8", "uint16"))
+@op("invert", "Photographic negative (alpha kept).", dtypes=("uint8", "uint16"), scratch=1.0, cost=0.1)
 def invert(image: np.ndarray) -> np.ndarray:
     return _color_keep_alpha(cv2.bitwise_not, image)
 
@@ -212,6 +284,9 @@ def invert(image: np.ndarray) -> np.ndarray:
     "gaussian_blur",
     "Gaussian blur.",
     dtypes=ALL_DTYPES,
+    scratch=0.5,
+    cost=0.4,
+    cost_param="ksize",
     ksize=Param("int", 5, 1, 99, odd=True, doc="kernel size (odd)"),
     sigma=Param("float", 0.0, 0.0, 100.0, doc="standard deviation; 0 = from ksize"),
 )
@@ -219,7 +294,14 @@ def gaussian_blur(image: np.ndarray, ksize: int, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (ksize, ksize), sigma)
 
 
-@op("median_blur", "Median filter: removes salt-and-pepper noise.", ksize=Param("int", 5, 3, 31, odd=True, doc="aperture (odd)"))
+@op(
+    "median_blur",
+    "Median filter: removes salt-and-pepper noise.",
+    scratch=0.5,
+    cost=1.1,
+    cost_param="ksize",
+    ksize=Param("int", 5, 3, 31, odd=True, doc="aperture (odd)"),
+)
 def median_blur(image: np.ndarray, ksize: int) -> np.ndarray:
     return cv2.medianBlur(image, ksize)
 
@@ -228,6 +310,9 @@ def median_blur(image: np.ndarray, ksize: int) -> np.ndarray:
     "bilateral_filter",
     "Edge-preserving smoothing.",
     heavy=True,
+    scratch=2.0,
+    cost=25.0,
+    cost_param="d",
     d=Param("int", 9, 1, 25, doc="pixel neighbourhood diameter"),
     sigma_color=Param("float", 75.0, 1.0, 250.0),
     sigma_space=Param("float", 75.0, 1.0, 250.0),
@@ -239,6 +324,9 @@ def bilateral_filter(image: np.ndarray, d: int, sigma_color: float, sigma_space:
 @op(
     "canny",
     "Canny edge detector (one channel out).",
+    output="gray",
+    scratch=10.0,
+    cost=5.0,
     threshold1=Param("float", 100.0, 0.0, 1000.0),
     threshold2=Param("float", 200.0, 0.0, 1000.0),
     aperture=Param("choice", 3, choices=(3, 5, 7), doc="Sobel aperture"),
@@ -251,6 +339,9 @@ def canny(image: np.ndarray, threshold1: float, threshold2: float, aperture: int
 @op(
     "sobel",
     "Sobel gradient magnitude (one channel out).",
+    output="gray",
+    scratch=13.0,
+    cost=2.5,
     direction=Param("choice", "both", choices=("x", "y", "both")),
     ksize=Param("int", 3, 1, 7, odd=True),
 )
@@ -275,6 +366,9 @@ _THRESHOLD_TYPES = {
 @op(
     "threshold",
     "Threshold the grey image at a fixed level or at Otsu's level (reported in results).",
+    output="gray",
+    scratch=1.0,
+    cost=0.2,
     method=Param("choice", "fixed", choices=("fixed", "otsu")),
     thresh=Param("int", 127, 0, 255, doc="level for method=fixed"),
     maxval=Param("int", 255, 0, 255),
@@ -286,7 +380,7 @@ def threshold(image: np.ndarray, method: str, thresh: int, maxval: int, type: st
     return out, ({"otsu_threshold": float(level)} if method == "otsu" else {})
 
 
-@op("equalize_hist", "Histogram equalisation (of lightness for colour images).")
+@op("equalize_hist", "Histogram equalisation (of lightness for colour images).", scratch=3.0, cost=4.0)
 def equalize_hist(image: np.ndarray) -> np.ndarray:
     return _luma_only(cv2.equalizeHist, image)
 
@@ -294,6 +388,8 @@ def equalize_hist(image: np.ndarray) -> np.ndarray:
 @op(
     "clahe",
     "Contrast-limited adaptive histogram equalisation (of lightness for colour images).",
+    scratch=3.0,
+    cost=6.0,
     clip_limit=Param("float", 2.0, 0.1, 40.0),
     tile_grid=Param("int", 8, 1, 64, doc="tiles per side"),
 )
@@ -315,23 +411,17 @@ _INTERPOLATIONS = {
     "resize",
     "Resize to width x height; a zero side follows the aspect ratio; both zero: scale.",
     dtypes=ALL_DTYPES,
-    grows=True,
+    output="resize",
+    scratch=0.0,
+    cost=0.2,
     width=Param("int", 0, 0, 16384),
     height=Param("int", 0, 0, 16384),
     scale=Param("float", 0.5, 0.01, 8.0),
     interpolation=Param("choice", "area", choices=tuple(_INTERPOLATIONS)),
 )
-def resize(image: np.ndarray, width: int, height: int, scale: float, interpolation: str, max_pixels: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    if width == 0 and height == 0:
-        width, height = round(w * scale), round(h * scale)
-    elif width == 0:
-        width = round(w * height / h)
-    elif height == 0:
-        height = round(h * width / w)
-    width, height = max(1, width), max(1, height)
-    _check_size("resize", width, height, max_pixels)
-    return cv2.resize(image, (width, height), interpolation=_INTERPOLATIONS[interpolation])
+def resize(image: np.ndarray, width: int, height: int, scale: float, interpolation: str) -> np.ndarray:
+    h, w, _ = _resized(shape_of(image), {"width": width, "height": height, "scale": scale})
+    return cv2.resize(image, (w, h), interpolation=_INTERPOLATIONS[interpolation])
 
 
 _QUARTER_TURNS = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
@@ -341,11 +431,13 @@ _QUARTER_TURNS = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: 
     "rotate",
     "Rotate counter-clockwise by an angle in degrees.",
     dtypes=ALL_DTYPES,
-    grows=True,
+    output="rotate",
+    scratch=0.0,
+    cost=0.3,
     angle=Param("float", 90.0, -360.0, 360.0),
     expand=Param("bool", True, doc="grow the canvas to keep the whole image"),
 )
-def rotate(image: np.ndarray, angle: float, expand: bool, max_pixels: int) -> np.ndarray:
+def rotate(image: np.ndarray, angle: float, expand: bool) -> np.ndarray:
     turn = angle % 360
     if turn == 0:
         return image
@@ -353,20 +445,16 @@ def rotate(image: np.ndarray, angle: float, expand: bool, max_pixels: int) -> np
         return cv2.rotate(image, _QUARTER_TURNS[int(turn)])
     h, w = image.shape[:2]
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    if expand:
-        cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
-        nw, nh = int(h * sin + w * cos + 0.5), int(h * cos + w * sin + 0.5)
-        matrix[0, 2] += nw / 2 - w / 2
-        matrix[1, 2] += nh / 2 - h / 2
-        w, h = nw, nh
-        _check_size("rotate", w, h, max_pixels)
-    return cv2.warpAffine(image, matrix, (w, h))
+    nh, nw, _ = _rotated(shape_of(image), {"angle": angle, "expand": expand})
+    matrix[0, 2] += nw / 2 - w / 2
+    matrix[1, 2] += nh / 2 - h / 2
+    return cv2.warpAffine(image, matrix, (nw, nh))
 
 
 _FLIPS = {"horizontal": 1, "vertical": 0, "both": -1}
 
 
-@op("flip", "Mirror the image.", dtypes=ALL_DTYPES, mode=Param("choice", "horizontal", choices=tuple(_FLIPS)))
+@op("flip", "Mirror the image.", dtypes=ALL_DTYPES, scratch=0.0, cost=0.1, mode=Param("choice", "horizontal", choices=tuple(_FLIPS)))
 def flip(image: np.ndarray, mode: str) -> np.ndarray:
     return cv2.flip(image, _FLIPS[mode])
 
@@ -374,6 +462,8 @@ def flip(image: np.ndarray, mode: str) -> np.ndarray:
 @op(
     "sharpen",
     "Unsharp mask.",
+    scratch=2.0,
+    cost=1.0,
     amount=Param("float", 1.0, 0.0, 5.0),
     sigma=Param("float", 1.0, 0.1, 10.0),
 )
@@ -388,7 +478,7 @@ def sharpen(image: np.ndarray, amount: float, sigma: float) -> np.ndarray:
 _SEPIA = np.array([[0.131, 0.534, 0.272], [0.168, 0.686, 0.349], [0.189, 0.769, 0.393]], dtype=np.float32)
 
 
-@op("sepia", "Sepia tone (grey images become colour).", intensity=Param("float", 1.0, 0.0, 1.0))
+@op("sepia", "Sepia tone (grey images become colour).", output="color", scratch=1.0, cost=0.3, intensity=Param("float", 1.0, 0.0, 1.0))
 def sepia(image: np.ndarray, intensity: float) -> np.ndarray:
     def tone(img: np.ndarray) -> np.ndarray:
         bgr = _bgr(img)
@@ -402,6 +492,9 @@ def sepia(image: np.ndarray, intensity: float) -> np.ndarray:
     "denoise",
     "Non-local means denoising.",
     heavy=True,
+    scratch=4.0,
+    cost=500.0,
+    cost_param="search_window",
     h=Param("float", 10.0, 1.0, 30.0, doc="filter strength"),
     template_window=Param("int", 7, 3, 21, odd=True),
     search_window=Param("int", 21, 3, 35, odd=True),
@@ -433,6 +526,8 @@ def _face_cascade() -> cv2.CascadeClassifier:
     "detect_faces",
     "Find frontal faces (OpenCV's Haar cascade); boxes in results as [x, y, w, h], drawn if asked.",
     heavy=True,
+    scratch=3.0,
+    cost=250.0,
     scale_factor=Param("float", 1.1, 1.01, 2.0),
     min_neighbors=Param("int", 5, 0, 50),
     min_size=Param("int", 30, 1, 2000, doc="smallest face side in pixels"),
