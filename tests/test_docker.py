@@ -83,6 +83,37 @@ def test_image_is_server_only_non_root_and_exec_form(docker_image: str) -> None:
     assert out == f"10001 {len(runtime) - 1} True True True"
 
 
+def test_the_container_is_hardened_and_the_image_has_no_setuid_programs(running: Container, docker_image: str) -> None:
+    host = json.loads(docker("inspect", "--format", "{{json .HostConfig}}", running.id))
+    assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
+    assert host["PidsLimit"] == 128 and host["Memory"] == 1 << 30 and host["LogConfig"]["Config"] == {"max-file": "3", "max-size": "10m"}
+    assert "/tmp" in host["Tmpfs"]
+    privileged = docker(
+        "run", "--rm", "--label", LABEL, "--user", "0", "--entrypoint", "find", docker_image, "/", "-xdev", "-type", "f", "-perm", "/6000"
+    )
+    assert privileged == "", f"setuid/setgid programs left in the image: {privileged}"
+    assert "memory budget 819 MiB" in running.logs(), "the server sized its budget from the container's limit"
+
+
+def test_a_hostile_tiff_does_not_kill_the_container(running: Container) -> None:
+    """A float64 TIFF claiming 6324 x 6324 x 4 (1.2 GiB decoded) OOM-killed the old 1 GiB container: now refused unread."""
+    from tests.rawwire import RawDealer
+    from tests.test_governance import float64_tiff_claiming
+
+    dealer = RawDealer(running.endpoint, timeout_ms=20000)
+    try:
+        header = {"v": 1, "kind": "process", "pipeline": [{"op": "identity"}], "image": {"format": "tiff"}}
+        for i in range(3):
+            reply, _ = dealer.call({**header, "id": f"t{i}"}, float64_tiff_claiming(6324, 6324))
+            assert reply["error"]["code"] == "decode_failed", reply
+    finally:
+        dealer.close()
+    state = running.state()
+    assert state["Running"] and not state["OOMKilled"]
+    with Client(running.endpoint, timeout=20) as client:
+        assert client.ping() < 20
+
+
 def test_healthcheck_turns_healthy_and_a_photo_comes_back_right(running: Container, astronaut: np.ndarray) -> None:
     assert running.state()["Health"]["Status"] == "healthy"
     with Client(running.endpoint, timeout=20) as client:

@@ -18,9 +18,11 @@ EXAMPLES = ROOT / "examples" / "ops"
 @pytest.fixture(scope="module")
 def examples() -> Iterator[dict[str, object]]:
     """The example modules loaded as the server loads them; their functions by op name."""
-    before, modules = dict(ops.REGISTRY), set(sys.modules)
+    before, modules, loaded = dict(ops.REGISTRY), set(sys.modules), plugins._loaded
+    plugins._loaded = {"specs": [], "entry_points": False}
     added = plugins.load([str(EXAMPLES)], entry_points=False)
     yield {name: ops.REGISTRY[name].fn for name in added}
+    plugins._loaded = loaded
     ops.REGISTRY.clear()
     ops.REGISTRY.update(before)
     for name in set(sys.modules) - modules:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, load_image
-from zmqproc import BadParams, Client, InternalError
+from zmqproc import BadParams, Client, InternalError, ops, plugins
 
 PLUGIN = '''
 from typing import Annotated, Literal
@@ -60,6 +60,17 @@ def test_a_plugin_is_listed_validated_computed_like_the_function_and_isolated(pl
         assert client.process(coffee, "invert").shape == coffee.shape, "the server keeps serving"
         found = client.process(load_image("hubble_deep_field.jpg"), "count_blobs:min_area=10", details=True)
         assert found.results["count"] > 50 and found.result_kinds == {"centroids": "points"}
+        before, modules = dict(ops.REGISTRY), set(sys.modules)
+        try:  # the example imported as a plain module here: calling it locally
+            quantize = plugins._import_file(ROOT / "examples" / "ops" / "quantize.py").quantize
+            local, palette = quantize(coffee, colors=4)
+        finally:  # and forgotten again
+            ops.REGISTRY.clear()
+            ops.REGISTRY.update(before)
+            for name in set(sys.modules) - modules:
+                del sys.modules[name]
+        heavy = client.process(coffee, "quantize:colors=4", details=True)  # heavy: it ran in a worker process
+        assert np.array_equal(heavy.image, local) and heavy.results == palette
     server.stop()
     assert "ZeroDivisionError: a bug in the plugin" in server.output()
 

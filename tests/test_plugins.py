@@ -25,8 +25,10 @@ def {name}(image: np.ndarray, amount: Annotated[int, Range(0, 255)] = 10) -> np.
 
 
 @pytest.fixture(autouse=True)
-def registry() -> Iterator[None]:
+def registry(monkeypatch) -> Iterator[None]:
+    """What a test loads is forgotten after it (the ops, their modules, and what worker processes would load)."""
     before, modules = dict(ops.REGISTRY), set(sys.modules)
+    monkeypatch.setattr(plugins, "_loaded", {"specs": [], "entry_points": False})
     yield
     ops.REGISTRY.clear()
     ops.REGISTRY.update(before)

@@ -14,25 +14,30 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from . import ops
 
 ENTRY_POINT_GROUP = "zmqproc.ops"
+WORKER_ENV = "ZMQPROC_WORKER_PLUGINS"  # what this process loaded, for its worker processes (zmqproc.worker_ops)
 log = logging.getLogger("zmqproc.plugins")
+_loaded: dict[str, Any] = {"specs": [], "entry_points": False}
 
 
 class PluginError(Exception):
     """A plugin that cannot be loaded; the message is one line naming it and the problem."""
 
 
-def load(specs: Iterable[str], *, entry_points: bool = True) -> dict[str, str]:
+def load(specs: Sequence[str], *, entry_points: bool = True) -> dict[str, str]:
     """Import each ``spec`` (a .py file, a folder of them, or a module name), then the ``zmqproc.ops`` entry points.
 
     Returns {op name: where it came from} for the ops they added.
@@ -45,18 +50,25 @@ def load(specs: Iterable[str], *, entry_points: bool = True) -> dict[str, str]:
             if not files:
                 log.warning("--ops %s: the folder holds no .py file", spec)
             for file in files:
-                added |= _register(str(file), lambda f=file: _import_file(f))
+                added |= _register(str(file), partial(_import_file, file))
         elif path.suffix == ".py" or path.exists():
             if not path.is_file():
                 raise PluginError(f"{spec}: no such file")
-            added |= _register(str(path), lambda p=path: _import_file(p))
+            added |= _register(str(path), partial(_import_file, path))
         else:
-            added |= _register(spec, lambda s=spec: _import_module(s))
+            added |= _register(spec, partial(_import_module, spec))
     if entry_points:
         for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             where = f"{point.dist.name if point.dist else '?'} (entry point {point.name})"
-            added |= _register(where, lambda p=point: _import_module(p.module))
+            added |= _register(where, partial(_import_module, point.module))
+    _loaded["specs"] += list(specs)
+    _loaded["entry_points"] |= entry_points
     return added
+
+
+def for_workers() -> str:
+    """What :mod:`zmqproc.worker_ops` loads in a worker process: the plugins loaded here (JSON, for an environment variable)."""
+    return json.dumps(_loaded)
 
 
 def _register(source: str, do_import: Callable[[], ModuleType]) -> dict[str, str]:
