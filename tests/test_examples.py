@@ -64,11 +64,13 @@ def test_quantize_keeps_only_its_palette_and_reports_it(examples):
 @pytest.mark.parametrize("angle", [0.0, 14.0, -30.0])
 def test_find_document_finds_the_cards_corners(examples, angle):
     scene, truth = card_scene(angle)
-    marked, found = examples["find_document"](scene)
+    same, found = examples["find_document"](scene)
     (corners,) = found["document"]
     distances = [min(np.hypot(*(np.array(c) - t)) for c in corners) for t in truth]
     assert len(corners) == 4 and max(distances) < 8, (corners, truth.tolist())
-    assert marked.shape == scene.shape and not np.array_equal(marked, scene), "the outline is drawn"
+    assert np.array_equal(same, scene), "by default the outline is a result only"
+    marked, again = examples["find_document"](scene, draw=True)
+    assert again == found and marked.shape == scene.shape and not np.array_equal(marked, scene), "drawn when asked"
     flat, _ = examples["find_document"](scene, flatten=True)
     assert sorted(flat.shape[:2]) == pytest.approx([190, 300], abs=10), "cut out and straightened"
 

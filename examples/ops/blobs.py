@@ -16,6 +16,7 @@ def count_blobs(
     polarity: Annotated[Literal["bright", "dark"], "are the blobs brighter or darker than the background"] = "bright",
     min_area: Annotated[int, Range(1, 100_000), "smallest blob, in pixels"] = 20,
     split_touching: Annotated[bool, "separate touching blobs (distance transform and watershed)"] = True,
+    draw: Annotated[bool, "also mark the centroids in the image (the viewer draws them over the image anyway)"] = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Find blobs by Otsu's threshold and count them; centroids (as points) and areas come back as results."""
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
@@ -29,11 +30,14 @@ def count_blobs(
     sum_x, sum_y = np.bincount(flat, xs.ravel()), np.bincount(flat, ys.ravel())
     kept = [i for i in range(1, len(areas)) if areas[i] >= min_area]
     centroids = [[round(float(sum_x[i] / areas[i]), 1), round(float(sum_y[i] / areas[i]), 1)] for i in kept]
+    found = {"count": len(kept), "centroids": centroids, "areas": [int(areas[i]) for i in kept]}
+    if not draw:
+        return image, found
     marked = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     color = (255, 0, 255, 255)[: marked.shape[2]]
     for x, y in centroids:
         cv2.drawMarker(marked, (round(x), round(y)), color, cv2.MARKER_CROSS, 9, 1)
-    return marked, {"count": len(kept), "centroids": centroids, "areas": [int(areas[i]) for i in kept]}
+    return marked, found
 
 
 def _split(gray: np.ndarray, mask: np.ndarray) -> np.ndarray:

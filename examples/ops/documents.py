@@ -1,4 +1,4 @@
-"""Find a document or card: the largest convex quadrilateral, returned as a polygon, drawn or cut out flat."""
+"""Find a document or card: the largest convex quadrilateral, returned as a polygon (drawn if asked), or cut out flat."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from zmqproc import Range, op
 def find_document(
     image: np.ndarray,
     min_area: Annotated[float, Range(0.01, 0.95), "smallest document, as a share of the image"] = 0.1,
-    flatten: Annotated[bool, "return the document cut out and straightened instead of the marked image"] = False,
+    flatten: Annotated[bool, "return the document cut out and straightened instead of the image"] = False,
+    draw: Annotated[bool, "also draw the outline into the image (the viewer draws it over the image anyway)"] = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Find the largest four-cornered shape (a page, a card, a screen); its corners come back as a polygon."""
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
@@ -31,6 +32,8 @@ def find_document(
     corners = _clockwise_from_top_left(best)
     if flatten:
         return _flattened(image, corners), {"document": [corners.tolist()]}
+    if not draw:
+        return image, {"document": [corners.tolist()]}
     marked = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     color = (0, 200, 255, 255)[: marked.shape[2]]
     cv2.polylines(marked, [corners.astype(np.int32)], True, color, max(2, image.shape[1] // 300))
