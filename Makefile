@@ -41,14 +41,18 @@ test: install
 run: install
 	BIN=$(BIN) HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) scripts/run_local.sh
 
+# OPS=DIR: serve the plugin ops in DIR too (mounted read-only at /ops; docs/plugins.md)
+OPS ?=
+RUN_OPS = $(if $(OPS),-v $(abspath $(OPS)):/ops:ro -e ZMQPROC_OPS=/ops)
+
 run-server: docker-build  # the server in Docker, in the foreground, published on $(HOST):$(PORT) only; Ctrl-C stops it
-	docker run --rm --init --name zmqproc-server-$(PORT) $(DOCKER_RUN_FLAGS) $(RUN_WHERE) --workers $(WORKERS)
+	docker run --rm --init --name zmqproc-server-$(PORT) $(DOCKER_RUN_FLAGS) $(RUN_OPS) $(RUN_WHERE) --workers $(WORKERS)
 
 docker-run-flags:  # the hardening and limits `make run-server` gives the container, one line
 	@echo $(DOCKER_RUN_FLAGS)
 
 run-server-local: install
-	$(BIN)/python server_main.py --bind tcp://$(HOST):$(PORT) --workers $(WORKERS)
+	$(BIN)/python server_main.py --bind tcp://$(HOST):$(PORT) --workers $(WORKERS) $(if $(OPS),--ops $(OPS))
 
 wheels: wheelhouse/requirements.txt  # the image's dependencies as wheels, for offline builds (docker/Dockerfile uses them)
 

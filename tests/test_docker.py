@@ -243,3 +243,71 @@ def test_compose_replicas_behind_one_client_both_get_work(compose_replicas: list
     for endpoint, epoch in zip(compose_replicas, epochs, strict=True):
         with Client(endpoint, timeout=10) as one:
             assert one.stats()["ok"] >= made_by[epoch]  # the replica's own counters saw that work
+
+
+DEMO_PACKAGE = {
+    "pyproject.toml": """
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "zmqproc-demo-ops"
+version = "1.0"
+
+[project.entry-points."zmqproc.ops"]
+demo = "zmqproc_demo_ops"
+""",
+    "zmqproc_demo_ops/__init__.py": '''
+import numpy as np
+from zmqproc import op
+
+
+@op
+def swap_channels(image: np.ndarray) -> np.ndarray:
+    """Reverse the channel order (BGR to RGB)."""
+    return np.ascontiguousarray(image[:, :, ::-1])
+''',
+}
+
+
+def test_plugin_ops_from_a_mounted_folder_and_from_a_derived_image(start_container, docker_image: str, tmp_path: Path) -> None:
+    import sys
+
+    coffee = np.random.default_rng(2).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    mounted = start_container("--workers", "1", docker_args=["-v", f"{ROOT / 'examples' / 'ops'}:/ops:ro", "-e", "ZMQPROC_OPS=/ops"])
+    package = tmp_path / "package"
+    for name, text in DEMO_PACKAGE.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(package)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    derived = f"zmqproc-test-plugins:{uuid.uuid4().hex[:8]}"
+    docker(
+        "build",
+        "-q",
+        "-f",
+        str(ROOT / "docker" / "plugins.Dockerfile"),
+        "--build-arg",
+        f"BASE={docker_image}",
+        "-t",
+        derived,
+        str(wheels),
+        timeout=300,
+    )
+    try:
+        installed = start_container("--workers", "1", image=derived)
+        mounted.wait_healthy()
+        installed.wait_healthy()
+        with Client(mounted.endpoint, timeout=30) as client:
+            listing = {o["name"]: o for o in client.ops()}
+            assert listing["quantize"]["source"] == "/ops/quantize.py" and listing["count_blobs"]["results"] == {"centroids": "points"}
+            assert len(client.process(coffee, "quantize:colors=4", details=True).results["palette"]) == 4  # in a worker process
+        with Client(installed.endpoint, timeout=30) as client:
+            assert {o["name"]: o["source"] for o in client.ops()}["swap_channels"] == "zmqproc-demo-ops (entry point demo)"
+            assert np.array_equal(client.process(coffee, "swap_channels"), coffee[:, :, ::-1])
+    finally:
+        docker("image", "rm", "-f", derived)  # the untagged image goes with its container (start_container removes it)

@@ -33,6 +33,16 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``op`` and ``Range`` (writing plugin ops) load OpenCV: only when asked for, so a client's import stays light."""
+    if name in ("op", "Range", "OpDeclarationError"):
+        from . import signature
+
+        return getattr(signature, name)
+    raise AttributeError(f"module 'zmqproc' has no attribute {name!r}")
+
+
 __all__ = [
     "AuthenticationFailed",
     "BadParams",
@@ -49,8 +59,10 @@ __all__ = [
     "InternalError",
     "InvalidEndpoint",
     "MalformedReply",
+    "OpDeclarationError",
     "Processed",
     "ProcessingError",
+    "Range",
     "RequestTimeout",
     "ServerCrashed",
     "TooLarge",
@@ -63,4 +75,5 @@ __all__ = [
     "UnknownOp",
     "UnsupportedVersion",
     "ZmqprocError",
+    "op",
 ]

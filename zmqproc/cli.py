@@ -81,7 +81,8 @@ def cmd_ops(args: argparse.Namespace) -> int:
         listing = client.ops()
     width = max(len(o["name"]) for o in listing)
     for o in listing:
-        print(f"{o['name']:<{width}}  {o['doc']}")
+        source = o.get("source", "builtin")
+        print(f"{o['name']:<{width}}  {o['doc']}" + ("" if source == "builtin" else f"  [from {source}]"))
         for name, p in o["params"].items():
             print(f"{'':<{width}}    {_param_text(name, p)}")
     return 0

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +47,7 @@ class Processed:
     results: dict[str, Any]
     server_ms: float
     epoch: str | None
+    result_kinds: dict[str, str] = field(default_factory=dict)  # result key -> boxes, points or polygons
 
 
 def to_processed(reply: Reply) -> Processed:
@@ -56,6 +57,7 @@ def to_processed(reply: Reply) -> Processed:
         header.get("results") or {},
         header.get("server_ms", 0.0),
         reply.epoch,
+        header.get("result_kinds") or {},
     )
 
 

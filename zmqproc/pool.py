@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import work
+from . import plugins, work
 from .errors import error_from_wire
 
 log = logging.getLogger("zmqproc.pool")
@@ -151,8 +151,10 @@ class WorkerPool:
         self.size = size
         self.opencv_threads = opencv_threads
         self._ctx = multiprocessing.get_context("forkserver")
-        # The forkserver imports these once; each worker forked from it has OpenCV loaded (and __main__'s own ops).
-        self._ctx.set_forkserver_preload(["__main__", "cv2", "zmqproc.pool"])
+        # The forkserver imports these once; each worker forked from it has OpenCV loaded, __main__'s own ops and the
+        # plugin ops this process loaded (zmqproc.worker_ops reads them from the environment the forkserver inherits).
+        os.environ[plugins.WORKER_ENV] = plugins.for_workers()
+        self._ctx.set_forkserver_preload(["__main__", "cv2", "zmqproc.pool", "zmqproc.worker_ops"])
         self._workers: list[_Worker] = []
         self._next_segment = 0
         self._closing: list[Segment] = []  # unmapped once their last reply frame is gone

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 
 from . import endpoints
@@ -53,8 +54,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--opencv-threads", type=int, default=1, help="OpenCV's own threads per worker (default %(default)s)")
     p.add_argument("--curve-secret", metavar="FILE", help="CURVE: the server's NAME.key_secret (from `zmqproc keygen`)")
     p.add_argument("--curve-allow", metavar="DIR", help="CURVE: directory of the client public keys (*.key) let in")
+    p.add_argument(
+        "--ops",
+        action="append",
+        default=[],
+        metavar="PATH_OR_MODULE",
+        help="plugin ops: a .py file, a folder of them, or a module (repeatable; also $ZMQPROC_OPS, separated by ':')",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
+    args.ops += [spec for spec in os.environ.get("ZMQPROC_OPS", "").split(os.pathsep) if spec]
     if min(args.workers, args.max_queue, args.max_pixels, args.max_frame_bytes, args.max_client_queue or 1) < 1:
         p.error("--workers, --max-queue, --max-client-queue, --max-pixels and --max-frame-bytes must be positive")
     if not args.job_timeout > 0:
@@ -93,10 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import cv2
     import zmq
 
+    from .plugins import PluginError, load
     from .security import ServerCurve
     from .server import Server, serve_until_signalled
 
     cv2.setNumThreads(args.opencv_threads)
+    try:
+        load(args.ops)  # before the server: its ops reply lists them
+    except PluginError as exc:  # one line naming the plugin and the problem, no traceback
+        print(f"zmqproc-server: cannot load plugin ops: {exc}", file=sys.stderr)
+        return 2
     limits = Limits(max_frame_bytes=args.max_frame_bytes, max_pixels=args.max_pixels)
     try:
         curve = None if args.curve_secret is None else ServerCurve.load(args.curve_secret, args.curve_allow)

@@ -55,6 +55,9 @@ def run(spec: Spec, payload: Any) -> Outcome:
         fields: dict[str, Any] = {"image": desc.to_wire(), "server_ms": round((time.monotonic() - started) * 1000, 3)}
         if findings:
             fields["results"] = findings
+            kinds = ops.result_kinds(pipeline, findings)
+            if kinds:
+                fields["result_kinds"] = kinds
         return Outcome("ok", fields, data)
     except ProcessingError as err:
         return Outcome(err.code, error=err)
