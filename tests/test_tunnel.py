@@ -404,6 +404,20 @@ def test_cli_process_through_ssh(sshd, endpoint, tmp_path, capsys):
 
 
 @pytest.mark.sshd
+def test_cli_takes_the_password_from_the_environment_or_asks_for_it(sshd_password, endpoint, monkeypatch, capsys, no_default_logins):
+    sshd = sshd_password
+    args = ["ping", "--server", endpoint, "--ssh", sshd.target, "--ssh-known-hosts", sshd.known_hosts, "--timeout", "5"]
+    monkeypatch.setenv("ZMQPROC_SSH_PASSWORD", sshd.password)
+    assert main(args) == 0
+    monkeypatch.delenv("ZMQPROC_SSH_PASSWORD")
+    asked: list[str] = []
+    monkeypatch.setattr("zmqproc.cli.getpass.getpass", lambda prompt: asked.append(prompt) or sshd.password)
+    assert main([*args, "--ssh-ask-password"]) == 0 and asked == [f"SSH password for {sshd.target}: "]
+    assert main(args) == 1 and "refused the login" in capsys.readouterr().err  # no password: nothing asked unless told
+    assert sshd.logins("Accepted password") == 2 and sshd.logins("Failed password") == 0 and len(asked) == 1
+
+
+@pytest.mark.sshd
 def test_key_and_known_hosts_paths_expand_the_home_directory(sshd, endpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "id").write_bytes(Path(sshd.key).read_bytes())
