@@ -81,9 +81,11 @@ def test_a_passphrase_unlocks_the_key_and_is_never_sent_as_a_password(sshd_passw
     authorize(sshd, locked)
     stranger = keygen(tmp_path / "stranger", sshd.password)  # its passphrase is the login password: never offer it as one
     base = {"known_hosts": sshd.known_hosts, "timeout": 5.0, "backend": "paramiko"}
-    with open_tunnel(endpoint, sshd.target, key=str(locked), key_passphrase="open sesame", **base) as tunnel:
-        with Client(tunnel.local_endpoint, timeout=5) as client:
-            assert client.ping() > 0
+    with (
+        open_tunnel(endpoint, sshd.target, key=str(locked), key_passphrase="open sesame", **base) as tunnel,
+        Client(tunnel.local_endpoint, timeout=5) as client,
+    ):
+        assert client.ping() > 0
     with pytest.raises(TunnelKeyLocked, match="encrypted: give its passphrase"):
         open_tunnel(endpoint, sshd.target, key=str(locked), **base)
     with pytest.raises(TunnelKeyLocked, match="wrong passphrase"):
