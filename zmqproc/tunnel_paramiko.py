@@ -2,9 +2,9 @@
 
 Where the time went, and what this does about it (docs/benchmarks.md#ssh-tunnel has the profile and the figures):
 
-- sshd sets no TCP_NODELAY on a session without a terminal, so it holds back a short last segment until our ACK, which
-  Linux delays up to 40 ms: a fifth of VGA round trips took 45-55 ms. The socket under the Transport re-arms
-  TCP_QUICKACK after every read (the kernel clears it), so that ACK goes out at once.
+- sshd sets no TCP_NODELAY on a forward-only connection (no shell or command), so it holds back a short last segment
+  until our ACK, which Linux delays up to 40 ms: a fifth of VGA round trips took 45-55 ms. The socket under the
+  Transport re-arms TCP_QUICKACK after every read (the kernel clears it), so that ACK goes out at once.
 - paramiko reads each packet in two or three ``recv`` calls; one 256 KiB read here serves many packets.
 - AES-GCM is offered first: one AEAD call per packet instead of AES-CTR plus a Python-level HMAC, and cheaper for sshd too.
 - Channels get a 16 MiB window and 256 KiB packets; the relay reads 256 KiB at a time.
@@ -37,7 +37,8 @@ from .errors import (
 )
 from .tunnel_spec import PREFERRED_CIPHERS, SshOptions, key_is_encrypted
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 256 * 1024  # what the relay reads from a channel or the local socket at a time
+READ_AHEAD = 256 * 1024  # what the transport socket reads at a time (paramiko asks for one packet's parts)
 CHANNEL_WINDOW = 16 * 1024 * 1024
 CHANNEL_PACKET = 256 * 1024  # the largest data packet we take (sshd sends 32 KiB ones)
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -65,7 +66,7 @@ class _TransportSocket(socket.socket):
             out = self._ahead[self._at : self._at + n]
             self._at += len(out)
             return out
-        data = super().recv(max(n, READ_SIZE), flags)
+        data = super().recv(max(n, READ_AHEAD), flags)
         if _QUICKACK is not None:
             with contextlib.suppress(OSError):
                 self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
