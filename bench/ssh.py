@@ -5,9 +5,10 @@
 Direct, our paramiko backend, our OpenSSH backend, pyzmq's stock paramiko tunnel
 (``zmq.ssh.tunnel``) and a bare ``ssh -N -L 127.0.0.1:PORT:HOST:PORT`` with OpenSSH's defaults, all to the
 same real server through the same real sshd (started here, as in the tests), all with the same zmqproc Client
-and default settings. Goals: paramiko (ours) >= 1.0x and OpenSSH (ours) >= 0.9x a bare ``ssh -L``; paramiko
->= 5x pyzmq's stock tunnel. The ways take turns in every run and each figure is the best of the runs, so a
-burst of load elsewhere does not favour one way.
+and default settings; and our OpenSSH backend to a second server process bound on a Unix socket (``ipc://``).
+Goals: paramiko (ours) >= 1.0x and OpenSSH (ours) >= 0.9x a bare ``ssh -L``; paramiko >= 5x pyzmq's stock
+tunnel. The ways take turns in every run and each figure is the best of the runs, so a burst of load
+elsewhere does not favour one way.
 
 ``--ablation``: our paramiko backend with each of its three tunings undone in turn (TCP_QUICKACK on the
 transport socket, AES-GCM offered first, the transport socket's read-ahead), and all three, beside bare ``ssh -L``.
@@ -82,6 +83,18 @@ def bare_ssh(endpoint: str, sshd: Sshd) -> Iterator[Client]:
         proc.wait(5)
 
 
+def far_unix(far: str) -> Way:
+    """Our openssh backend to the same server code bound on a Unix socket of the SSH host: no TCP at the far end."""
+    plain = ours("openssh")
+
+    @contextmanager
+    def open_client(endpoint: str, sshd: Sshd) -> Iterator[Client]:
+        with plain(far, sshd) as client:
+            yield client
+
+    return open_client
+
+
 def undone(**tuning: object) -> Way:
     """Our paramiko backend with some module-level tuning of zmqproc.tunnel_paramiko replaced, for the ablation."""
     plain = ours("paramiko")
@@ -131,14 +144,15 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="best of N runs per figure")
     p.add_argument("--ablation", action="store_true", help="our paramiko backend with its tunings undone, one at a time")
     args = p.parse_args()
-    ways = ABLATION if args.ablation else WAYS
+
     rng = np.random.default_rng(0)
     images = {
         "VGA 640x480x3": rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
         "1080p 1920x1080x3": rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8),
     }
     figures: dict[tuple[str, str], float] = {}
-    with zmqproc_server(2) as endpoint, Sshd() as sshd:
+    with zmqproc_server(2) as endpoint, zmqproc_server(2, ipc=True) as far, Sshd() as sshd:
+        ways = ABLATION if args.ablation else {**WAYS, "openssh (ours), ipc:// far end": far_unix(far)}
         for run in range(args.repeat):  # round-robin, best of the runs: a burst of load hits every way alike
             for label, image in images.items():
                 for name, way in ways.items():

@@ -172,16 +172,20 @@ class Tunnel:
         """The tunnel's thread: run the session; when it ends, reopen with backoff until a final error or close()."""
         session = self._session
         while True:
-            ended = session.run()
+            try:
+                ended = session.run()
+            except Exception as exc:  # an OS failure or a bug below: the session is gone all the same
+                log.exception("the SSH session of %s failed", self)
+                ended = TunnelDied(f"the SSH session to {self.ssh} failed: {exc}")
             if self._closing.is_set():
                 return
-            log.warning("%s: %s; reopening the tunnel to %s", self.ssh, ended, self.endpoint)
+            log.warning("tunnel to %s through %s: %s; reopening", self.endpoint, self.ssh, ended)
             self._set_state("reconnecting")
             reopened = self._reopened(ended)
             if reopened is None:
                 return
             session = reopened
-            log.warning("%s: the tunnel to %s is open again", self.ssh, self.endpoint)
+            log.warning("tunnel to %s through %s: open again", self.endpoint, self.ssh)
             self._set_state("open")
 
     def _reopened(self, error: TunnelError) -> _Session | None:
@@ -189,7 +193,7 @@ class Tunnel:
         while True:
             delay = self._reopen.delay(error)
             if delay is None:
-                log.error("%s: %s; the tunnel to %s stays down", self.ssh, error, self.endpoint)
+                log.error("tunnel to %s through %s: %s; it stays down", self.endpoint, self.ssh, error)
                 self.error = error
                 self._backend.close()
                 self._set_state("failed")
@@ -203,10 +207,10 @@ class Tunnel:
                 self._session = session
             try:
                 session.start()
-            except TunnelError as exc:
+            except Exception as exc:  # TunnelError: what ssh or paramiko said; anything else (OSError): try again as well
                 if self._closing.is_set():
                     return None
-                error = exc
+                error = exc if isinstance(exc, TunnelError) else TunnelError(f"reopening the tunnel failed: {exc}")
                 continue
             self._reopen.opened()
             return session

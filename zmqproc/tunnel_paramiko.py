@@ -349,7 +349,7 @@ class ParamikoSession:
         try:
             chan = self._open_channel(origin if isinstance(origin, tuple) else ("127.0.0.1", 0), self.options.timeout)
         except TunnelError as exc:  # the server end refused this one: its client retries; the session stays up
-            logging.getLogger("zmqproc.tunnel").warning("%s", exc)
+            logging.getLogger("zmqproc.tunnel").info("%s", exc)
             conn.close()
             return
         sel.register(conn, selectors.EVENT_READ, (conn, chan))
