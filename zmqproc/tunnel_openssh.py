@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from typing import IO
 
@@ -41,6 +42,7 @@ class OpenSSHSession:
         self.options, self.endpoint, self.local_path = options, endpoint, local_path
         self.proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
+        self._lock = threading.Lock()
         self._stopped = False
 
     def start(self) -> None:
@@ -70,30 +72,28 @@ class OpenSSHSession:
         return TunnelDied(f"ssh (tunnel to {self.endpoint} through {self.options.target}) exited with {code}: {said}")
 
     def stop(self) -> None:
-        """End ssh (SIGTERM, SIGKILL after 2 s) and reap it; idempotent."""
+        """End ssh (SIGTERM, SIGKILL after 2 s) and reap it; idempotent, and safe from two threads at once."""
         self._stopped = True
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._stderr is not None:
-            self._stderr.close()
+        with self._lock:  # close() and the tunnel's own thread (after ssh exited) may both stop it
+            proc = self.proc
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if self._stderr is not None:
+                self._stderr.close()
 
     def stderr(self) -> str:
-        """What ssh has printed so far."""
-        stderr = self._stderr
-        if stderr is None:
-            return ""
-        try:
-            stderr.seek(0)
-            return stderr.read().decode(errors="replace")
-        except ValueError:  # closed by stop() meanwhile
-            return ""
+        """What ssh has printed so far ("" once stopped)."""
+        with self._lock:
+            if self._stderr is None or self._stderr.closed:
+                return ""
+            self._stderr.seek(0)
+            return self._stderr.read().decode(errors="replace")
 
     def _wait_ready(self, deadline: float) -> None:
         """Return once the forward works end to end; else the typed error ssh's words (or the timeout) say."""

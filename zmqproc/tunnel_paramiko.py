@@ -301,8 +301,11 @@ class ParamikoSession:
         self._stopped.set()
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
-        sock = self._sock
-        if sock is not None and self._client is None:  # still logging in: cut the socket under it
+        client, sock = self._client, self._sock
+        transport = client.get_transport() if client is not None else None
+        if transport is not None:  # ends a relay waiting for the server's window, or a channel being opened
+            transport.close()  # (the client stays: _release closes it and joins paramiko's thread)
+        elif sock is not None:  # still logging in: cut the socket under it
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
