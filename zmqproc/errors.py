@@ -185,6 +185,10 @@ class TunnelAuthFailed(TunnelError):
     """The SSH server refused every key or password offered."""
 
 
+class TunnelKeyLocked(TunnelAuthFailed):
+    """The SSH key file is encrypted and no passphrase, or a wrong one, was given: ask for the passphrase, not a password."""
+
+
 class HostKeyUnknown(TunnelError):
     """The SSH host is not in known_hosts (and accepting a new key was not asked for)."""
 
