@@ -72,5 +72,5 @@ def test_check_fits_names_the_figures():
     grow = job((1, 1, 4), "float32", [Step("resize", {"width": 6000, "height": 6000})])
     with pytest.raises(TooLarge, match="needs about 1099 MiB at its peak") as err:
         check_fits(grow, plan)
-    assert err.value.details == {"needed_bytes": grow.peak, "budget_bytes": 352 * MiB}
+    assert err.value.details == {"limit": "memory_bytes", "value": grow.peak, "allowed": 352 * MiB}
     check_fits(job((100, 100, 3), "uint8", [Step("identity")]), plan)

@@ -99,7 +99,7 @@ def test_a_job_that_can_never_fit_is_too_large_with_the_figures():
     grow = [{"op": "resize", "params": {"width": 4000, "height": 4000}}]
     (reply,) = replies(core.receive(A, request("big", (1, 1, 4), grow), 0.0))
     assert code(reply) == "too_large" and "MiB at its peak" in reply["error"]["message"]
-    assert reply["error"]["needed_bytes"] > reply["error"]["budget_bytes"] == 16 * MiB
+    assert reply["error"]["limit"] == "memory_bytes" and reply["error"]["value"] > reply["error"]["allowed"] == 16 * MiB
 
 
 def test_a_job_that_does_not_fit_now_waits_for_memory_while_smaller_work_goes_by():

@@ -83,7 +83,7 @@ def test_growing_resize_steps_are_too_large_with_the_figures_before_anything_is_
             replies = [a.recv()[0], b.recv()[0]]
         for reply in replies:
             assert code(reply) == "too_large", reply
-            assert reply["error"]["needed_bytes"] > reply["error"]["budget_bytes"]
+            assert reply["error"]["limit"] == "memory_bytes" and reply["error"]["value"] > reply["error"]["allowed"]
             assert "at its peak" in reply["error"]["message"] and "--max-memory 600 MiB" in reply["error"]["message"]
         # the same growth up to 4 Mpx fits, and runs
         fits = grow[:11]  # 2048 x 2048 float32 RGBA: 64 MiB

@@ -145,5 +145,5 @@ def check_fits(job: Estimate, plan: BudgetPlan) -> None:
         raise TooLarge(
             f"this job needs about {format_size(job.peak)} at its peak ({job.peak_at}); "
             f"the server's budget for running jobs is {format_size(plan.jobs)} (--max-memory {format_size(plan.total)})",
-            details={"needed_bytes": job.peak, "budget_bytes": plan.jobs},
+            details={"limit": "memory_bytes", "value": job.peak, "allowed": plan.jobs},
         )

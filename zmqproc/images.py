@@ -68,7 +68,12 @@ def parse_descriptor(value: object, payload: Any, max_pixels: int) -> ImageDescr
         decoded, decoded_dtype = decoded_geometry(fmt, payload)
         height, width, _ = decoded
         if width * height > max_pixels:
-            raise TooLarge(f"{fmt} image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}")
+            raise TooLarge.over(
+                "pixels",
+                width * height,
+                max_pixels,
+                f"{fmt} image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}",
+            )
         return ImageDescriptor(fmt, decoded_dtype, decoded)
     if fmt != "raw":
         raise BadRequest(f"image format must be one of {', '.join(FORMATS)}")
@@ -81,7 +86,7 @@ def parse_descriptor(value: object, payload: Any, max_pixels: int) -> ImageDescr
         raise BadRequest("raw channel count must be 1, 3 or 4")
     pixels = shape[0] * shape[1]
     if pixels > max_pixels:
-        raise TooLarge(f"image is {shape[1]}x{shape[0]} = {pixels} pixels, the limit is {max_pixels}")
+        raise TooLarge.over("pixels", pixels, max_pixels, f"image is {shape[1]}x{shape[0]} = {pixels} pixels, the limit is {max_pixels}")
     expected = pixels * (shape[2] if len(shape) == 3 else 1) * np.dtype(dtype).itemsize
     if len(payload) != expected:
         raise DecodeFailed(f"raw {dtype} {shape} needs {expected} bytes, frame 1 has {len(payload)}")
@@ -173,7 +178,9 @@ def _jpeg_geometry(view: memoryview) -> tuple[tuple[int, int, int], str]:
                 # Entropy-coded data stuffs every 0xFF with 0x00: each FFDA is a start of scan (or metadata: over-counted only).
                 scans = bytes(view[i:]).count(b"\xff\xda")
                 if scans > MAX_JPEG_SCANS:
-                    raise TooLarge(f"progressive jpeg with {scans} scans, the limit is {MAX_JPEG_SCANS}")
+                    raise TooLarge.over(
+                        "jpeg_scans", scans, MAX_JPEG_SCANS, f"progressive jpeg with {scans} scans, the limit is {MAX_JPEG_SCANS}"
+                    )
             return (height, width, 1 if components == 1 else 3), "uint16" if precision > 8 else "uint8"
         i += 2 + length
     raise ValueError

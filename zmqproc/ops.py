@@ -149,13 +149,16 @@ def describe() -> list[dict[str, Any]]:
 
 
 def validate_pipeline(steps: Sequence[Step]) -> list[tuple[Op, dict[str, Any]]]:
-    """Resolve op names and check parameters before any work is queued."""
+    """Resolve op names and check parameters before any work is queued; an error names the step (``step`` in its map)."""
     resolved = []
-    for step in steps:
+    for number, step in enumerate(steps, 1):
         found = REGISTRY.get(step.op)
         if found is None:
-            raise UnknownOp(f"unknown op {step.op!r}; ask for 'ops' to see the list")
-        resolved.append((found, found.validate(step.params)))
+            raise UnknownOp(f"step {number}: unknown op {step.op!r}; ask for 'ops' to see the list", details={"step": number})
+        try:
+            resolved.append((found, found.validate(step.params)))
+        except BadParams as err:
+            raise BadParams(f"step {number} ({step.op}): {err.message}", details={"step": number}) from None
     return resolved
 
 
@@ -172,7 +175,7 @@ def shape_of(image: np.ndarray) -> Shape:
 def check_pixels(name: str, shape: Shape, max_pixels: int) -> None:
     h, w, _ = shape
     if h * w > max_pixels:
-        raise TooLarge(f"{name} would make {w}x{h} = {w * h} pixels, the server's limit is {max_pixels}")
+        raise TooLarge.over("pixels", w * h, max_pixels, f"{name} would make {w}x{h} = {w * h} pixels, the server's limit is {max_pixels}")
 
 
 def run_pipeline(
@@ -180,9 +183,12 @@ def run_pipeline(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Apply validated steps in order; results of all steps are merged; no step may make more than ``max_pixels``."""
     results: dict[str, Any] = {}
-    for step_op, params in pipeline:
+    for number, (step_op, params) in enumerate(pipeline, 1):
         check_pixels(step_op.name, step_op.output_shape(shape_of(image), params), max_pixels)
-        image, found = step_op.run(image, params)
+        try:
+            image, found = step_op.run(image, params)
+        except BadParams as err:  # the image does not suit this step (its dtype or channels)
+            raise BadParams(f"step {number} ({step_op.name}): {err.message}", details={"step": number}) from None
         results.update(found)
     return image, results
 
