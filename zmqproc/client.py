@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +47,7 @@ class Processed:
     results: dict[str, Any]
     server_ms: float
     epoch: str | None
+    result_kinds: dict[str, str] = field(default_factory=dict)  # result key -> boxes, points or polygons
 
 
 def to_processed(reply: Reply) -> Processed:
@@ -56,6 +57,7 @@ def to_processed(reply: Reply) -> Processed:
         header.get("results") or {},
         header.get("server_ms", 0.0),
         reply.epoch,
+        header.get("result_kinds") or {},
     )
 
 
@@ -121,6 +123,7 @@ class Client:
         ssh: str | None = None,
         ssh_key: str | None = None,
         ssh_password: str | None = None,
+        ssh_key_passphrase: str | None = None,
         ssh_backend: str = "auto",
         ssh_known_hosts: str | None = None,
         ssh_accept_new_host_key: bool = False,
@@ -149,6 +152,7 @@ class Client:
                 ssh,
                 key=ssh_key,
                 password=ssh_password,
+                key_passphrase=ssh_key_passphrase,
                 backend=ssh_backend,
                 known_hosts=ssh_known_hosts,
                 accept_new_host_key=ssh_accept_new_host_key,
