@@ -42,7 +42,7 @@ def explain(error: BaseException) -> str:
     if isinstance(error, ServerCrashed):
         return "This image crashed the server twice (it was sent again once after the first crash), so it was not sent a third time."
     if isinstance(error, ConnectionLost):
-        return f"No server can be reached: {error}. The viewer keeps trying to reconnect."
+        return f"The connection to the server was lost: {error}."
     if isinstance(error, InvalidEndpoint):
         return f"Not a server address: {error}."
     if isinstance(error, MalformedReply):
