@@ -27,7 +27,7 @@ from .endpoints import check as check_endpoint
 from .errors import ConnectionLost, RequestTimeout
 from .pipeline import PipelineSpec
 from .security import ClientCurve
-from .session import ClientOptions, ClientSession, Fail, Processed, Resolve, Send
+from .session import ClientOptions, ClientSession, Fail, Processed, Resolve
 from .zmqflags import POLLIN, POLLOUT, readable
 
 if TYPE_CHECKING:
@@ -105,6 +105,11 @@ class Client:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._wakeup: float | None = None
+        self._items: list[tuple[Any, int]] = [(self._wake_r.fileno(), POLLIN)]  # what the driver polls
+        for sock, monitor in self._links:
+            self._items += [(sock, POLLIN), (monitor, POLLIN)]
+        self._polling = False  # the driver sleeps in zmq_poll: new work must wake it
+        self._fresh = False  # work was submitted since the driver's last step
         self._thread = threading.Thread(target=self._run, name="zmqproc-client", daemon=True)
         self._thread.start()
 
@@ -128,12 +133,7 @@ class Client:
         """
         t = self.timeout if timeout is None else timeout
         self._wait_for_room(t)
-        request_id, future = self._start(
-            lambda now: self._session.submit_process(image, pipeline, t, now, reply_format), _processed(details)
-        )
-        future.add_done_callback(lambda f: self._withdraw(request_id) if f.cancelled() else None)
-        self._hand_over()
-        return future
+        return self._start(lambda now: self._session.submit_process(image, pipeline, t, now, reply_format), _processed(details), True)
 
     def process(
         self,
@@ -146,7 +146,7 @@ class Client:
     ) -> Any:
         """Send and wait (see :meth:`submit`): the processed image, or a typed error."""
         t = self.timeout if timeout is None else timeout
-        _, future = self._start(lambda now: self._session.submit_process(image, pipeline, t, now, reply_format), _processed(details))
+        future = self._start(lambda now: self._session.submit_process(image, pipeline, t, now, reply_format), _processed(details))
         return self._wait(future, t)
 
     def ping(self, timeout: float | None = None) -> float:
@@ -210,27 +210,40 @@ class Client:
 
     # -- requests and futures ----------------------------------------------------------
 
-    def _start(self, build: Callable[[float], str], convert: Callable[[Any], Any]) -> tuple[str, Future[Any]]:
-        future: Future[Any] = Future()
+    def _start(self, build: Callable[[float], str], convert: Callable[[Any], Any], hand_over: bool = False) -> _Future:
+        """Register a request and its future; ``hand_over``: nobody will wait on it here, so the driver must send it."""
+        future = _Future(self)
         with self._lock:
             if self._closed:
                 raise ConnectionLost("the client is closed")
-            request_id = build(time.monotonic())
-            self._futures[request_id] = (future, convert)
-        return request_id, future
+            future.request_id = build(time.monotonic())
+            self._futures[future.request_id] = (future, convert)
+            wake = self._input(hand_over)
+        if wake:
+            self._wake()
+        return future
+
+    def _input(self, hand_over: bool) -> bool:
+        """New work for the driver (the caller holds the lock): True when the driver sleeps in poll and must be woken."""
+        self._fresh = True
+        if hand_over and self._driver is None:
+            self._wanted.notify()  # nobody drives: the client's thread will
+        return self._polling
 
     def _call(self, kind: str, timeout: float | None) -> Any:
         t = self.timeout if timeout is None else timeout
-        _, future = self._start(lambda now: self._session.submit(kind, t, now), _same)
-        return self._wait(future, t)
+        return self._wait(self._start(lambda now: self._session.submit(kind, t, now), _same), t)
 
     def _withdraw(self, request_id: str) -> None:
         """A cancelled future: the session withdraws its request (a ``cancel`` if a server has it)."""
         with self._lock:
             self._futures.pop(request_id, None)
-            if not self._closed:
-                self._session.cancel(request_id, time.monotonic())
-        self._hand_over()
+            if self._closed:
+                return
+            self._session.cancel(request_id, time.monotonic())
+            wake = self._input(True)
+        if wake:
+            self._wake()
 
     def _wait_for_room(self, timeout: float) -> None:
         if self.options.max_waiting_bytes is None or self._driver == threading.get_ident():
@@ -247,9 +260,14 @@ class Client:
                 self._drive(until=future)
             finally:
                 self._io.release()
-                self._hand_over(wake=False)
+                with self._lock:
+                    if self._session.active and not self._closed:
+                        self._wanted.notify()  # what others submitted meanwhile: the client's thread goes on with it
         else:
-            self._wake()  # the driving thread sends this request at once
+            with self._lock:
+                wake = self._input(True)  # another thread drives (or is about to): it sends this at once
+            if wake:
+                self._wake()
         # Every future ends by its deadline (whoever drives expires it); the margin only guards against a dead thread.
         try:
             return future.result(timeout=timeout + 5.0)
@@ -257,14 +275,6 @@ class Client:
             if isinstance(exc, RequestTimeout) or future.done():
                 raise
             raise RequestTimeout(f"no reply within {timeout} s") from None
-
-    def _hand_over(self, wake: bool = True) -> None:
-        """Requests wait and nobody may be driving: let the client's thread drive (and wake the one that does)."""
-        with self._lock:
-            if self._session.active and not self._closed:
-                self._wanted.notify()
-        if wake:
-            self._wake()
 
     # -- driving the sockets -----------------------------------------------------------------
 
@@ -289,61 +299,67 @@ class Client:
         """Turns until ``until`` is done, or (None) until no request waits; the caller holds ``_io``."""
         outer, self._driver = self._driver, threading.get_ident()
         try:
-            self._step()
-            while not self._closed and (not until.done() if until is not None else self._session.active):
-                self._poll()
-                self._step()
+            ready: dict[Any, int] | None = None  # what the last poll found; None: look at every socket
+            while True:
+                self._step(ready)
+                if self._closed or (until.done() if until is not None else not self._session.active):
+                    return
+                ready = self._poll()
         finally:
             self._driver = outer
 
-    def _step(self) -> None:
+    def _step(self, ready: dict[Any, int] | None = None) -> None:
         """Read what the sockets have, let time pass, send what the session says, end the futures it ended."""
         now = time.monotonic()
         with self._lock:
+            session = self._session
             for route, (sock, monitor) in enumerate(self._links):
-                while readable(monitor):
-                    frames = monitor.recv_multipart(flags=zmq.NOBLOCK)
-                    dealer.monitor_input(self._session, route, frames, self.endpoints[route], self._curve, now)
-                while readable(sock):
-                    self._session.receive(route, [f.buffer for f in sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)], now)
+                if ready is None or monitor in ready:
+                    while readable(monitor):
+                        dealer.monitor_input(session, route, dealer.recv(monitor), self.endpoints[route], self._curve, now)
+                flags = POLLIN if ready is None else ready.get(sock, 0)
+                if flags & POLLOUT:
+                    session.writable(route, now)
+                known = ready is not None  # the poll found it readable: no look before the first message
+                while flags & POLLIN and (known or readable(sock)):
+                    known = False
+                    session.receive(route, [f.buffer for f in dealer.recv(sock)], now)
             for route, tunnel in enumerate(self.tunnels):
-                dealer.tunnel_input(self._session, route, tunnel, now)
-            self._session.tick(now)
-            sends = self._session.sends(now)
-        blocked = [s for s in sends if not self._send(s)] if sends else []
-        with self._lock:
-            for send in blocked:
-                self._session.send_failed(send, now)
+                dealer.tunnel_input(session, route, tunnel, now)
+            session.tick(now)
+            for send in session.sends(now):  # non-blocking: a socket that would block is the session's input
+                if session.blocked(send.route) or not dealer.send(self._links[send.route][0], send.frames):
+                    session.send_failed(send, now)
+            self._fresh = False
             if self.options.max_waiting_bytes is not None:
                 self._room.notify_all()
-            done = [(self._futures.pop(e.request_id, None), e) for e in self._session.events() if isinstance(e, Resolve | Fail)]
-            self._wakeup = self._session.next_wakeup()
+            done = [(self._futures.pop(e.request_id, None), e) for e in session.events() if isinstance(e, Resolve | Fail)]
+            self._wakeup = session.next_wakeup()
         for entry, event in done:
             if entry is not None:
                 _end(entry, event)
 
-    def _send(self, send: Send) -> bool:
-        if self._session.blocked(send.route):
-            return False
-        return dealer.send(self._links[send.route][0], send.frames)
-
-    def _poll(self) -> None:
-        """Wait until a socket has something, or the session's next wakeup."""
-        items: list[tuple[Any, int]] = [(self._wake_r.fileno(), POLLIN)]
-        for route, (sock, monitor) in enumerate(self._links):
-            items.append((sock, POLLIN | POLLOUT if self._session.blocked(route) else POLLIN))
-            items.append((monitor, POLLIN))
+    def _poll(self) -> dict[Any, int]:
+        """Wait until a socket has something, or the session's next wakeup; what is ready."""
+        items = self._items
+        if any(self._session.blocked(route) for route in range(len(self._links))):
+            items = [(self._wake_r.fileno(), POLLIN)]
+            for route, (sock, monitor) in enumerate(self._links):
+                items += [(sock, POLLIN | POLLOUT if self._session.blocked(route) else POLLIN), (monitor, POLLIN)]
         wakeup = self._wakeup
-        timeout = -1 if wakeup is None else max(0, int((wakeup - time.monotonic()) * 1000) + 1)
-        events = dict(zmq.zmq_poll(items, timeout))
-        if self._wake_r.fileno() in events:
+        with self._lock:
+            self._polling = not self._fresh  # submitted since the last step: look, do not sleep
+            timeout = 0 if self._fresh else -1 if wakeup is None else max(0, int((wakeup - time.monotonic()) * 1000) + 1)
+        try:
+            ready = dict(zmq.zmq_poll(items, timeout))
+        finally:
+            with self._lock:
+                self._polling = False
+        if self._wake_r.fileno() in ready:
             with contextlib.suppress(BlockingIOError):
                 while self._wake_r.recv(4096):
                     pass
-        with self._lock:
-            for route, (sock, _) in enumerate(self._links):
-                if events.get(sock, 0) & POLLOUT:
-                    self._session.writable(route, time.monotonic())
+        return ready
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):  # a wake-up is already pending, or the client is closing
@@ -362,6 +378,21 @@ class Client:
             dealer.close_dealer(sock, monitor)
         self._wake_r.close()
         self._wake_w.close()
+
+
+class _Future(Future[Any]):
+    """A request's future: cancelling it withdraws the request (a ``cancel`` if a server has it)."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__()
+        self._client = client
+        self.request_id = ""
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        self._client._withdraw(self.request_id)
+        return True
 
 
 def _same(value: Any) -> Any:

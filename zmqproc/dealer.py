@@ -82,9 +82,19 @@ def send(sock: zmq.Socket, frames: list[Any]) -> bool:
     return True
 
 
+def recv(sock: zmq.Socket) -> list[zmq.Frame]:
+    """One waiting message, its frames not copied (call only when the socket is readable)."""
+    frame = sock.recv(NOBLOCK, copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = sock.recv(NOBLOCK, copy=False)
+        frames.append(frame)
+    return frames
+
+
 def monitor_input(session: ClientSession, route: int, frames: list[Any], endpoint: str, curve: bool, now: float) -> None:
     """One monitor message of ``route`` as the session's input (``curve``: this client uses CURVE keys)."""
-    message = parse_monitor_message([f if isinstance(f, bytes) else f.bytes for f in frames])
+    message = parse_monitor_message([f.bytes for f in frames])
     event, value = int(message["event"]), int(message["value"])
     if event == _SUCCEEDED:
         session.connected(route, now)

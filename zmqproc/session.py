@@ -42,6 +42,7 @@ A route is one connection to one endpoint. The rules (docs/protocol.md, "Flow co
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -66,9 +67,9 @@ from .errors import (
     ServerCrashed,
     TunnelError,
 )
-from .images import ImageDescriptor, describe_array, parse_descriptor, sniff_format
+from .images import CHANNELS, RAW_DTYPES, describe_array, parse_descriptor, sniff_format
 from .pipeline import PipelineSpec, to_steps
-from .protocol import VERSION, Buffer, Credit, Reply, decode_reply, process_fields
+from .protocol import VERSION, Buffer, Credit, Reply, decode_reply
 
 log = logging.getLogger("zmqproc.client")
 
@@ -194,6 +195,7 @@ class _Route:
     last_epoch: str | None = None  # the last instance heard from, across reconnects (restart detection)
     told: bool = False  # a reply on this connection said whether (and how much) credit it grants
     credit: Credit | None = None  # the latest grant (None once told: a server without flow control)
+    credit_wire: dict[str, int] | None = None  # that grant as the reply carried it
     assigned: dict[str, _Request] = field(default_factory=dict)  # outstanding on this connection
     work: int = 0  # process requests outstanding (ghosts included), and their bytes
     work_bytes: int = 0
@@ -253,6 +255,7 @@ class ClientSession:
         self._closed: str | None = None
         self._lost: BaseException | None = None  # fail-fast is in effect (every route lost)
         self._state = (CONNECTING, -1.0)
+        self._pack = msgpack.Packer(use_bin_type=True).pack  # one Packer per session: packb would build one per call
         self._refresh(now)
 
     def __len__(self) -> int:
@@ -296,12 +299,13 @@ class ClientSession:
         payload: Any
         if isinstance(image, np.ndarray):
             desc, payload = describe_array(image)
-            size = payload.nbytes
+            size, image_wire = payload.nbytes, desc.to_wire()
         else:
             payload = image
-            size = memoryview(image).nbytes
-            desc = ImageDescriptor(sniff_format(bytes(memoryview(image)[:16])))
-        fields = process_fields(to_steps(pipeline), desc, reply_format)
+            size, image_wire = memoryview(image).nbytes, {"format": sniff_format(bytes(memoryview(image)[:16]))}
+        fields: dict[str, Any] = {"pipeline": _wire_pipeline(pipeline), "image": image_wire}
+        if reply_format is not None:
+            fields["reply_format"] = reply_format
         return self._add("process", fields, payload, size, timeout, now).id
 
     def submit(self, kind: str, timeout: float, now: float) -> str:
@@ -341,7 +345,7 @@ class ClientSession:
             return
         r.up = r.ever_up = True
         r.refused = r.cut_short = None
-        r.told, r.credit, r.leaving, r.blocked, r.silent = False, None, False, False, False
+        r.told, r.credit, r.credit_wire, r.leaving, r.blocked, r.silent = False, None, None, False, False, False
         r.epoch, r.ping, r.ping_due, r.rtt = None, None, now, -1.0
         self._refresh(now)
 
@@ -355,7 +359,7 @@ class ClientSession:
         self._orphan(route, died=True, now=now, why="disconnected")
         r.ghosts.clear()
         r.work = r.work_bytes = r.suspects = 0
-        r.epoch, r.credit, r.told, r.ping, r.rtt, r.blocked = None, None, False, None, -1.0, False
+        r.epoch, r.credit, r.credit_wire, r.told, r.ping, r.rtt, r.blocked = None, None, None, False, None, -1.0, False
         for pending in r.pinned:
             self._forget(pending)
         r.pinned.clear()
@@ -454,7 +458,8 @@ class ClientSession:
                 ping.pinned = index
                 r.ping = ping.id
                 self._enqueue(ping)
-        self._refresh(now)
+        if any(r.down_since is not None for r in self.routes):  # what only time changes: a grace ending
+            self._refresh(now)
 
     # -- outputs ---------------------------------------------------------------------------------
 
@@ -567,7 +572,7 @@ class ClientSession:
             header = {**header, "deadline_ms": max(0, round((request.deadline - now) * 1000))}
             if r.credit is not None:
                 header["credit_seq"] = r.credit.seq
-        head = msgpack.packb(header, use_bin_type=True)
+        head = self._pack(header)
         return Send(index, [head] if request.payload is None else [head, request.payload], request.id)
 
     def _pick(self, request: _Request) -> int | None:
@@ -643,8 +648,8 @@ class ClientSession:
         epoch = reply.epoch
         if epoch is not None and epoch != r.epoch:
             if r.epoch is not None:  # a new instance on the same connection: the old one's work is lost
-                r.credit = None
-                r.leaving = False
+                r.credit = r.credit_wire = None
+                r.told = r.leaving = False
                 self._orphan(route, died=True, now=now, why=f"restarted (epoch {epoch})", keep=reply.id)
             r.epoch = epoch
             if r.last_epoch is not None and r.last_epoch != epoch:
@@ -653,19 +658,9 @@ class ClientSession:
         if epoch is not None:
             self.epoch = epoch
         wire = reply.header.get("credit")
-        if wire is None:
-            r.told, r.credit = True, None
-        elif (
-            not r.told
-            or r.credit is None
-            or (wire["seq"], wire["requests"], wire["bytes"])
-            != (
-                r.credit.seq,
-                r.credit.requests,
-                r.credit.bytes,
-            )
-        ):
-            r.told, r.credit = True, Credit(wire["seq"], wire["requests"], wire["bytes"])
+        if wire != r.credit_wire or not r.told:  # usually the same grant as last time: nothing to build
+            r.told, r.credit_wire = True, wire
+            r.credit = None if wire is None else Credit(wire["seq"], wire["requests"], wire["bytes"])
 
     def _answer(self, route: int, request: _Request, reply: Reply, now: float) -> None:
         """End ``request`` with its reply (or send it again, for ``busy``). A reply from where it is no longer
@@ -847,22 +842,56 @@ def _value(kind: str, reply: Reply) -> Any:
 def decode_processed(reply: Reply) -> Processed:
     """An ok ``process`` reply as a :class:`Processed`; MalformedReply when its image or other keys break the contract."""
     header = reply.header
-    if reply.payload is None:
+    payload = reply.payload
+    if payload is None:
         raise MalformedReply("an ok process reply carries the image as frame 1; this one has no frame 1")
-    try:
-        desc = parse_descriptor(header.get("image"), reply.payload, sys.maxsize)
-    except ProcessingError as exc:
-        raise MalformedReply(f"the process reply's 'image' does not describe frame 1: {exc.message}") from None
-    if desc.format == "raw":
-        assert desc.dtype is not None and desc.shape is not None
-        image: np.ndarray | bytes = np.frombuffer(reply.payload, dtype=desc.dtype).reshape(desc.shape)
-    else:
-        image = bytes(reply.payload)
+    desc = header.get("image")
+    raw = _raw_image(desc, payload) if type(desc) is dict and desc.get("format") == "raw" else None
+    image: np.ndarray | bytes
+    if raw is not None:
+        image = raw
+    else:  # encoded, or a raw descriptor that does not fit: the full check says what is wrong
+        try:
+            parsed = parse_descriptor(desc, payload, sys.maxsize)
+        except ProcessingError as exc:
+            raise MalformedReply(f"the process reply's 'image' does not describe frame 1: {exc.message}") from None
+        if parsed.format == "raw":
+            raise MalformedReply(f"the process reply's 'image' does not describe frame 1: {desc}")
+        image = bytes(payload)
     results = header.get("results") or {}
     server_ms = header.get("server_ms", 0.0)
     if not isinstance(results, dict) or not isinstance(server_ms, int | float):
         raise MalformedReply("a process reply's 'results' must be a map and 'server_ms' a number")
     return Processed(image, results, float(server_ms), reply.epoch)
+
+
+_DTYPES = {name: np.dtype(name) for name in RAW_DTYPES}
+
+
+def _raw_image(desc: dict[str, Any], payload: Buffer) -> np.ndarray | None:
+    """The pixels of a raw reply as a view of its frame, when the descriptor fits it exactly (the hot path); else None."""
+    dtype, shape = _DTYPES.get(str(desc.get("dtype"))), desc.get("shape")
+    if dtype is None or type(shape) is not list or not 2 <= len(shape) <= 3:
+        return None
+    if not all(type(n) is int and n > 0 for n in shape) or (len(shape) == 3 and shape[2] not in CHANNELS):
+        return None
+    count = shape[0] * shape[1] * (shape[2] if len(shape) == 3 else 1)
+    view = memoryview(payload)
+    if view.nbytes != count * dtype.itemsize:
+        return None
+    return np.frombuffer(view, dtype=dtype).reshape(shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _text_pipeline(text: str) -> tuple[dict[str, Any], ...]:
+    return tuple({"op": step.op, "params": step.params} for step in to_steps(text))
+
+
+def _wire_pipeline(spec: PipelineSpec) -> tuple[dict[str, Any], ...] | list[dict[str, Any]]:
+    """A request's ``pipeline`` key; pipeline text is parsed once (the maps are packed, never changed)."""
+    if isinstance(spec, str):
+        return _text_pipeline(spec)
+    return [{"op": step.op, "params": step.params} for step in to_steps(spec)]
 
 
 def _peek_id(frames: Sequence[Buffer]) -> str | None:
