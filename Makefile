@@ -16,8 +16,16 @@ WHEEL_ARCH ?= $(shell uname -m)
 DOCKER_NETWORK ?=
 RUN_WHERE = $(if $(filter host,$(DOCKER_NETWORK)),--network host -e ZMQPROC_HEALTH_ENDPOINT=tcp://$(HOST):$(PORT) $(IMAGE) \
   --bind tcp://$(HOST):$(PORT),-p $(HOST):$(PORT):5555 $(IMAGE))
+# The container's limits and hardening (docker/compose.yaml says the same in its own words; tests/fixtures/docker.py reads
+# these with `make docker-run-flags`): read-only root with a small /tmp (the workers' forkserver socket), no capabilities,
+# no privilege gain, bounded processes and logs, and a memory limit the server sizes its budget from (80 %: 819 MiB of 1g).
+MEMORY ?= 1g
+DOCKER_RUN_FLAGS = --read-only --tmpfs /tmp:rw,nosuid,nodev,noexec,size=16m --cap-drop ALL \
+  --security-opt no-new-privileges --pids-limit 128 --memory $(MEMORY) --memory-swap $(MEMORY) \
+  --log-driver json-file --log-opt max-size=10m --log-opt max-file=3
 
-.PHONY: install test run run-server run-server-local lint wheel-check bench bench-peers bench-ssh bench-docker clean wheels docker-build docker-test
+.PHONY: install test run run-server run-server-local lint wheel-check bench bench-peers bench-ssh bench-docker clean wheels docker-build docker-test \
+  docker-run-flags
 
 install: $(VENV)/.installed
 
@@ -33,11 +41,18 @@ test: install
 run: install
 	BIN=$(BIN) HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) scripts/run_local.sh
 
+# OPS=DIR: serve the plugin ops in DIR too (mounted read-only at /ops; docs/plugins.md)
+OPS ?=
+RUN_OPS = $(if $(OPS),-v $(abspath $(OPS)):/ops:ro -e ZMQPROC_OPS=/ops)
+
 run-server: docker-build  # the server in Docker, in the foreground, published on $(HOST):$(PORT) only; Ctrl-C stops it
-	docker run --rm --init --name zmqproc-server-$(PORT) $(RUN_WHERE) --workers $(WORKERS)
+	docker run --rm --init --name zmqproc-server-$(PORT) $(DOCKER_RUN_FLAGS) $(RUN_OPS) $(RUN_WHERE) --workers $(WORKERS)
+
+docker-run-flags:  # the hardening and limits `make run-server` gives the container, one line
+	@echo $(DOCKER_RUN_FLAGS)
 
 run-server-local: install
-	$(BIN)/python server_main.py --bind tcp://$(HOST):$(PORT) --workers $(WORKERS)
+	$(BIN)/python server_main.py --bind tcp://$(HOST):$(PORT) --workers $(WORKERS) $(if $(OPS),--ops $(OPS))
 
 wheels: wheelhouse/requirements.txt  # the image's dependencies as wheels, for offline builds (docker/Dockerfile uses them)
 

@@ -1,60 +1,109 @@
-"""Threads or processes for the server's workers? The same blur work, both ways, in one run.
+"""Threads or processes for the server's workers? The server's real pool against threads running the same jobs, in one run.
 
-    .venv/bin/python bench/pool_kind.py
+    flock /tmp/zmqproc-bench.lock .venv/bin/python bench/pool_kind.py [--seconds 3]
 
-A worker pool gets a 1080p BGR frame and returns the blurred frame, as the
-server's workers do. Threads share the frame (OpenCV releases the GIL);
-processes must copy it in and out (here through pickling, as
-ProcessPoolExecutor does). Prints frames/s for 1 and 2 workers of each kind.
+Both run ``zmqproc.work.run`` (decode, pipeline, encode) on the same job with 2 x workers in flight. Threads share the
+frame (OpenCV releases the GIL), as the server did before issue 12. Processes are ``zmqproc.pool.WorkerPool``, the
+server's: the frame is copied into the worker's shared-memory segment, the result out of it, and the parent reads it
+from there (one copy each way). Prints jobs/s for 1 and 2 workers of each kind, threads/processes, and 2-over-1 scaling.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import select
+import sys
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from zmqproc import ops, work  # noqa: E402
+from zmqproc.images import ImageDescriptor  # noqa: E402
+from zmqproc.pipeline import to_steps  # noqa: E402
+from zmqproc.pool import Finished, WorkerPool  # noqa: E402
 
-def blur(image: np.ndarray) -> np.ndarray:
-    return cv2.GaussianBlur(image, (15, 15), 0)
+JOBS = {
+    "1080p identity": ((1080, 1920, 3), "identity"),
+    "1080p invert": ((1080, 1920, 3), "invert"),
+    "1080p gaussian_blur k15": ((1080, 1920, 3), "gaussian_blur:ksize=15"),
+    "VGA bilateral_filter d=15 (heavy)": ((480, 640, 3), "bilateral_filter:d=15"),
+}
 
 
-def init_worker() -> None:
-    cv2.setNumThreads(1)
+def make_spec(image: np.ndarray, pipeline: str) -> work.Spec:
+    desc = ImageDescriptor("raw", "uint8", image.shape)
+    return work.Spec.of(desc, ops.validate_pipeline(to_steps(pipeline)), "raw", 40_000_000)
 
 
-def frames_per_second(pool: Executor, image: np.ndarray, seconds: float, inflight: int = 8) -> float:
-    for f in [pool.submit(blur, image) for _ in range(inflight)]:
-        f.result()  # warm up: workers started, code loaded
-    done, start = 0, time.perf_counter()
-    pending = [pool.submit(blur, image) for _ in range(inflight)]
-    while (elapsed := time.perf_counter() - start) < seconds:
-        pending.pop(0).result()
-        done += 1
-        pending.append(pool.submit(blur, image))
-    for f in pending:
-        f.result()
-    return done / elapsed
+def threads_rate(workers: int, image: np.ndarray, spec: work.Spec, seconds: float) -> float:
+    with ThreadPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        inflight = 2 * workers
+        pending = [pool.submit(work.run, spec, image) for _ in range(inflight)]
+        done, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            pending.pop(0).result()
+            done += 1
+            pending.append(pool.submit(work.run, spec, image))
+        for f in pending:
+            f.result()
+        return done / elapsed
+
+
+def processes_rate(workers: int, image: np.ndarray, spec: work.Spec, seconds: float) -> float:
+    pool = WorkerPool(workers)
+    pool.start()
+    try:
+        while pool.idle() < workers:
+            select.select(pool.fds(), [], [], 0.1)
+            pool.events()
+        queued, job, done, start, elapsed = 2 * workers, 0, 0, time.perf_counter(), 0.0
+        while True:
+            while queued and pool.idle():
+                job += 1
+                pool.submit(job, spec, image, image.nbytes)
+                queued -= 1
+            select.select(pool.fds(), [], [], 0.1)
+            for event in pool.events():
+                assert isinstance(event, Finished) and event.outcome.code == "ok"
+                if isinstance(event.outcome.result, memoryview):
+                    event.outcome.result.release()
+                if event.segment is not None:
+                    pool.release(event.segment)
+                done += 1
+                queued += 1
+            if (elapsed := time.perf_counter() - start) >= seconds:
+                return done / elapsed
+    finally:
+        pool.close()
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=float, default=3.0)
+    args = p.parse_args()
     cv2.setNumThreads(1)
-    image = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
-    print(f"{os.cpu_count()} CPUs; 1080p gaussian_blur k15, 8 in flight, OpenCV threads per worker: 1")
-    results = {}
-    for kind, make in (
-        ("threads", lambda n: ThreadPoolExecutor(n, initializer=init_worker)),
-        ("processes", lambda n: ProcessPoolExecutor(n, initializer=init_worker)),
-    ):
+    print(f"{os.cpu_count()} CPUs; 2 x workers jobs in flight; OpenCV threads per worker: 1")
+    print("| job | workers | threads jobs/s | processes jobs/s | threads / processes |")
+    print("|---|---|---|---|---|")
+    for name, (shape, pipeline) in JOBS.items():
+        image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        spec = make_spec(image, pipeline)
+        rates = {}
         for workers in (1, 2):
-            with make(workers) as pool:
-                results[kind, workers] = frames_per_second(pool, image, 3.0)
-            print(f"{kind:<10} {workers} worker(s): {results[kind, workers]:6.1f} frames/s")
-    for workers in (1, 2):
-        print(f"threads / processes with {workers} worker(s): {results['threads', workers] / results['processes', workers]:.2f}x")
+            rates["threads", workers] = threads_rate(workers, image, spec, args.seconds)
+            rates["processes", workers] = processes_rate(workers, image, spec, args.seconds)
+            t, pr = rates["threads", workers], rates["processes", workers]
+            print(f"| {name} | {workers} | {t:.1f} | {pr:.1f} | {t / pr:.2f}x |", flush=True)
+        print(
+            f"| {name}: 2 workers / 1 | | {rates['threads', 2] / rates['threads', 1]:.2f}x | "
+            f"{rates['processes', 2] / rates['processes', 1]:.2f}x | |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -3,14 +3,18 @@
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zmqproc import ops  # noqa: E402
+from zmqproc import op  # noqa: E402
+from zmqproc.ops import ALL_DTYPES  # noqa: E402
 from zmqproc.server_cli import main  # noqa: E402
 
 
-@ops.op("explode", "Raises, to test the server's handling of bugs.", dtypes=ops.ALL_DTYPES)
-def explode(image):
+@op(dtypes=ALL_DTYPES)
+def explode(image: np.ndarray) -> np.ndarray:
+    """Raises, to test the server's handling of bugs."""
     raise RuntimeError("deliberate failure")
 
 

@@ -83,6 +83,37 @@ def test_image_is_server_only_non_root_and_exec_form(docker_image: str) -> None:
     assert out == f"10001 {len(runtime) - 1} True True True"
 
 
+def test_the_container_is_hardened_and_the_image_has_no_setuid_programs(running: Container, docker_image: str) -> None:
+    host = json.loads(docker("inspect", "--format", "{{json .HostConfig}}", running.id))
+    assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
+    assert host["PidsLimit"] == 128 and host["Memory"] == 1 << 30 and host["LogConfig"]["Config"] == {"max-file": "3", "max-size": "10m"}
+    assert "/tmp" in host["Tmpfs"]
+    privileged = docker(
+        "run", "--rm", "--label", LABEL, "--user", "0", "--entrypoint", "find", docker_image, "/", "-xdev", "-type", "f", "-perm", "/6000"
+    )
+    assert privileged == "", f"setuid/setgid programs left in the image: {privileged}"
+    assert "memory budget 819 MiB" in running.logs(), "the server sized its budget from the container's limit"
+
+
+def test_a_hostile_tiff_does_not_kill_the_container(running: Container) -> None:
+    """A float64 TIFF claiming 6324 x 6324 x 4 (1.2 GiB decoded) OOM-killed the old 1 GiB container: now refused unread."""
+    from tests.rawwire import RawDealer
+    from tests.test_governance import float64_tiff_claiming
+
+    dealer = RawDealer(running.endpoint, timeout_ms=20000)
+    try:
+        header = {"v": 1, "kind": "process", "pipeline": [{"op": "identity"}], "image": {"format": "tiff"}}
+        for i in range(3):
+            reply, _ = dealer.call({**header, "id": f"t{i}"}, float64_tiff_claiming(6324, 6324))
+            assert reply["error"]["code"] == "decode_failed", reply
+    finally:
+        dealer.close()
+    state = running.state()
+    assert state["Running"] and not state["OOMKilled"]
+    with Client(running.endpoint, timeout=20) as client:
+        assert client.ping() < 20
+
+
 def test_healthcheck_turns_healthy_and_a_photo_comes_back_right(running: Container, astronaut: np.ndarray) -> None:
     assert running.state()["Health"]["Status"] == "healthy"
     with Client(running.endpoint, timeout=20) as client:
@@ -212,3 +243,71 @@ def test_compose_replicas_behind_one_client_both_get_work(compose_replicas: list
     for endpoint, epoch in zip(compose_replicas, epochs, strict=True):
         with Client(endpoint, timeout=10) as one:
             assert one.stats()["ok"] >= made_by[epoch]  # the replica's own counters saw that work
+
+
+DEMO_PACKAGE = {
+    "pyproject.toml": """
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "zmqproc-demo-ops"
+version = "1.0"
+
+[project.entry-points."zmqproc.ops"]
+demo = "zmqproc_demo_ops"
+""",
+    "zmqproc_demo_ops/__init__.py": '''
+import numpy as np
+from zmqproc import op
+
+
+@op
+def swap_channels(image: np.ndarray) -> np.ndarray:
+    """Reverse the channel order (BGR to RGB)."""
+    return np.ascontiguousarray(image[:, :, ::-1])
+''',
+}
+
+
+def test_plugin_ops_from_a_mounted_folder_and_from_a_derived_image(start_container, docker_image: str, tmp_path: Path) -> None:
+    import sys
+
+    coffee = np.random.default_rng(2).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    mounted = start_container("--workers", "1", docker_args=["-v", f"{ROOT / 'examples' / 'ops'}:/ops:ro", "-e", "ZMQPROC_OPS=/ops"])
+    package = tmp_path / "package"
+    for name, text in DEMO_PACKAGE.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(package)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    derived = f"zmqproc-test-plugins:{uuid.uuid4().hex[:8]}"
+    docker(
+        "build",
+        "-q",
+        "-f",
+        str(ROOT / "docker" / "plugins.Dockerfile"),
+        "--build-arg",
+        f"BASE={docker_image}",
+        "-t",
+        derived,
+        str(wheels),
+        timeout=300,
+    )
+    try:
+        installed = start_container("--workers", "1", image=derived)
+        mounted.wait_healthy()
+        installed.wait_healthy()
+        with Client(mounted.endpoint, timeout=30) as client:
+            listing = {o["name"]: o for o in client.ops()}
+            assert listing["quantize"]["source"] == "/ops/quantize.py" and listing["count_blobs"]["results"] == {"centroids": "points"}
+            assert len(client.process(coffee, "quantize:colors=4", details=True).results["palette"]) == 4  # in a worker process
+        with Client(installed.endpoint, timeout=30) as client:
+            assert {o["name"]: o["source"] for o in client.ops()}["swap_channels"] == "zmqproc-demo-ops (entry point demo)"
+            assert np.array_equal(client.process(coffee, "swap_channels"), coffee[:, :, ::-1])
+    finally:
+        docker("image", "rm", "-f", derived)  # the untagged image goes with its container (start_container removes it)

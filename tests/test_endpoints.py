@@ -54,4 +54,5 @@ def test_mistakes_say_what_would_work(text, words):
 def test_bind_endpoints_may_use_wildcards():
     assert endpoints.parse("tcp://*:5555", bind=True) == Endpoint("tcp", "*", 5555)
     assert endpoints.parse("tcp://127.0.0.1:*", bind=True) == Endpoint("tcp", "127.0.0.1", 0)
+    assert endpoints.parse("tcp://127.0.0.1:0", bind=True) == Endpoint("tcp", "127.0.0.1", 0)
     assert str(endpoints.parse("tcp://0.0.0.0:5555", bind=True)) == "tcp://0.0.0.0:5555"

@@ -258,8 +258,32 @@ def test_ssh_login_refused_asks_in_a_dialog_then_says_so(qtbot, qt_settings, ssh
     qtbot.addWidget(win)
     win.connect_to(ssh_settings(sshd, endpoint, sshd.wrong_key))
     qtbot.waitUntil(lambda: "Could not open the SSH tunnel" in win.notice.text(), timeout=15000)
-    assert asked == [f"Password of {sshd.target}, or passphrase of {sshd.wrong_key}"]
+    assert asked == [f"Password of {sshd.target}"]  # an unencrypted key: only a password can help
     win.close()
+
+
+@pytest.mark.sshd
+def test_an_encrypted_key_asks_for_its_passphrase_once_and_connects(qtbot, qt_settings, sshd_password, endpoint, tmp_path, monkeypatch):
+    import subprocess
+
+    from zmqproc.gui import window as window_module
+
+    sshd = sshd_password
+    key = tmp_path / "locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "open sesame", "-f", str(key)], check=True)
+    with open(sshd.dir / "authorized_keys", "a") as f:
+        f.write((tmp_path / "locked.pub").read_text())
+    asked: list[str] = []
+    monkeypatch.setattr(window_module, "ask_secret", lambda _parent, what: asked.append(what) or "open sesame")
+    win = window_module.MainWindow([endpoint])
+    qtbot.addWidget(win)
+    win.connect_to(ssh_settings(sshd, endpoint, str(key)))
+    qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED and bool(win._tunnels), timeout=15000)
+    assert asked == [f"Passphrase of the SSH key {key}"] and win._tunnels[0].backend == "paramiko"
+    assert sshd.logins("Failed password") == 0  # the passphrase unlocked the key, it was never sent as a password
+    win.close()  # saves the settings
+    saved = [path.read_bytes() for path in qt_settings.rglob("*") if path.is_file()]
+    assert saved and not any(b"open sesame" in data for data in saved)
 
 
 def test_views_zoom_and_pan_together_and_drop_opens_files(qtbot, window):

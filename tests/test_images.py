@@ -6,8 +6,18 @@ import cv2
 import numpy as np
 import pytest
 
-from zmqproc.errors import BadParams, DecodeFailed
-from zmqproc.images import ImageDescriptor, decode_image, describe_array, encode_image, encoded_size, payload_to_image, sniff_format
+from zmqproc.errors import BadParams, DecodeFailed, TooLarge
+from zmqproc.images import (
+    MAX_JPEG_SCANS,
+    ImageDescriptor,
+    decode_image,
+    decoded_geometry,
+    describe_array,
+    encode_image,
+    encoded_size,
+    payload_to_image,
+    sniff_format,
+)
 
 EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tiff"}
 
@@ -40,9 +50,34 @@ def test_lossless_webp_size():
     assert data[12:16] == b"VP8L" and encoded_size("webp", data) == (23, 17)
 
 
-def test_tiff_is_left_to_opencvs_limit():
-    data = cv2.imencode(".tiff", np.zeros((5, 5), np.uint8))[1].tobytes()
-    assert encoded_size("tiff", data) == (0, 0) and sniff_format(data) == "tiff"
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+@pytest.mark.parametrize(("dtype", "channels"), [(np.uint8, 1), (np.uint8, 3), (np.uint16, 1), (np.uint16, 4)])
+def test_decoded_geometry_includes_bit_depth_and_samples(fmt, dtype, channels):
+    """What the decoder will make, read from the header: the server sizes the job before decoding."""
+    image = np.zeros((7, 9, channels) if channels > 1 else (7, 9), dtype)
+    data = cv2.imencode(EXT[fmt], image)[1].tobytes()
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    shape, name = decoded_geometry(fmt, data)
+    assert name == decoded.dtype.name and shape[:2] == (7, 9)
+    assert shape[2] >= (decoded.shape[2] if decoded.ndim == 3 else 1), "an upper bound of the channels"
+
+
+def test_tiff_float32_is_sized_and_float64_refused_before_decoding():
+    f32 = cv2.imencode(".tiff", np.zeros((6, 5, 3), np.float32))[1].tobytes()
+    assert decoded_geometry("tiff", f32) == ((6, 5, 3), "float32") and sniff_format(f32) == "tiff"
+    f64 = cv2.imencode(".tiff", np.zeros((6, 5, 4), np.float64))[1].tobytes()
+    with pytest.raises(DecodeFailed, match="64-bit float samples, refused before decoding"):
+        decoded_geometry("tiff", f64)
+
+
+def test_jpeg_scan_bomb_is_refused_from_its_header():
+    base = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert decoded_geometry("jpeg", base) == ((16, 16, 3), "uint8")
+    sos = base.index(b"\xff\xda")
+    empty_scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x00\x00"  # one component, no coefficients: no entropy data
+    bomb = base[:sos] + empty_scan * (MAX_JPEG_SCANS + 1) + base[sos:]
+    with pytest.raises(TooLarge, match="scans"):
+        decoded_geometry("jpeg", bomb)
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp", "bmp", "tiff"])

@@ -78,7 +78,9 @@ def test_detect_faces_finds_the_astronaut():
     assert len(results["faces"]) == 1
     x, y, w, h = results["faces"][0]
     assert abs(x - 177) < 10 and abs(y - 66) < 10
-    assert not np.array_equal(out, image), "the box is drawn"
+    assert np.array_equal(out, image), "by default the boxes are results only (the viewer draws them over the image)"
+    drawn, _ = ops.run_pipeline(image, ops.validate_pipeline([Step("detect_faces", {"draw": True})]))
+    assert not np.array_equal(drawn, image), "drawn into the image when asked"
     _, none = ops.run_pipeline(load_image("coffee.png"), ops.validate_pipeline([Step("detect_faces")]))
     assert none == {"faces": []}
 

@@ -376,7 +376,8 @@ def test_valid_pipelines_run_on_any_small_image(image: tuple[dict[str, Any], byt
 # --- replies --------------------------------------------------------------------------
 
 ids = st.none() | st.text(max_size=20)
-field_maps = st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda k: k not in ("v", "id", "status", "epoch")), values, max_size=4)
+RESERVED_REPLY_KEYS = ("v", "id", "status", "epoch", "credit")  # keys the contract gives a meaning in every reply
+field_maps = st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda k: k not in RESERVED_REPLY_KEYS), values, max_size=4)
 
 
 @FUZZ

@@ -217,6 +217,7 @@ def test_requests_within_the_credit_they_name_are_never_busy(start_server):
             polite.send(*slow_request(f"a{i}", credit_seq=first["seq"]))
         wait_until(lambda: holds(srv.endpoint, running=1, queued=first["requests"] - 1), what="the grant taken")
         newcomer.send(*slow_request("n0"))  # a second active connection halves the shares...
+        wait_until(lambda: holds(srv.endpoint, running=1, queued=first["requests"]), what="the newcomer's request taken")
         later = polite.call({"v": 1, "id": "p2", "kind": "ping"})[0]["credit"]
         assert later["seq"] > first["seq"] and later["requests"] < first["requests"]
         codes = [polite.recv()[0]["status"] for _ in range(first["requests"])] + [newcomer.recv()[0]["status"]]

@@ -1,8 +1,16 @@
-"""SSH tunnels through a real OpenSSH sshd to real server processes, for both backends; the pure helpers on their own."""
+"""SSH tunnels end to end, both backends, through a real OpenSSH sshd to real server processes.
+
+Owner-only local ends (another local user cannot connect; nothing listens on TCP), no ssh left after a SIGKILL,
+self-healing after sshd's sessions die, and the refusals that end it; the classic failures to open.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
+import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -12,27 +20,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import ROOT, free_port, require_or_skip, wait_until
+from tests.fixtures.sshd import _descendants
 from tests.rawwire import holds
 from zmqproc import Client
 from zmqproc.cli import main
-from zmqproc.errors import (
-    HostKeyChanged,
-    HostKeyUnknown,
-    TunnelAuthFailed,
-    TunnelDied,
-    TunnelError,
-    TunnelTargetRefused,
-    TunnelUnreachable,
-)
-from zmqproc.tunnel import choose_backend, open_tunnel, openssh_command, parse_endpoint, parse_ssh_target, ssh_failure
+from zmqproc.errors import HostKeyChanged, HostKeyUnknown, TunnelAuthFailed, TunnelDied, TunnelTargetRefused, TunnelUnreachable
+from zmqproc.tunnel import open_tunnel
+from zmqproc.tunnel_spec import SshOptions
 
 BACKENDS = ["paramiko", "openssh"]
 SLOW = "denoise:h=10,search_window=35,template_window=21"
 
 
-def ssh_children() -> list[int]:
-    """``ssh`` processes whose parent is this test process."""
+def processes(name: str) -> list[int]:
+    """Live processes called ``name``."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -40,10 +42,21 @@ def ssh_children() -> list[int]:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-            if comm == "ssh" and int(rest[1]) == os.getpid() and rest[0] != "Z":
+            if stat[stat.index("(") + 1 : stat.rindex(")")] == name and stat[stat.rindex(")") + 2] != "Z":
                 found.append(int(entry.name))
     return found
+
+
+def ssh_children() -> list[int]:
+    """``ssh`` processes whose parent is this test process."""
+    mine = []
+    for pid in processes("ssh"):
+        try:
+            if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                mine.append(pid)
+        except OSError:
+            continue
+    return mine
 
 
 def tunnel_threads() -> list[str]:
@@ -54,89 +67,270 @@ def options(sshd, **extra):
     return {"key": sshd.key, "known_hosts": sshd.known_hosts, "timeout": 5.0, **extra}
 
 
-# -- pure helpers ------------------------------------------------------------------------------
+def client_of(sshd, endpoint, backend, **extra) -> Client:
+    return Client(endpoint, ssh=sshd.target, ssh_key=sshd.key, ssh_known_hosts=sshd.known_hosts, ssh_backend=backend, **extra)
 
 
-def test_parse_ssh_target():
-    assert parse_ssh_target("ann@example.org:2222") == ("ann", "example.org", 2222)
-    assert parse_ssh_target("ann@[::1]:2222") == ("ann", "::1", 2222)
-    assert parse_ssh_target("bob@host") == ("bob", "host", 22)
-    assert parse_ssh_target("host")[1:] == ("host", 22)
-    for bad in ("", "ann@", "ann@host:port", "ann@host:22:33"):
-        with pytest.raises(ValueError):
-            parse_ssh_target(bad)
+@pytest.fixture
+def no_default_logins(tmp_path, monkeypatch):
+    """No ~/.ssh keys and no ssh-agent: only what a test passes is offered."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
 
 
-def test_parse_endpoint():
-    assert parse_endpoint("tcp://127.0.0.1:5555") == ("127.0.0.1", 5555)
-    assert parse_endpoint("tcp://[::1]:5555") == ("::1", 5555)
-    for bad in ("ipc:///tmp/x", "tcp://*:5555", "tcp://host", "127.0.0.1:5555"):
-        with pytest.raises(ValueError):
-            parse_endpoint(bad)
-
-
-def test_choose_backend():
-    assert choose_backend("auto", None, "/usr/bin/ssh") == "openssh"
-    assert choose_backend("auto", "secret", "/usr/bin/ssh") == "paramiko"
-    assert choose_backend("auto", None, None) == "paramiko"
-    assert choose_backend("paramiko", None, "/usr/bin/ssh") == "paramiko"
-    with pytest.raises(ValueError, match="keys only"):
-        choose_backend("openssh", "secret", "/usr/bin/ssh")
-    with pytest.raises(ValueError, match="unknown SSH backend"):
-        choose_backend("putty", None, None)
-
-
-def test_openssh_command_never_prompts_and_exits_on_failure():
-    cmd = openssh_command(
-        "ssh", 40000, ("10.0.0.5", 5555), ("ann", "gw", 2222), key="/k", known_hosts="/kh", accept_new_host_key=False, timeout=7
-    )
-    assert cmd[:6] == ["ssh", "-N", "-T", "-L", "127.0.0.1:40000:10.0.0.5:5555", "-p"] and cmd[-2:] == ["--", "ann@gw"]
-    expected = ("BatchMode=yes", "ExitOnForwardFailure=yes", "StrictHostKeyChecking=yes", 'UserKnownHostsFile="/kh"', "ConnectTimeout=7")
-    assert all(option in cmd for option in expected)
-    assert "ServerAliveInterval" in " ".join(cmd) and cmd[cmd.index("-i") : cmd.index("-i") + 2] == ["-i", "/k"]
-    new = openssh_command("ssh", 1, ("::1", 5), ("a", "h", 22), key=None, known_hosts=None, accept_new_host_key=True, timeout=1)
-    assert "StrictHostKeyChecking=accept-new" in new and "127.0.0.1:1:[::1]:5" in new and "-i" not in new
-
-
-@pytest.mark.parametrize(
-    ("stderr", "error"),
-    [
-        ("root@127.0.0.1: Permission denied (publickey).\n", TunnelAuthFailed),
-        ("No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\n", HostKeyUnknown),
-        ("Host key verification failed.\n", HostKeyUnknown),
-        ("@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.\n", HostKeyChanged),
-        ("ssh: connect to host 127.0.0.1 port 1: Connection refused\n", TunnelUnreachable),
-        ("ssh: Could not resolve hostname nowhere.invalid: Name or service not known\n", TunnelUnreachable),
-        ("channel 2: open failed: connect failed: Connection refused\n", TunnelTargetRefused),
-        ("something new\n", TunnelError),
-    ],
-)
-def test_ssh_failure_maps_stderr_to_typed_errors(stderr, error):
-    err = ssh_failure(stderr, "root@gw", "tcp://127.0.0.1:5555")
-    assert type(err) is error and "root@gw" in str(err)
-
-
-# -- through a real sshd -----------------------------------------------------------------------
+# -- use ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.sshd
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_process_through_tunnel(sshd, endpoint, astronaut, backend):
-    with Client(endpoint, ssh=sshd.target, ssh_key=sshd.key, ssh_known_hosts=sshd.known_hosts, ssh_backend=backend) as client:
+    with client_of(sshd, endpoint, backend) as client:
         (tunnel,) = client.tunnels
-        assert tunnel.backend == backend and tunnel.local_endpoint != endpoint and tunnel.alive()
+        assert tunnel.backend == backend and tunnel.local_endpoint.startswith("ipc://") and tunnel.state == "open" and tunnel.alive()
         np.testing.assert_array_equal(client.process(astronaut, "invert"), 255 - astronaut)
         assert client.ping() > 0
-    assert not tunnel.alive() and ssh_children() == [] and tunnel_threads() == []
+    assert tunnel.state == "closed" and not tunnel.alive() and ssh_children() == [] and tunnel_threads() == []
+    assert not os.path.exists(tunnel.local_endpoint[len("ipc://") :])
     with pytest.raises(TunnelDied, match="closed"):
         tunnel.check()
     tunnel.close()  # idempotent
 
 
 @pytest.mark.sshd
-def test_auto_picks_openssh_for_keys(sshd, endpoint):
+def test_auto_picks_openssh_for_keys_and_paramiko_for_secrets(sshd, endpoint):
     with open_tunnel(endpoint, sshd.target, **options(sshd)) as tunnel:
         assert tunnel.backend == "openssh"
+    with open_tunnel(endpoint, SshOptions(sshd.target, key=sshd.key, known_hosts=sshd.known_hosts, key_passphrase="")) as tunnel:
+        assert tunnel.backend == "paramiko"  # a passphrase (even an empty one) goes to paramiko: ssh's BatchMode takes none
+
+
+# -- owner only, never orphaned ------------------------------------------------------------------
+
+CLIENT = """
+import json, sys
+from zmqproc import Client
+endpoint, target, key, known_hosts, backend = sys.argv[1:]
+client = Client(endpoint, ssh=target, ssh_key=key, ssh_known_hosts=known_hosts, ssh_backend=backend)
+client.ping()
+print(json.dumps({"local": client.tunnels[0].local_endpoint}), flush=True)
+sys.stdin.read()
+"""
+
+
+def start_client_process(sshd, endpoint, backend) -> tuple[subprocess.Popen[str], str]:
+    """A client in a process of its own (what it listens on is all its own): (process, local socket path)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, endpoint, sshd.target, sshd.key, sshd.known_hosts, backend],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, "the client process did not open its tunnel"
+    return proc, json.loads(line)["local"][len("ipc://") :]
+
+
+def listening(pids: list[int]) -> tuple[list[str], list[int]]:
+    """The Unix socket paths and TCP ports the processes ``pids`` listen on (from /proc/net/{unix,tcp,tcp6})."""
+    inodes = set()
+    for pid in pids:
+        fds = Path(f"/proc/{pid}/fd")
+        for fd in fds.iterdir() if fds.exists() else []:
+            target = os.readlink(fd) if fd.is_symlink() else ""
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    paths = []
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()  # Num RefCount Protocol Flags Type St Inode [Path]
+        if fields[6] in inodes and int(fields[3], 16) & 0x10000 and len(fields) > 7:  # __SO_ACCEPTCON: listening
+            paths.append(fields[7])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()  # sl local_address rem_address st ... inode
+            if fields[3] == "0A" and fields[9] in inodes:  # TCP_LISTEN
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return paths, ports
+
+
+def connect_as(user: str | None, kind: str, where: str) -> str:
+    """What happens when ``user`` (None: this one) connects to a Unix socket path or a 127.0.0.1 port."""
+    code = (
+        "import socket, sys\n"
+        "kind, where = sys.argv[1:]\n"
+        "s = socket.socket(socket.AF_UNIX) if kind == 'unix' else socket.socket()\n"
+        "try:\n"
+        "    s.connect(where if kind == 'unix' else ('127.0.0.1', int(where)))\n"
+        "    print('connected')\n"
+        "except OSError as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    prefix = ["runuser", "-u", user, "--"] if user else []
+    return subprocess.run([*prefix, "/usr/bin/python3", "-c", code, kind, where], capture_output=True, text=True, timeout=20).stdout.strip()
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_another_local_user_cannot_connect_to_anything_the_client_listens_on(sshd, endpoint, backend):
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        require_or_skip("sshd", "a second local user, nobody, is needed to check who can reach a tunnel")
+    if shutil.which("runuser") is None or not os.path.exists("/usr/bin/python3"):
+        require_or_skip("sshd", "runuser and /usr/bin/python3 are needed to connect as another local user")
+    proc, path = start_client_process(sshd, endpoint, backend)
+    try:
+        unix_paths, tcp_ports = listening([proc.pid, *_descendants(proc.pid)])
+        assert tcp_ports == []  # no TCP port at all, loopback or not
+        assert unix_paths == [path]  # the tunnel's socket, in the ssh child (openssh) or the client (paramiko)
+        assert connect_as(None, "unix", path) == "connected"  # its owner can
+        assert connect_as("nobody", "unix", path) == "PermissionError"
+        mode = os.stat(os.path.dirname(path)).st_mode & 0o777
+        assert mode == 0o700 and os.stat(path).st_mode & 0o777 == 0o600
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(timeout=10)
+    assert not os.path.exists(path)
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigkill_of_the_client_leaves_no_ssh_and_no_socket_directory(sshd, endpoint, backend):
+    proc, path = start_client_process(sshd, endpoint, backend)
+    children = [pid for pid in _descendants(proc.pid) if pid in processes("ssh")]
+    assert len(children) == (1 if backend == "openssh" else 0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    wait_until(lambda: not set(children) & set(processes("ssh")), 3, "the ssh child ending with its client")
+    wait_until(lambda: not os.path.exists(os.path.dirname(path)), 3, "the socket directory going")
+
+
+@pytest.mark.sshd
+def test_the_openssh_child_ends_at_interpreter_exit(sshd, endpoint):
+    script = (
+        "import sys; from zmqproc.tunnel import open_tunnel\n"
+        "t = open_tunnel(sys.argv[1], sys.argv[2], key=sys.argv[3], known_hosts=sys.argv[4], backend='openssh')\n"
+        "print(t.pid, t.local_endpoint, flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, endpoint, sshd.target, sshd.key, sshd.known_hosts],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    pid, local = out.stdout.split()
+    wait_until(lambda: int(pid) not in processes("ssh"), 2, "the ssh child ending with its interpreter")
+    assert not os.path.exists(local[len("ipc://") :])
+
+
+# -- self-healing --------------------------------------------------------------------------------
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_tunnel_reopens_by_itself_after_sshd_died_for_3_s(sshd, endpoint, astronaut, backend):
+    client = client_of(sshd, endpoint, backend, timeout=10)
+    try:
+        (tunnel,) = client.tunnels
+        states: list[str] = []
+        tunnel.on_state_change = lambda t, state: states.append(state)
+        first_ssh = tunnel.pid
+        np.testing.assert_array_equal(client.process(astronaut, "invert"), 255 - astronaut)
+        sshd.kill()
+        wait_until(lambda: tunnel.state == "reconnecting", 5, "the tunnel noticing the dropped session")
+        with pytest.raises(TunnelDied, match="reconnecting"):
+            tunnel.check()
+        during = client.submit(astronaut, "invert", timeout=20)  # asked while sshd is down
+        time.sleep(3)  # sshd stays down for 3 s: the scenario itself, not a wait for a condition
+        sshd.start()
+        restarted = time.monotonic()
+        np.testing.assert_array_equal(client.process(astronaut, "invert", timeout=10), 255 - astronaut)
+        np.testing.assert_array_equal(during.result(timeout=10), 255 - astronaut)
+        assert time.monotonic() - restarted < 10
+        assert tunnel.state == "open" and tunnel.error is None and states == ["reconnecting", "open"]
+        assert client.endpoints == [endpoint] and tunnel.local_endpoint.startswith("ipc://")
+        if backend == "openssh":
+            assert tunnel.pid not in (None, first_ssh) and len(ssh_children()) == 1
+    finally:
+        client.close()
+        if sshd.proc is None:
+            sshd.start()
+    assert ssh_children() == [] and tunnel_threads() == []
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_silent_session_is_noticed_by_keepalives_and_replaced(sshd, endpoint, backend):
+    """sshd's session stopped (SIGSTOP): TCP stays up, nothing answers, like a network that drops everything."""
+    with open_tunnel(endpoint, sshd.target, **options(sshd, backend=backend, keepalive=1.0)) as tunnel:
+        stopped = sshd.kill_sessions(signal.SIGSTOP)
+        try:
+            wait_until(lambda: tunnel.state == "reconnecting", 10, "keepalives finding the session silent")
+            wait_until(lambda: tunnel.state == "open", 10, "a new session")
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+        with Client(tunnel.local_endpoint, timeout=5) as client:
+            assert client.ping() > 0
+
+
+@pytest.mark.sshd
+def test_a_password_asked_once_logs_in_again_after_a_drop_and_a_changed_one_ends_it(sshd_password, endpoint, no_default_logins):
+    sshd = sshd_password
+    opened = {"known_hosts": sshd.known_hosts, "timeout": 5.0, "password": sshd.password, "backend": "paramiko"}
+    with open_tunnel(endpoint, sshd.target, **opened) as tunnel:
+        assert sshd.logins("Accepted password") == 1
+        sshd.kill_sessions()
+        wait_until(lambda: sshd.logins("Accepted password") == 2 and tunnel.state == "open", 10, "the same password logging in again")
+        sshd.set_password("changed meanwhile")
+        sshd.kill_sessions()
+        wait_until(lambda: tunnel.state == "failed", 10, "the refused reopening")
+        assert isinstance(tunnel.error, TunnelAuthFailed) and "refused the login" in str(tunnel.error)
+        with pytest.raises(TunnelAuthFailed):
+            tunnel.check()
+        wait_until(lambda: "zmqproc-tunnel-paramiko" not in tunnel_threads(), 5, "the tunnel's thread ending")
+        assert sshd.logins("Failed password") == 1  # tried once, never again
+        assert not os.path.exists(tunnel.local_endpoint[len("ipc://") :])  # nothing listens any more
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_changed_host_key_ends_reopening(sshd_password, endpoint, backend):
+    sshd = sshd_password
+    with open_tunnel(endpoint, sshd.target, **options(sshd, backend=backend)) as tunnel:
+        sshd.new_host_key()
+        sshd.restart()
+        wait_until(lambda: tunnel.state == "failed", 10, "the refused reopening")
+        assert isinstance(tunnel.error, HostKeyChanged)
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sshd_down_for_good_fails_a_pending_request_at_its_deadline(sshd, start_server, astronaut, backend):
+    server = start_server("--workers", "1")
+    big = np.tile(astronaut, (2, 2, 1))  # about 6 s of denoise: still pending when sshd dies
+    client = client_of(sshd, server.endpoint, backend, timeout=4.0)
+    try:
+        (tunnel,) = client.tunnels
+        assert client.ping() > 0
+        future = client.submit(big, SLOW)
+        wait_until(lambda: holds(server.endpoint, running=1, queued=0), what="the server taking the request")
+        started = time.monotonic()
+        sshd.kill()
+        with pytest.raises(TunnelDied, match="reconnecting"):  # at the request's deadline, the dropped tunnel is named as the cause
+            future.result(timeout=10)
+        assert time.monotonic() - started < 4.0 + 1.0 and tunnel.state == "reconnecting"
+    finally:
+        client.close()
+        sshd.restart()
+    assert ssh_children() == [] and tunnel_threads() == []
+
+
+# -- refusals and failures to open ----------------------------------------------------------------
 
 
 @pytest.mark.sshd
@@ -146,6 +340,14 @@ def test_wrong_key_is_an_auth_error(sshd, endpoint, backend):
     with pytest.raises(TunnelAuthFailed, match="refused the login"):
         open_tunnel(endpoint, sshd.target, backend=backend, **options(sshd, key=sshd.wrong_key))
     assert time.monotonic() - started < 5 and ssh_children() == [] and tunnel_threads() == []
+
+
+@pytest.mark.sshd
+def test_a_wrong_password_is_refused_once(sshd_password, endpoint, no_default_logins):
+    sshd = sshd_password
+    with pytest.raises(TunnelAuthFailed, match="refused the login"):
+        open_tunnel(endpoint, sshd.target, password="wrong", known_hosts=sshd.known_hosts, timeout=5.0)
+    assert sshd.logins("Failed password") == 1 and tunnel_threads() == []
 
 
 @pytest.mark.sshd
@@ -187,48 +389,7 @@ def test_refused_ssh_port_and_refused_server_port(sshd, endpoint, backend):
     assert time.monotonic() - started < 5 and ssh_children() == [] and tunnel_threads() == []
 
 
-@pytest.mark.sshd
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_sshd_killed_mid_session_ends_the_pending_request(sshd, start_server, astronaut, backend):
-    server = start_server("--workers", "1")
-    big = np.tile(astronaut, (2, 2, 1))  # about 6 s of denoise: still pending when sshd dies
-    client = Client(server.endpoint, timeout=4.0, ssh=sshd.target, ssh_key=sshd.key, ssh_known_hosts=sshd.known_hosts, ssh_backend=backend)
-    try:
-        (tunnel,) = client.tunnels
-        assert client.ping() > 0
-        future = client.submit(big, SLOW)
-        wait_until(lambda: holds(server.endpoint, running=1, queued=0), what="the server taking the request")
-        started = time.monotonic()
-        sshd.kill()
-        with pytest.raises(TunnelDied):  # at the request's deadline, the dead tunnel is named as the cause
-            future.result(timeout=10)
-        assert time.monotonic() - started < 4.0 + 1.0
-        wait_until(lambda: not tunnel.alive(), 5, "the tunnel noticing its death")
-        with pytest.raises(TunnelDied):
-            tunnel.check()
-    finally:
-        client.close()
-        sshd.restart()
-    assert ssh_children() == [] and tunnel_threads() == []
-
-
-@pytest.mark.sshd
-def test_openssh_child_is_ended_at_interpreter_exit(sshd, endpoint):
-    script = (
-        "import sys; from zmqproc.tunnel import open_tunnel\n"
-        "t = open_tunnel(sys.argv[1], sys.argv[2], key=sys.argv[3], known_hosts=sys.argv[4], backend='openssh')\n"
-        "print(t.pid, flush=True)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script, endpoint, sshd.target, sshd.key, sshd.known_hosts],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    pid = int(out.stdout)
-    wait_until(lambda: not Path(f"/proc/{pid}").exists(), 2, "the ssh child ending with its interpreter")
+# -- CLI and paths --------------------------------------------------------------------------------
 
 
 @pytest.mark.sshd
@@ -240,6 +401,20 @@ def test_cli_process_through_ssh(sshd, endpoint, tmp_path, capsys):
     assert main([*args, "--ssh-key", sshd.wrong_key, "--ssh-known-hosts", sshd.known_hosts]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("zmqproc: ") and "refused the login" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.sshd
+def test_cli_takes_the_password_from_the_environment_or_asks_for_it(sshd_password, endpoint, monkeypatch, capsys, no_default_logins):
+    sshd = sshd_password
+    args = ["ping", "--server", endpoint, "--ssh", sshd.target, "--ssh-known-hosts", sshd.known_hosts, "--timeout", "5"]
+    monkeypatch.setenv("ZMQPROC_SSH_PASSWORD", sshd.password)
+    assert main(args) == 0
+    monkeypatch.delenv("ZMQPROC_SSH_PASSWORD")
+    asked: list[str] = []
+    monkeypatch.setattr("zmqproc.cli.getpass.getpass", lambda prompt: asked.append(prompt) or sshd.password)
+    assert main([*args, "--ssh-ask-password"]) == 0 and asked == [f"SSH password for {sshd.target}: "]
+    assert main(args) == 1 and "refused the login" in capsys.readouterr().err  # no password: nothing asked unless told
+    assert sshd.logins("Accepted password") == 2 and sshd.logins("Failed password") == 0 and len(asked) == 1
 
 
 @pytest.mark.sshd

@@ -23,6 +23,7 @@ from .errors import (
     TunnelAuthFailed,
     TunnelDied,
     TunnelError,
+    TunnelKeyLocked,
     TunnelTargetRefused,
     TunnelUnreachable,
     UnknownKind,
@@ -32,6 +33,16 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``op`` and ``Range`` (writing plugin ops) load OpenCV: only when asked for, so a client's import stays light."""
+    if name in ("op", "Range", "OpDeclarationError"):
+        from . import signature
+
+        return getattr(signature, name)
+    raise AttributeError(f"module 'zmqproc' has no attribute {name!r}")
+
 
 __all__ = [
     "AuthenticationFailed",
@@ -50,18 +61,22 @@ __all__ = [
     "InternalError",
     "InvalidEndpoint",
     "MalformedReply",
+    "OpDeclarationError",
     "Processed",
     "ProcessingError",
+    "Range",
     "RequestTimeout",
     "ServerCrashed",
     "TooLarge",
     "TunnelAuthFailed",
     "TunnelDied",
     "TunnelError",
+    "TunnelKeyLocked",
     "TunnelTargetRefused",
     "TunnelUnreachable",
     "UnknownKind",
     "UnknownOp",
     "UnsupportedVersion",
     "ZmqprocError",
+    "op",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -33,10 +35,17 @@ def _client(args: argparse.Namespace) -> Client:
         curve_client_key=args.curve_client_key,
         ssh=args.ssh,
         ssh_key=args.ssh_key,
+        ssh_password=_secret(args.ssh_ask_password, "ZMQPROC_SSH_PASSWORD", f"SSH password for {args.ssh}: "),
+        ssh_key_passphrase=_secret(args.ssh_ask_passphrase, "ZMQPROC_SSH_KEY_PASSPHRASE", f"Passphrase of {args.ssh_key or 'the key'}: "),
         ssh_backend=args.ssh_backend,
         ssh_known_hosts=args.ssh_known_hosts,
         ssh_accept_new_host_key=args.accept_new_host_key,
     )
+
+
+def _secret(ask: bool, variable: str, prompt: str) -> str | None:
+    """Asked on the terminal when the flag says so, else from the environment; never an argument (``ps`` would show it)."""
+    return getpass.getpass(prompt) if ask else os.environ.get(variable)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -82,7 +91,8 @@ def cmd_ops(args: argparse.Namespace) -> int:
         listing = client.ops()
     width = max(len(o["name"]) for o in listing)
     for o in listing:
-        print(f"{o['name']:<{width}}  {o['doc']}")
+        source = o.get("source", "builtin")
+        print(f"{o['name']:<{width}}  {o['doc']}" + ("" if source == "builtin" else f"  [from {source}]"))
         for name, p in o["params"].items():
             print(f"{'':<{width}}    {_param_text(name, p)}")
     return 0
@@ -152,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--curve-client-key", metavar="FILE", help="CURVE: this client's NAME.key_secret")
         sp.add_argument("--ssh", metavar="USER@HOST[:PORT]", help="reach --server through an SSH tunnel (--server as seen from HOST)")
         sp.add_argument("--ssh-key", metavar="FILE", help="SSH private key (default: ssh-agent and ~/.ssh keys)")
+        sp.add_argument("--ssh-ask-password", action="store_true", help="ask for the SSH login password (else $ZMQPROC_SSH_PASSWORD)")
+        sp.add_argument(
+            "--ssh-ask-passphrase", action="store_true", help="ask for the SSH key's passphrase (else $ZMQPROC_SSH_KEY_PASSPHRASE)"
+        )
         sp.add_argument("--ssh-backend", choices=("auto", "paramiko", "openssh"), default="auto", help="default %(default)s")
         sp.add_argument("--ssh-known-hosts", metavar="FILE", help="known_hosts to check the SSH host key in (default ~/.ssh/known_hosts)")
         sp.add_argument("--accept-new-host-key", action="store_true", help="trust an unknown SSH host key (never a changed one)")

@@ -60,6 +60,7 @@ class Client:
         ssh: str | None = None,
         ssh_key: str | None = None,
         ssh_password: str | None = None,
+        ssh_key_passphrase: str | None = None,
         ssh_backend: str = "auto",
         ssh_known_hosts: str | None = None,
         ssh_accept_new_host_key: bool = False,
@@ -75,6 +76,9 @@ class Client:
         curve = ClientCurve.load(curve_server_key, curve_client_key)  # key errors before any socket exists
         self.timeout = timeout
         self.options = options or ClientOptions()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self.tunnels: list[Tunnel] = []
         if ssh:
             from .tunnel import open_tunnels  # paramiko loads only for SSH users: a health probe stays light
@@ -84,10 +88,12 @@ class Client:
                 ssh,
                 key=ssh_key,
                 password=ssh_password,
+                key_passphrase=ssh_key_passphrase,
                 backend=ssh_backend,
                 known_hosts=ssh_known_hosts,
                 accept_new_host_key=ssh_accept_new_host_key,
                 timeout=timeout,
+                on_state_change=lambda _tunnel, _state: self._wake(),  # the driver reads the new state at once
             )
         self._session = ClientSession(self.endpoints, self.options, time.monotonic())
         self._lock = threading.Lock()  # guards the session and the futures
@@ -101,9 +107,6 @@ class Client:
         ctx = context or zmq.Context.instance()
         local = [t.local_endpoint for t in self.tunnels] or self.endpoints
         self._links = [dealer.open_dealer(ctx, endpoint, curve) for endpoint in local]
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
         self._wakeup: float | None = None
         self._items: list[tuple[Any, int]] = [(self._wake_r.fileno(), POLLIN)]  # what the driver polls
         for sock, monitor in self._links:

@@ -7,7 +7,8 @@ and not yet answered, and their payload bytes) and the grants it was sent, by
 + 1)``, where active connections are those with work outstanding or sent within
 ``idle_after``; the ``+ 1`` keeps room for a newcomer. A request is judged by
 the grant it names (``credit_seq``), so lowering a share never turns a request
-sent under a larger one into ``busy``.
+sent under a larger one into ``busy``. A connection whose replies go unread is
+granted one request (:meth:`throttle`) until it reads them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class _Account:
     last_work: float = float("-inf")
     outstanding: int = 0
     outstanding_bytes: int = 0
+    throttled: bool = False  # its replies go unread: granted one request until they are taken
     grants: OrderedDict[int, Credit] = field(default_factory=OrderedDict)
 
 
@@ -71,6 +73,8 @@ class CreditLedger:
         """The grant to send in a reply to ``client`` now; a new ``seq`` when its share changed."""
         account = self._account(client, now)
         share = self._share(now)
+        if account.throttled and share.requests:
+            share = Credit(0, 1, 1)
         if (share.requests, share.bytes) != (account.current.requests, account.current.bytes):
             account.current = Credit(account.current.seq + 1, share.requests, share.bytes)
             account.grants[account.current.seq] = account.current
@@ -107,6 +111,15 @@ class CreditLedger:
             account.outstanding -= 1
             account.outstanding_bytes -= size
             account.last_heard = now
+
+    def throttle(self, client: bytes, throttled: bool) -> None:
+        """Lower ``client``'s grant to one request while its replies go unread (True), or give its share back (False).
+
+        Requests sent under an earlier grant are still judged by it.
+        """
+        account = self._accounts.get(client)
+        if account is not None:
+            account.throttled = throttled
 
     def outstanding(self, client: bytes) -> tuple[int, int]:
         """(requests, payload bytes) that ``client`` has outstanding here."""

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .errors import TunnelError
+from .errors import TunnelDied
 from .security import ClientCurve, refusal
-from .session import TUNNEL_FAILED, TUNNEL_OPEN, ClientSession
+from .session import TUNNEL_FAILED, TUNNEL_OPEN, TUNNEL_RECONNECTING, ClientSession
 from .zmqflags import NOBLOCK
 
 if TYPE_CHECKING:
@@ -107,13 +107,10 @@ def monitor_input(session: ClientSession, route: int, frames: list[Any], endpoin
 
 
 def tunnel_input(session: ClientSession, route: int, tunnel: Tunnel, now: float) -> None:
-    """The state of ``route``'s SSH tunnel as the session's input: open, or failed with the reason (a TunnelError)."""
-    if tunnel.alive():
-        session.tunnel(route, TUNNEL_OPEN, now)
-        return
-    try:
-        tunnel.check()
-        error: TunnelError = TunnelError(f"the SSH tunnel to {tunnel.endpoint} is closed")
-    except TunnelError as dead:
-        error = dead
-    session.tunnel(route, TUNNEL_FAILED, now, error)
+    """The state of ``route``'s SSH tunnel as the session's input: open, reconnecting, or failed (with its reason)."""
+    state = tunnel.state
+    if state in (TUNNEL_OPEN, TUNNEL_RECONNECTING):
+        session.tunnel(route, state, now)
+    else:  # failed for good (a refused login, a changed host key), or closed
+        error = tunnel.error or TunnelDied(f"the tunnel to {tunnel.endpoint} through {tunnel.ssh} was closed")
+        session.tunnel(route, TUNNEL_FAILED, now, error)

@@ -54,7 +54,7 @@ def parse(text: str, *, bind: bool = False) -> Endpoint:
         example = "tcp://0.0.0.0:5555 or tcp://127.0.0.1:5555" if bind else "tcp://127.0.0.1:5555 or tcp://[::1]:5555"
         raise InvalidEndpoint(f"{text!r} is not tcp://HOST:PORT (e.g. {example})")
     port = 0 if match["port"] == "*" else int(match["port"])
-    if match["port"] != "*" and not 1 <= port <= 65535:
+    if not (0 if bind else 1) <= port <= 65535:  # binding port 0 (or *) takes any free one
         raise InvalidEndpoint(f"{text!r}: the port must be between 1 and 65535")
     return Endpoint("tcp", host=match["v6"] or match["name"] or "*", port=port)
 

@@ -70,9 +70,18 @@ class BadParams(ProcessingError):
 
 
 class TooLarge(ProcessingError):
-    """A frame, the pixel count, the header or the job's memory is over the server's limits."""
+    """A frame, the pixel count, the header or the job's memory is over the server's limits.
+
+    The error map says which limit (``limit``: pixels, frame_bytes, header_bytes,
+    jpeg_scans or memory_bytes), what the request needed (``value``) and what the
+    server allows (``allowed``), so a client can put it in its own words.
+    """
 
     code = "too_large"
+
+    @classmethod
+    def over(cls, limit: str, value: int, allowed: int, message: str) -> TooLarge:
+        return cls(message, details={"limit": limit, "value": value, "allowed": allowed})
 
 
 class DecodeFailed(ProcessingError):
@@ -183,6 +192,10 @@ class TunnelError(ClientError, ConnectionError):
 
 class TunnelAuthFailed(TunnelError):
     """The SSH server refused every key or password offered."""
+
+
+class TunnelKeyLocked(TunnelAuthFailed):
+    """The SSH key file is encrypted and no passphrase, or a wrong one, was given: ask for the passphrase, not a password."""
 
 
 class HostKeyUnknown(TunnelError):

@@ -51,16 +51,30 @@ def _positive_int(value: object) -> bool:
     return type(value) is int and value > 0
 
 
+MAX_JPEG_SCANS = 128  # a progressive JPEG re-decodes the whole image per scan: 6000 empty scans took 28 s of CPU
+
+
 def parse_descriptor(value: object, payload: Any, max_pixels: int) -> ImageDescriptor:
-    """Check a request's image descriptor against its payload frame and the pixel limit."""
+    """Check a request's image descriptor against its payload frame and the pixel limit.
+
+    An encoded file's descriptor gets the ``dtype`` and ``shape`` its decoder will
+    produce, read from the file's own header: the server sizes the job from them
+    before anything is decoded.
+    """
     if not isinstance(value, dict):
         raise BadRequest("'image' must be a map describing frame 1")
     fmt = value.get("format")
     if fmt in ENCODED_FORMATS:
-        width, height = encoded_size(fmt, payload)
+        decoded, decoded_dtype = decoded_geometry(fmt, payload)
+        height, width, _ = decoded
         if width * height > max_pixels:
-            raise TooLarge(f"{fmt} image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}")
-        return ImageDescriptor(fmt)
+            raise TooLarge.over(
+                "pixels",
+                width * height,
+                max_pixels,
+                f"{fmt} image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}",
+            )
+        return ImageDescriptor(fmt, decoded_dtype, decoded)
     if fmt != "raw":
         raise BadRequest(f"image format must be one of {', '.join(FORMATS)}")
     dtype, shape = value.get("dtype"), value.get("shape")
@@ -72,7 +86,7 @@ def parse_descriptor(value: object, payload: Any, max_pixels: int) -> ImageDescr
         raise BadRequest("raw channel count must be 1, 3 or 4")
     pixels = shape[0] * shape[1]
     if pixels > max_pixels:
-        raise TooLarge(f"image is {shape[1]}x{shape[0]} = {pixels} pixels, the limit is {max_pixels}")
+        raise TooLarge.over("pixels", pixels, max_pixels, f"image is {shape[1]}x{shape[0]} = {pixels} pixels, the limit is {max_pixels}")
     expected = pixels * (shape[2] if len(shape) == 3 else 1) * np.dtype(dtype).itemsize
     if len(payload) != expected:
         raise DecodeFailed(f"raw {dtype} {shape} needs {expected} bytes, frame 1 has {len(payload)}")
@@ -80,53 +94,73 @@ def parse_descriptor(value: object, payload: Any, max_pixels: int) -> ImageDescr
 
 
 def encoded_size(fmt: str, data: Any) -> tuple[int, int]:
-    """(width, height) read from an encoded file's header; (0, 0) where the format hides it (tiff).
+    """(width, height) read from an encoded file's header."""
+    (height, width, _), _ = decoded_geometry(fmt, data)
+    return width, height
 
-    Raises DecodeFailed when the header is not of the announced format. TIFF's
-    size is left to OpenCV's own limit (``OPENCV_IO_MAX_IMAGE_PIXELS``).
+
+def decoded_geometry(fmt: str, data: Any) -> tuple[tuple[int, int, int], str]:
+    """((height, width, channels), dtype) that OpenCV's decoder will make of an encoded file, from its header alone.
+
+    ``channels`` is an upper bound where the header leaves it open (a PNG
+    palette may gain alpha). Raises DecodeFailed when the header is not of the
+    announced format or its samples decode to a dtype the server does not take
+    (e.g. TIFF float64), and TooLarge for a progressive JPEG with more than
+    :data:`MAX_JPEG_SCANS` scans.
     """
     view = memoryview(data).cast("B")
-    head = bytes(view[:64])  # every header but JPEG's sits at the start
+    head = bytes(view[:64])  # PNG, BMP and WebP headers sit at the start
     try:
         if fmt == "png":
-            if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-                raise ValueError
-            return struct.unpack(">II", head[16:24])
+            return _png_geometry(head)
         if fmt == "bmp":
-            if head[:2] != b"BM":
-                raise ValueError
-            if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sides
-                return struct.unpack("<HH", head[18:22])
-            width, height = struct.unpack("<ii", head[18:26])
-            return abs(width), abs(height)
+            return _bmp_geometry(head)
         if fmt == "webp":
-            return _webp_size(head)
+            return _webp_geometry(head)
         if fmt == "jpeg":
-            return _jpeg_size(view)
-        if head[:4] not in (b"II*\x00", b"MM\x00*"):
-            raise ValueError
-        return 0, 0
+            return _jpeg_geometry(view)
+        return _tiff_geometry(view)
     except (ValueError, struct.error, IndexError):
         raise DecodeFailed(f"frame 1 is not a readable {fmt} file") from None
 
 
-def _webp_size(head: bytes) -> tuple[int, int]:
+def _png_geometry(head: bytes) -> tuple[tuple[int, int, int], str]:
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise ValueError
+    width, height, depth, color = struct.unpack(">IIBB", head[16:26])
+    channels = {0: 1, 2: 3, 3: 4, 4: 4, 6: 4}.get(color)  # palette: 3, or 4 with a tRNS chunk; grey+alpha becomes BGRA
+    if channels is None or depth not in (1, 2, 4, 8, 16):
+        raise ValueError
+    return (height, width, channels), "uint16" if depth == 16 else "uint8"
+
+
+def _bmp_geometry(head: bytes) -> tuple[tuple[int, int, int], str]:
+    if head[:2] != b"BM":
+        raise ValueError
+    if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sides
+        width, height, _, bits = struct.unpack("<HHHH", head[18:26])
+    else:
+        width, height, _, bits = struct.unpack("<iiHH", head[18:30])
+    return (abs(height), abs(width), 4 if bits == 32 else 3), "uint8"
+
+
+def _webp_geometry(head: bytes) -> tuple[tuple[int, int, int], str]:
     if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
         raise ValueError
     chunk = head[12:16]
     if chunk == b"VP8 ":
         w, h = struct.unpack("<HH", head[26:30])
-        return w & 0x3FFF, h & 0x3FFF
+        return (h & 0x3FFF, w & 0x3FFF, 3), "uint8"
     if chunk == b"VP8L":
         bits = int.from_bytes(head[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        return (((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1, 4), "uint8"
     if chunk == b"VP8X":
-        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+        return (int.from_bytes(head[27:30], "little") + 1, int.from_bytes(head[24:27], "little") + 1, 4), "uint8"
     raise ValueError
 
 
-def _jpeg_size(view: memoryview) -> tuple[int, int]:
-    """Walk the segments (EXIF, ICC, ... may fill many kilobytes) to the frame header, without copying."""
+def _jpeg_geometry(view: memoryview) -> tuple[tuple[int, int, int], str]:
+    """Walk the segments (EXIF, ICC, ... may fill many kilobytes) to the frame header, without copying; count the scans."""
     if bytes(view[:2]) != b"\xff\xd8":
         raise ValueError
     i = 2
@@ -139,10 +173,54 @@ def _jpeg_size(view: memoryview) -> tuple[int, int]:
             continue
         (length,) = struct.unpack_from(">H", view, i + 2)
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack_from(">HH", view, i + 5)
-            return width, height
+            precision, height, width, components = struct.unpack_from(">BHHB", view, i + 4)
+            if marker in (0xC2, 0xC6, 0xCA, 0xCE):  # progressive: each scan is a pass over the whole image
+                # Entropy-coded data stuffs every 0xFF with 0x00: each FFDA is a start of scan (or metadata: over-counted only).
+                scans = bytes(view[i:]).count(b"\xff\xda")
+                if scans > MAX_JPEG_SCANS:
+                    raise TooLarge.over(
+                        "jpeg_scans", scans, MAX_JPEG_SCANS, f"progressive jpeg with {scans} scans, the limit is {MAX_JPEG_SCANS}"
+                    )
+            return (height, width, 1 if components == 1 else 3), "uint16" if precision > 8 else "uint8"
         i += 2 + length
     raise ValueError
+
+
+_TIFF_DTYPES = {(1, 1): "uint8", (1, 2): "uint8", (1, 4): "uint8", (1, 8): "uint8", (1, 16): "uint16", (3, 32): "float32"}
+_TIFF_TAGS = (256, 257, 258, 262, 277, 339)  # width, length, bits per sample, photometric, samples per pixel, sample format
+
+
+def _tiff_geometry(view: memoryview) -> tuple[tuple[int, int, int], str]:
+    """The first image file directory: sides, samples per pixel, bits per sample and sample format (uint, int, float)."""
+    order = {b"II": "<", b"MM": ">"}.get(bytes(view[:2]))
+    if order is None or struct.unpack_from(order + "H", view, 2)[0] != 42:
+        raise ValueError
+    (ifd,) = struct.unpack_from(order + "I", view, 4)
+    (count,) = struct.unpack_from(order + "H", view, ifd)
+    tags: dict[int, int] = {}
+    sizes = {1: 1, 3: 2, 4: 4}  # BYTE, SHORT, LONG: the types these tags use
+    for n in range(min(count, 512)):
+        tag, kind, values = struct.unpack_from(order + "HHI", view, ifd + 2 + 12 * n)
+        size = sizes.get(kind)
+        if tag not in _TIFF_TAGS or size is None or values < 1:
+            continue
+        at = ifd + 10 + 12 * n
+        if size * values > 4:  # the values do not fit the entry, which holds their offset; read the first (samples alike)
+            (at,) = struct.unpack_from(order + "I", view, at)
+        tags[tag] = struct.unpack_from(order + {1: "B", 2: "H", 4: "I"}[size], view, at)[0]
+    width, height = tags.get(256, 0), tags.get(257, 0)
+    if not width or not height:
+        raise ValueError
+    samples, bits, sample_format = tags.get(277, 1), tags.get(258, 1), tags.get(339, 1)
+    dtype = _TIFF_DTYPES.get((sample_format, bits))
+    if dtype is None or samples > 4:
+        kind = {1: "unsigned", 2: "signed", 3: "float"}.get(sample_format, f"format-{sample_format}")
+        raise DecodeFailed(
+            f"tiff with {samples} x {bits}-bit {kind} samples, refused before decoding: this server takes 1-16 bit unsigned "
+            "or 32-bit float samples (uint8, uint16, float32), at most 4 a pixel"
+        )
+    channels = 3 if tags.get(262) == 3 else {1: 1, 2: 4, 3: 3, 4: 4}[samples]  # palette: BGR; grey+alpha: BGRA
+    return (height, width, channels), dtype
 
 
 def decode_image(desc: ImageDescriptor, payload: Any) -> np.ndarray:

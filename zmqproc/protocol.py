@@ -125,7 +125,7 @@ def _pack(header: dict[str, Any]) -> bytes:
 
 def _unpack_header(frame: Buffer, max_bytes: int) -> dict[str, Any]:
     if len(frame) > max_bytes:
-        raise TooLarge(f"header is {len(frame)} bytes, the limit is {max_bytes}")
+        raise TooLarge.over("header_bytes", len(frame), max_bytes, f"header is {len(frame)} bytes, the limit is {max_bytes}")
     try:
         header = msgpack.unpackb(frame, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types for garbage
@@ -207,7 +207,9 @@ def _decode_checked(header: dict[str, Any], request_id: str, frames: Sequence[Bu
     pipeline = _parse_pipeline(header.get("pipeline"))
     payload = frames[1]
     if len(payload) > limits.max_frame_bytes:
-        raise TooLarge(f"payload is {len(payload)} bytes, the limit is {limits.max_frame_bytes}")
+        raise TooLarge.over(
+            "frame_bytes", len(payload), limits.max_frame_bytes, f"payload is {len(payload)} bytes, the limit is {limits.max_frame_bytes}"
+        )
     image = parse_descriptor(header.get("image"), payload, limits.max_pixels)
     reply_format = header.get("reply_format")
     if reply_format is not None and reply_format not in REPLY_FORMATS:

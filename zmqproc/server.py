@@ -1,13 +1,12 @@
-"""The processing server: one ROUTER socket loop and a pool of worker threads.
+"""The processing server's shell: one ROUTER socket loop driving the sans-I/O core and the worker pool.
 
-The socket loop only moves frames: it decodes and checks each request (pure
-functions from :mod:`zmqproc.protocol` and :mod:`zmqproc.ops`), answers
-``ping``/``ops``/``stats``/``cancel`` and refusals at once, and queues
-``process`` work. Workers decode pixels, run the pipeline and encode the reply,
-then hand the frames back over an inproc PUSH socket, so the ROUTER is only
-ever touched by the loop's thread. Threads, not processes: OpenCV releases the
-GIL, and raw pixels never need copying between address spaces (see
-docs/architecture.md for the measurement).
+The loop only moves frames and events: requests from the ROUTER go to
+:class:`zmqproc.core.ServerCore`, which answers at once or admits work; each turn
+the core says what to run inline (light work, here in the loop), what to start
+on a worker process (:class:`zmqproc.pool.WorkerPool`) and what to stop; the
+pool's outcomes go back to the core, whose replies the loop sends. Reply
+payloads go out without a copy and are tracked until libzmq lets go of them, so
+unread replies count against their client. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -17,36 +16,72 @@ import os
 import signal
 import threading
 import time
-import traceback
 import uuid
-from collections import Counter
 from typing import Any
 
 import zmq
 
-from . import ops
-from .credit import CreditLedger
-from .errors import Busy, Cancelled, DeadlineExceeded, InternalError, ProcessingError
-from .images import decode_image, encode_image
-from .protocol import Limits, Request, decode_request, encode_error, encode_reply, with_header
+from . import work
+from .budget import BudgetPlan, format_size
+from .core import CoreConfig, RunInline, Send, ServerCore, Start, Stop
+from .pool import CACHE_MAX_BYTES, SPARE_OUTPUTS, Died, Segment, WorkerPool
+from .protocol import Limits
 from .security import ServerCurve
-from .work_queue import Job, QueueFull, WorkQueue
 from .zmqflags import NOBLOCK, POLLIN, readable
 
 log = logging.getLogger("zmqproc.server")
 
-SHUTDOWN_LIMIT_S = 4.5  # after a stop, running work may finish this long; then the loop exits, whatever is left
 SUMMARY_INTERVAL_S = 60.0
-INLINE_MAX_BYTES = 64 * 1024  # light work on payloads this small runs in the socket loop when nothing is queued
-INLINE_MAX_STEPS = 4
+RECEIVE_BATCH = 64  # requests read per turn before inline work and workers get their turn
+IDLE_POLL_MS = 100
+TRACKING_POLL_MS = 5  # how often libzmq's progress with held replies is checked while some are out
+EXIT_LIMIT_S = 4.5  # after a stop, the loop ends by then whatever is left (the core stops running work after 3 s)
+TRACEBACKS_PER_MINUTE = 5
+
+
+def process_tree_pss(pid: int) -> int:
+    """Proportional set size of ``pid`` and all its descendants (shared pages split among their users), in bytes."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    pending += [int(child) for child in f.read().split()]
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+class _TracebackLog:
+    """At most TRACEBACKS_PER_MINUTE tracebacks a minute: a flood of failing requests cannot fill the disk."""
+
+    def __init__(self) -> None:
+        self.window, self.logged, self.suppressed = 0.0, 0, 0
+
+    def __call__(self, request: str, text: str, now: float) -> None:
+        if now - self.window >= 60:
+            if self.suppressed:
+                log.error("%d more failures inside ops in the last minute (tracebacks not logged)", self.suppressed)
+            self.window, self.logged, self.suppressed = now, 0, 0
+        if self.logged < TRACEBACKS_PER_MINUTE:
+            self.logged += 1
+            log.error("process %s failed inside the server:\n%s", request, text.rstrip())
+        else:
+            self.suppressed += 1
 
 
 class Server:
     """Serve the wire contract on ``bind`` until :meth:`stop` (thread- and signal-safe).
 
-    OpenCV's own decoder limit (``OPENCV_IO_MAX_IMAGE_PIXELS``, the guard for TIFF) is read when cv2 is
-    loaded: :func:`zmqproc.server_cli.main` sets it from ``--max-pixels`` first; a program embedding
-    this class sets it before importing zmqproc."""
+    OpenCV's own decoder limit (``OPENCV_IO_MAX_IMAGE_PIXELS``) is read when cv2
+    is loaded: :func:`zmqproc.server_cli.main` sets it from ``--max-pixels``
+    first; a program embedding this class sets it before importing zmqproc.
+    ``max_memory`` is the whole server's budget in bytes (processes included).
+    """
 
     def __init__(
         self,
@@ -57,257 +92,187 @@ class Server:
         max_client_queue: int | None = None,
         context: zmq.Context | None = None,
         curve: ServerCurve | None = None,
+        max_memory: int = 2 << 30,
+        job_timeout: float = 60.0,
+        opencv_threads: int = 1,
     ) -> None:
         self.bind = bind
         self.workers = workers or os.cpu_count() or 1
+        self.max_queue = max_queue
         self.limits = limits
+        self.max_client_queue = max_client_queue
+        self.max_memory = max_memory
+        self.job_timeout = job_timeout
+        self.opencv_threads = opencv_threads
         self.epoch = f"{uuid.uuid4().hex[:12]}"
         self.endpoint: str | None = None
+        self.core: ServerCore | None = None
         self._ctx = context or zmq.Context.instance()
         self.curve = curve  # CURVE keys and allow-list; None serves in the clear
-        # Admission is the credit ledger's (docs/protocol.md, "Flow control"): each active connection is granted a share of
-        # max_queue + workers outstanding requests; the queue itself only orders the admitted work fairly.
-        capacity = max_queue + self.workers
-        self._credit = CreditLedger(capacity, capacity * limits.max_frame_bytes, max_share=max_client_queue)
-        self._queue = WorkQueue(capacity * 2)
         self._stop = threading.Event()
-        self._results_addr = f"inproc://zmqproc-results-{self.epoch}"
-        self._started = time.monotonic()
-        self._outstanding = 0
-        self._counts: Counter[str] = Counter()
-        self._requests = 0
-        self._dropped = 0
-        self._ops_reply = {"ops": ops.describe()}
-
-    # -- control -------------------------------------------------------------
+        self._tracebacks = _TracebackLog()
+        self._held: list[tuple[zmq.MessageTracker, int, Segment | None]] = []  # replies libzmq still holds
+        self._segments: dict[int, Segment] = {}  # job -> the output segment its reply is sent from
 
     def stop(self) -> None:
-        """Stop taking work, finish or answer what is in flight, then return from serve()."""
+        """Stop taking work, answer what is queued, let running work finish briefly, then return from serve()."""
         self._stop.set()
 
-    def stats(self) -> dict[str, Any]:
-        errors = {code: n for code, n in self._counts.items() if code != "ok"}
-        return {
-            "requests": self._requests,
-            "ok": self._counts["ok"],
-            "errors": errors,
-            "in_flight": self._outstanding,
-            "queue_length": len(self._queue),
-            "max_queue": self._credit.max_requests - self.workers,
-            "max_client_queue": self._credit.max_share,
-            "active_clients": self._credit.active(time.monotonic()),
-            "workers": self.workers,
-            "dropped_replies": self._dropped,
-            "uptime_s": round(time.monotonic() - self._started, 3),
-        }
-
-    # -- the socket loop ------------------------------------------------------
+    # -- start --------------------------------------------------------------------------------
 
     def serve(self, ready: threading.Event | None = None) -> None:
+        pool = WorkerPool(self.workers, self.opencv_threads)
+        pool.start()
+        deadline = time.monotonic() + 60
+        while pool.idle() < self.workers and time.monotonic() < deadline:  # workers up, so the baseline includes them
+            zmq.select(pool.fds(), [], [], 0.05)
+            pool.events()
+        baseline = process_tree_pss(os.getpid())
+        plan = BudgetPlan.split(
+            self.max_memory, baseline, self.workers * (1 + SPARE_OUTPUTS) * CACHE_MAX_BYTES, self.limits.max_frame_bytes
+        )
+        config = CoreConfig(plan, self.workers, self.max_queue, self.limits, self.job_timeout, self.max_client_queue)
+        self.core = core = ServerCore(config, self.epoch, time.monotonic())
         router = self._ctx.socket(zmq.ROUTER)
         auth = self.curve.secure(router) if self.curve is not None else None
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # libzmq disconnects a peer whose frame is over MAXMSGSIZE; smaller oversize frames get `too_large`.
         router.setsockopt(zmq.MAXMSGSIZE, 2 * max(self.limits.max_frame_bytes, self.limits.max_header_bytes))
+        # Unread replies are bounded in bytes by the core; the high-water mark only bounds their count (a client that
+        # sends pings and never reads): past it, replies are dropped and counted. Far above any grant of requests.
+        router.setsockopt(zmq.SNDHWM, max(1000, 4 * (self.max_queue + self.workers)))
         router.setsockopt(zmq.HEARTBEAT_IVL, 2000)
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
         router.setsockopt(zmq.LINGER, 1000)
-        router.bind(self.bind)
+        try:
+            router.bind(self.bind)
+        except zmq.ZMQError:
+            pool.close()
+            router.close(linger=0)
+            raise
         self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
-        results = self._ctx.socket(zmq.PULL)
-        results.bind(self._results_addr)
-        threads = [threading.Thread(target=self._work, name=f"zmqproc-worker-{i}", daemon=True) for i in range(self.workers)]
-        for t in threads:
-            t.start()
+        log.info("%s", plan.describe())
         log.info(
-            "listening on %s with %d workers, queue %d (epoch %s)",
-            self.endpoint,
-            self.workers,
-            self._credit.max_requests - self.workers,
-            self.epoch,
-        )
+            "listening on %s with %d worker processes, queue %d, job timeout %g s (epoch %s)",
+            self.endpoint, self.workers, self.max_queue, self.job_timeout, self.epoch,
+        )  # fmt: skip
         if ready is not None:
             ready.set()
         try:
-            self._loop(router, results)
+            self._loop(core, router, pool)
         finally:
-            self._queue.close()
-            for t in threads:
-                t.join(timeout=max(0.0, SHUTDOWN_LIMIT_S - (time.monotonic() - self._stopping_since)))
-            results.close(linger=0)
+            pool.close()
             router.close()
             if auth is not None:
                 auth.stop()
-            log.info("stopped: %s", self._summary())
+            log.info("stopped: %s", self._summary(core.stats(time.monotonic())))
 
-    _stopping_since = 0.0
+    # -- the socket loop ------------------------------------------------------------------------
 
-    def _loop(self, router: zmq.Socket, results: zmq.Socket) -> None:
-        items = [(router, POLLIN), (results, POLLIN)]
+    def _loop(self, core: ServerCore, router: zmq.Socket, pool: WorkerPool) -> None:
+        poller = zmq.Poller()
+        poller.register(router, POLLIN)
+        polled: list[int] = []
+        spawned = -1
         next_summary = time.monotonic() + SUMMARY_INTERVAL_S
-        drained = False
+        stopped_at = 0.0
         while True:
-            events = dict(zmq.zmq_poll(items, 100))
-            if results in events:
-                self._forward_results(router, results)
-            if router in events:
-                self._receive_requests(router)
+            if pool.started != spawned:  # a worker was replaced: poll the new one's pipe and sentinel
+                for fd in polled:
+                    poller.unregister(fd)
+                polled, spawned = pool.fds(), pool.started
+                for fd in polled:
+                    poller.register(fd, POLLIN)
+            ready = poller.poll(self._poll_ms(core))
             now = time.monotonic()
+            if self._stop.is_set() and not stopped_at:
+                stopped_at = now
+                log.info("stopping: %d requests in flight", core.stats(now)["in_flight"])
+                self._act(core, router, pool, core.shutdown(now))
+            if self._held:
+                self._check_held(core, pool, now)
+            workers_ready = any(socket is not router for socket, _ in ready)
+            for event in pool.events() if workers_ready else ():
+                if isinstance(event, Died):
+                    log.warning("a worker died (exit code %s) running job %s; replaced", event.exitcode, event.job)
+                    self._act(core, router, pool, core.worker_died(event.job, event.exitcode, now))
+                    continue
+                if event.outcome.traceback:
+                    self._tracebacks(str(event.job), event.outcome.traceback, now)
+                if event.segment is not None:
+                    self._segments[event.job] = event.segment
+                self._act(core, router, pool, core.finished(event.job, event.outcome, now))
+                self._release_segment(pool, event.job)
+            for _ in range(RECEIVE_BATCH):
+                if not readable(router):
+                    break
+                client, *frames = router.recv_multipart(flags=NOBLOCK, copy=False)
+                self._act(core, router, pool, core.receive(client.bytes, [f.buffer for f in frames], now))
+            self._act(core, router, pool, core.pump(now, pool.idle()))
             if now >= next_summary:
-                log.info("summary: %s", self._summary())
+                log.info("summary: %s", self._summary(core.stats(now)))
                 next_summary = now + SUMMARY_INTERVAL_S
-            if not self._stop.is_set():
-                continue
-            if not self._stopping_since:
-                self._stopping_since = now
-                self._credit.close()
-                log.info("stopping: %d requests in flight", self._outstanding)
-            elapsed = now - self._stopping_since
-            if not drained:  # what has not started is answered at once: its client resends it elsewhere or to the next instance
-                for job in self._queue.withdraw_all():
-                    self._finished(router, job, encode_error(job.request.id, self.epoch, Busy.shutting_down()), "busy")
-                drained = True
-            if self._outstanding == 0 or elapsed >= SHUTDOWN_LIMIT_S:
+            if stopped_at and ((core.done() and not self._held) or now - stopped_at >= EXIT_LIMIT_S):
                 return
 
-    def _summary(self) -> str:
-        s = self.stats()
-        return (
-            f"{s['requests']} requests, {s['ok']} ok, errors {s['errors'] or '{}'}, "
-            f"{s['in_flight']} in flight, {s['dropped_replies']} replies dropped, up {s['uptime_s']:.0f} s"
-        )
+    def _poll_ms(self, core: ServerCore) -> int:
+        if core.busy() or self._stop.is_set() and core.stopping_since is None:
+            return 0
+        wake = core.next_wakeup(time.monotonic())
+        ms = IDLE_POLL_MS if wake is None else min(IDLE_POLL_MS, int(wake * 1000) + 1)
+        return min(ms, TRACKING_POLL_MS) if self._held else ms
 
-    def _reply(self, router: zmq.Socket, client: bytes, frames: list[Any], code: str) -> None:
-        """Send a reply encoded without credit, with the connection's current grant added to its header."""
-        self._counts[code] += 1
-        frames = with_header(frames, credit=self._credit.credit(client, time.monotonic()).to_wire())
+    def _act(self, core: ServerCore, router: zmq.Socket, pool: WorkerPool, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(core, router, pool, action)
+            elif isinstance(action, RunInline):
+                outcome = work.run(action.spec, action.payload)
+                if outcome.traceback:
+                    self._tracebacks(str(action.job), outcome.traceback, time.monotonic())
+                self._act(core, router, pool, core.finished(action.job, outcome, time.monotonic()))
+            elif isinstance(action, Start):
+                pool.submit(action.job, action.spec, action.payload, action.reply_bytes)
+            elif isinstance(action, Stop):
+                pool.kill(action.job)
+
+    def _send(self, core: ServerCore, router: zmq.Socket, pool: WorkerPool, send: Send) -> None:
         try:
-            router.send_multipart([client, *frames], flags=NOBLOCK, copy=False)
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: client gone; EAGAIN: client not reading
-            self._dropped += 1
+            if send.held:
+                tracker = router.send_multipart([send.client, *send.frames], flags=NOBLOCK, copy=False, track=True)
+                assert send.job is not None and tracker is not None
+                self._held.append((tracker, send.job, self._segments.pop(send.job, None)))
+            else:
+                router.send_multipart([send.client, *send.frames], flags=NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: client gone; EAGAIN: its pipe is full (it does not read)
             log.debug("reply to a gone or stalled client dropped (%s)", exc.strerror)
+            core.send_failed(send, time.monotonic())
 
-    def _forward_results(self, router: zmq.Socket, results: zmq.Socket) -> None:
-        while readable(results):
-            code, client, size, *frames = results.recv_multipart(flags=NOBLOCK, copy=False)
-            self._outstanding -= 1
-            self._credit.release(client.bytes, int(size.bytes), time.monotonic())
-            self._reply(router, client.bytes, frames, code.bytes.decode())
+    def _release_segment(self, pool: WorkerPool, job: int) -> None:
+        """A reply not held (small: pyzmq copied it; or not sent at all): its segment can take the next result."""
+        segment = self._segments.pop(job, None)
+        if segment is not None:
+            pool.release(segment)
 
-    def _finished(self, router: zmq.Socket, job: Job, frames: list[Any], code: str) -> None:
-        """Answer a queued job on the loop's thread (withdrawn by a cancel or at shutdown)."""
-        self._outstanding -= 1
-        self._credit.release(job.client, job.size, time.monotonic())
-        self._reply(router, job.client, frames, code)
-
-    def _receive_requests(self, router: zmq.Socket) -> None:
-        for _ in range(1000):  # bounded, so worker results are forwarded between bursts
-            if not readable(router):
-                return
-            frames = router.recv_multipart(flags=NOBLOCK, copy=False)
-            self._requests += 1
-            client = frames[0].bytes
-            try:
-                request = decode_request([f.buffer for f in frames[1:]], self.limits)
-                try:
-                    self._handle(router, client, request)
-                except ProcessingError as err:
-                    err.request_id = request.id
-                    raise
-            except ProcessingError as err:
-                log.debug("request %s refused: %s", err.request_id, err)
-                self._reply(router, client, encode_error(err.request_id, self.epoch, err), err.code)
-
-    def _handle(self, router: zmq.Socket, client: bytes, request: Request) -> None:
-        if request.kind == "process":
-            job = self._admit(client, request)
-            if not len(self._queue) and self._light(job):  # nothing waits that it could overtake
-                code, frames = self._execute(job)
-                self._credit.release(client, job.size, time.monotonic())
-                self._reply(router, client, frames, code)
-                return
-            try:
-                self._queue.put(job)
-            except QueueFull as full:  # a safety net only: the credit ledger keeps admitted work far below it
-                self._credit.release(client, job.size, time.monotonic())
-                raise Busy(f"{full.reason}; retry later") from None
-            self._outstanding += 1
-            return
-        if request.kind == "ping":
-            fields: dict[str, Any] = {"time": time.time()}
-        elif request.kind == "ops":
-            fields = self._ops_reply
-        elif request.kind == "stats":
-            fields = self.stats()
-        else:  # cancel
-            withdrawn = self._queue.withdraw(client, request.target or "")
-            if withdrawn is not None:
-                cancelled = Cancelled("cancelled by the client")
-                self._finished(router, withdrawn, encode_error(withdrawn.request.id, self.epoch, cancelled), "cancelled")
-            fields = {"cancelled": withdrawn is not None}
-        log.debug("%s %s ok", request.kind, request.id)
-        self._reply(router, client, encode_reply(request.id, self.epoch, fields), "ok")
-
-    def _admit(self, client: bytes, request: Request) -> Job:
-        """A checked job within the connection's credit (taken from it), or the error to answer."""
-        if self._stop.is_set():
-            raise Busy.shutting_down()
-        pipeline = ops.validate_pipeline(request.pipeline)
-        now = time.monotonic()
-        assert request.payload is not None
-        size = len(request.payload)
-        if not self._credit.admit(client, request.credit_seq, size, now):
-            raise Busy("over this connection's credit (docs/protocol.md, Flow control); retry later")
-        deadline = None if request.deadline_ms is None else now + request.deadline_ms / 1000
-        return Job(client, request, pipeline, now, deadline, size)
+    def _check_held(self, core: ServerCore, pool: WorkerPool, now: float) -> None:
+        still = []
+        for tracker, job, segment in self._held:
+            if tracker.done:
+                core.reply_released(job, now)
+                if segment is not None:
+                    pool.release(segment)
+            else:
+                still.append((tracker, job, segment))
+        self._held = still
 
     @staticmethod
-    def _light(job: Job) -> bool:
-        """Small raw work of a few light steps that cannot grow the image: cheaper here than two thread hand-offs."""
-        request = job.request
-        assert request.image is not None and request.payload is not None
+    def _summary(s: dict[str, Any]) -> str:
         return (
-            request.image.format == "raw"
-            and len(request.payload) <= INLINE_MAX_BYTES
-            and len(job.pipeline) <= INLINE_MAX_STEPS
-            and not any(o.heavy or o.grows for o, _ in job.pipeline)
+            f"{s['requests']} requests, {s['ok']} ok, errors {s['errors'] or '{}'}, "
+            f"{s['in_flight']} in flight, {s['dropped_replies']} replies dropped, {s['stopped_jobs']} jobs stopped, "
+            f"{s['workers_died']} workers died, {format_size(s['memory']['unread_reply_bytes'])} of replies unread, "
+            f"up {s['uptime_s']:.0f} s"
         )
-
-    # -- workers --------------------------------------------------------------
-
-    def _work(self) -> None:
-        out = self._ctx.socket(zmq.PUSH)
-        out.connect(self._results_addr)
-        try:
-            while (job := self._queue.get()) is not None:
-                code, frames = self._execute(job)
-                out.send_multipart([code.encode(), job.client, str(job.size).encode(), *frames], copy=False)
-        finally:
-            out.close(linger=1000)
-
-    def _execute(self, job: Job) -> tuple[str, list[Any]]:
-        request = job.request
-        started = time.monotonic()
-        try:
-            if job.deadline is not None and started > job.deadline:
-                waited = (started - job.received) * 1000
-                raise DeadlineExceeded(f"waited {waited:.0f} ms in the queue, past deadline_ms={request.deadline_ms}")
-            assert request.image is not None
-            image = decode_image(request.image, request.payload)
-            result, findings = ops.run_pipeline(image, job.pipeline, self.limits.max_pixels)
-            desc, payload = encode_image(result, request.reply_format or request.image.format)
-            fields: dict[str, Any] = {"image": desc.to_wire(), "server_ms": round((time.monotonic() - started) * 1000, 3)}
-            if findings:
-                fields["results"] = findings
-            log.debug("process %s ok in %.1f ms", request.id, fields["server_ms"])
-            return "ok", encode_reply(request.id, self.epoch, fields, payload)
-        except ProcessingError as err:
-            log.debug("process %s: %s", request.id, err)
-            return err.code, encode_error(request.id, self.epoch, err)
-        except Exception as exc:
-            log.error("process %s failed inside the server:\n%s", request.id, traceback.format_exc())
-            bug = InternalError(f"{type(exc).__name__} inside the server (logged); it keeps serving")
-            return bug.code, encode_error(request.id, self.epoch, bug)
 
 
 def serve_until_signalled(server: Server) -> None:

@@ -100,6 +100,7 @@ class Processed:
     results: dict[str, Any]
     server_ms: float
     epoch: str | None
+    result_kinds: dict[str, str] = field(default_factory=dict)  # result key -> boxes, points or polygons
 
 
 # -- outputs ---------------------------------------------------------------------------
@@ -859,10 +860,11 @@ def decode_processed(reply: Reply) -> Processed:
             raise MalformedReply(f"the process reply's 'image' does not describe frame 1: {desc}")
         image = bytes(payload)
     results = header.get("results") or {}
+    kinds = header.get("result_kinds") or {}
     server_ms = header.get("server_ms", 0.0)
-    if not isinstance(results, dict) or not isinstance(server_ms, int | float):
-        raise MalformedReply("a process reply's 'results' must be a map and 'server_ms' a number")
-    return Processed(image, results, float(server_ms), reply.epoch)
+    if not isinstance(results, dict) or not isinstance(kinds, dict) or not isinstance(server_ms, int | float):
+        raise MalformedReply("a process reply's 'results' and 'result_kinds' must be maps and 'server_ms' a number")
+    return Processed(image, results, float(server_ms), reply.epoch, kinds)
 
 
 _DTYPES = {name: np.dtype(name) for name in RAW_DTYPES}

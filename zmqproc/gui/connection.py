@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from PySide6.QtWidgets import (
 from .. import endpoints as endpoint_parser
 from ..cli import DEFAULT_SERVER, port_state
 from ..client import Client
-from ..errors import InvalidEndpoint
+from ..errors import InvalidEndpoint, TunnelAuthFailed, TunnelKeyLocked
 from ..security import ClientCurve
 from .messages import explain
 
@@ -130,8 +131,26 @@ class Background(QObject):
         threading.Thread(target=work, name="zmqproc-gui-background", daemon=True).start()
 
 
+@dataclass(frozen=True)
+class SshSecrets:
+    """The SSH login password and key passphrase the user typed: in memory for this connection only, never saved or logged."""
+
+    password: str | None = field(default=None, repr=False)
+    key_passphrase: str | None = field(default=None, repr=False)
+
+    def to_ask(self, refused: TunnelAuthFailed, connection: ConnectionSettings) -> tuple[str, str] | None:
+        """(field, prompt) of the one secret that can help after ``refused``, each asked once (no prompt loop); else None."""
+        if isinstance(refused, TunnelKeyLocked):
+            key = connection.ssh_key or "(~/.ssh/id_*)"
+            return None if self.key_passphrase is not None else ("key_passphrase", f"Passphrase of the SSH key {key}")
+        return None if self.password is not None else ("password", f"Password of {connection.ssh_target}")
+
+    def answered(self, name: str, value: str) -> SshSecrets:
+        return dataclasses.replace(self, **{name: value})
+
+
 def ask_secret(parent: QWidget | None, what: str) -> str | None:
-    """A password or key passphrase, asked in a Qt dialog (never on a terminal); None if the user declines."""
+    """A password or a key passphrase (``what`` says which), asked in a Qt dialog, never on a terminal; None if declined."""
     text, ok = QInputDialog.getText(parent, "SSH login", what, QLineEdit.EchoMode.Password)
     return text if ok else None
 

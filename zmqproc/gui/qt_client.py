@@ -53,6 +53,7 @@ class QtClient(QObject):
     opsReceived = Signal(object)  # the server's op list
     stateChanged = Signal(str, float)  # state, best ping round trip in seconds (-1 when unknown)
     serverRestarted = Signal(str)  # the new epoch
+    _tunnelChanged = Signal()  # from a tunnel's thread: queued to this object's thread
 
     def __init__(
         self,
@@ -76,6 +77,7 @@ class QtClient(QObject):
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._pump)
+        self._tunnelChanged.connect(self._pump)
         self.set_endpoints(endpoints, curve=curve)
 
     # -- the API ----------------------------------------------------------------
@@ -106,6 +108,8 @@ class QtClient(QObject):
         """Connect to these servers instead (through ``tunnels`` when given, one per endpoint); what is pending fails."""
         self._drop("the viewer switched servers")
         self.endpoints, self._tunnels, self._curve = list(endpoints), list(tunnels), curve is not None
+        for tunnel in self._tunnels:  # reconnecting, failed: read at once on this thread
+            tunnel.on_state_change = lambda _tunnel, _state: self._tunnelChanged.emit()
         session = self._session = ClientSession(self.endpoints, self.options, time.monotonic())
         for route, endpoint in enumerate([t.local_endpoint for t in self._tunnels] or self.endpoints):
             sock, monitor_sock = dealer.open_dealer(self._ctx, endpoint, curve)

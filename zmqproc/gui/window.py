@@ -35,7 +35,7 @@ from ..errors import HostKeyUnknown, TunnelAuthFailed
 from ..images import sniff_format
 from ..security import ClientCurve
 from .batch import Batch
-from .connection import Background, ConnectionDialog, ConnectionSettings, ask_secret, string_list, valid_endpoints
+from .connection import Background, ConnectionDialog, ConnectionSettings, SshSecrets, ask_secret, string_list, valid_endpoints
 from .messages import explain
 from .pipeline_editor import PipelineEditor
 from .qt_client import CONNECTED, CONNECTING, LOST, SLOW, QtClient
@@ -267,9 +267,10 @@ class MainWindow(QMainWindow):
 
     # -- connection -------------------------------------------------------------------
 
-    def connect_to(self, connection: ConnectionSettings, *, password: str | None = None, accept_new: bool = False) -> None:
-        """Connect directly, or open SSH tunnels first (off the GUI thread; secrets asked in dialogs)."""
+    def connect_to(self, connection: ConnectionSettings, *, secrets: SshSecrets | None = None, accept_new: bool = False) -> None:
+        """Connect directly, or open SSH tunnels first (off the GUI thread; secrets asked in dialogs, kept in memory only)."""
         self.connection = connection
+        secrets = secrets or SshSecrets()
         for tunnel in self._tunnels:
             tunnel.close()
         self._tunnels = []
@@ -286,33 +287,24 @@ class MainWindow(QMainWindow):
             self.client.set_endpoints(endpoints, curve=self._curve)
             self.client.request_ops()
             return
-        from ..tunnel import open_tunnel
+        from ..tunnel import open_tunnels
 
         def open_all() -> list[Any]:
-            opened = []
-            try:
-                for endpoint in connection.endpoints:
-                    opened.append(
-                        open_tunnel(
-                            endpoint,
-                            connection.ssh_target,
-                            key=connection.ssh_key or None,
-                            password=password,
-                            known_hosts=connection.known_hosts or None,
-                            accept_new_host_key=accept_new,
-                        )
-                    )
-            except Exception:
-                for tunnel in opened:
-                    tunnel.close()
-                raise
-            return opened
+            return open_tunnels(
+                connection.endpoints,
+                connection.ssh_target,
+                key=connection.ssh_key or None,
+                password=secrets.password,
+                key_passphrase=secrets.key_passphrase,
+                known_hosts=connection.known_hosts or None,
+                accept_new_host_key=accept_new,
+            )
 
         self.client.set_endpoints([])
         self.statusBar().showMessage(f"opening an SSH tunnel through {connection.ssh_target}…")
-        Background(lambda tunnels, error: self._tunnels_opened(connection, tunnels, error, password, accept_new), self).run(open_all)
+        Background(lambda tunnels, error: self._tunnels_opened(connection, tunnels, error, secrets, accept_new), self).run(open_all)
 
-    def _tunnels_opened(self, connection: ConnectionSettings, tunnels: Any, error: Any, password: Any, accept_new: bool) -> None:
+    def _tunnels_opened(self, connection: ConnectionSettings, tunnels: Any, error: Any, secrets: SshSecrets, accept_new: bool) -> None:
         if connection is not self.connection:  # the user chose another connection meanwhile
             for tunnel in tunnels or []:
                 tunnel.close()
@@ -324,15 +316,15 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"tunnel through {connection.ssh_target} open", 5000)
             return
         if isinstance(error, TunnelAuthFailed):
-            what = f"Password of {connection.ssh_target}" + (f", or passphrase of {connection.ssh_key}" if connection.ssh_key else "")
-            secret = ask_secret(self, what)
-            if secret is not None:
-                self.connect_to(connection, password=secret, accept_new=accept_new)
+            wanted = secrets.to_ask(error, connection)  # the key's passphrase or the login password, each asked once
+            typed = ask_secret(self, wanted[1]) if wanted is not None else None
+            if wanted is not None and typed is not None:
+                self.connect_to(connection, secrets=secrets.answered(wanted[0], typed), accept_new=accept_new)
                 return
         elif isinstance(error, HostKeyUnknown):
             answer = QMessageBox.question(self, "Unknown SSH host", f"{error}\n\nTrust this host and remember its key?")
             if answer == QMessageBox.StandardButton.Yes:
-                self.connect_to(connection, password=password, accept_new=True)
+                self.connect_to(connection, secrets=secrets, accept_new=True)
                 return
         self.notify(f"Could not open the SSH tunnel: {error}", "error")
 
