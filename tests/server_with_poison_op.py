@@ -9,16 +9,19 @@ import signal
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zmqproc import ops  # noqa: E402
+from zmqproc import op  # noqa: E402
 from zmqproc.server_cli import main  # noqa: E402
 
 PID_VARIABLE = "ZMQPROC_TEST_SERVER_PID"
 
 
-@ops.op("kill_server", "SIGKILLs the server process, to test what clients do with a request that crashes its server.", heavy=True)
-def kill_server(image):
+@op(heavy=True)
+def kill_server(image: np.ndarray) -> np.ndarray:
+    """SIGKILLs the server process, to test what clients do with a request that crashes its server."""
     os.kill(int(os.environ[PID_VARIABLE]), signal.SIGKILL)
     return image
 

@@ -28,7 +28,6 @@ from zmqproc.session import (
     LOST,
     SLOW,
     TUNNEL_FAILED,
-    TUNNEL_OPEN,
     TUNNEL_RECONNECTING,
     ClientOptions,
     ClientSession,
@@ -210,7 +209,7 @@ def test_ping_ops_and_stats_resolve_with_their_values():
         ({"image": {"format": "raw", "dtype": "int64", "shape": [3, 4]}}, b"x" * 12, "raw dtype"),
         ({"image": {"format": "raw", "dtype": "uint8", "shape": [3, 4]}}, None, "no frame 1"),
         ({"image": {"format": "png"}}, b"not a png at all", "not a readable png"),
-        ({"image": {"format": "raw", "dtype": "uint8", "shape": [3, 4]}, "results": [1]}, b"x" * 12, "'results' must be a map"),
+        ({"image": {"format": "raw", "dtype": "uint8", "shape": [3, 4]}, "results": [1]}, b"x" * 12, "'result_kinds' must be maps"),
     ],
 )
 def test_a_process_reply_that_breaks_the_contract_is_malformed_reply_not_key_error(header, payload, words):
@@ -566,22 +565,26 @@ def test_a_route_back_within_the_grace_keeps_the_work():
     assert sorted(rig.results) == sorted(ids)
 
 
-def test_a_reconnecting_tunnel_counts_as_reconnecting_a_failed_one_as_lost_for_good():
+def test_a_reconnecting_tunnel_keeps_work_waiting_a_failed_one_is_lost_for_good():
     rig = Rig(routes=2, grace=3.0)
     rig.connect()
-    ids = rig.submit(2)
-    rig.session.tunnel(0, TUNNEL_RECONNECTING, rig.now)
-    rig.session.tunnel(1, TUNNEL_RECONNECTING, rig.now)
-    rig.advance(2.0)
-    assert not rig.errors and rig.session.routes[0].state == CONNECTING
-    rig.session.tunnel(0, TUNNEL_OPEN, rig.now)
-    rig.advance(5.0)
-    assert not rig.errors, "one tunnel is open again"
-    rig.session.tunnel(1, TUNNEL_OPEN, rig.now)
+    ids = rig.submit(2, timeout=60.0)
+    for route in (0, 1):
+        rig.session.disconnected(route, rig.now)  # the local end drops its connections while SSH reconnects
+        rig.session.tunnel(route, TUNNEL_RECONNECTING, rig.now, TunnelDied("the tunnel is reconnecting"))
+    rig.advance(10.0)
+    assert not rig.errors and rig.session.routes[0].state == CONNECTING, "past the grace: the tunnels are still trying"
     rig.session.tunnel(0, TUNNEL_FAILED, rig.now, TunnelDied("the SSH host changed its key"))
-    rig.session.tunnel(1, TUNNEL_FAILED, rig.now, TunnelDied("auth refused"))
+    rig.session.tunnel(1, TUNNEL_FAILED, rig.now, TunnelDied("the login was refused"))
     rig.pump()
     assert all(isinstance(rig.errors[i], TunnelDied) for i in ids), "lost for good: no grace"
+    late = Rig(grace=3.0)
+    late.connect()
+    (rid,) = late.submit(timeout=5.0)
+    late.session.disconnected(0, late.now)
+    late.session.tunnel(0, TUNNEL_RECONNECTING, late.now, TunnelDied("the tunnel is reconnecting"))
+    late.advance(5.0)
+    assert isinstance(late.errors[rid], TunnelDied) and "reconnecting" in str(late.errors[rid]), "the cause, at the deadline"
 
 
 def test_a_refused_key_fails_at_once_and_a_cut_short_handshake_is_named_at_the_grace():

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .errors import TunnelDied
+from .errors import TunnelError
 from .security import ClientCurve, refusal
 from .session import TUNNEL_FAILED, TUNNEL_OPEN, TUNNEL_RECONNECTING, ClientSession
 from .zmqflags import NOBLOCK
@@ -107,10 +107,10 @@ def monitor_input(session: ClientSession, route: int, frames: list[Any], endpoin
 
 
 def tunnel_input(session: ClientSession, route: int, tunnel: Tunnel, now: float) -> None:
-    """The state of ``route``'s SSH tunnel as the session's input: open, reconnecting, or failed (with its reason)."""
-    state = tunnel.state
-    if state in (TUNNEL_OPEN, TUNNEL_RECONNECTING):
-        session.tunnel(route, state, now)
-    else:  # failed for good (a refused login, a changed host key), or closed
-        error = tunnel.error or TunnelDied(f"the tunnel to {tunnel.endpoint} through {tunnel.ssh} was closed")
-        session.tunnel(route, TUNNEL_FAILED, now, error)
+    """The state of ``route``'s SSH tunnel as the session's input: open, reconnecting or failed, with the tunnel's reason."""
+    try:
+        tunnel.check()  # raises unless open: TunnelDied while reconnecting or once closed, the final refusal once failed
+    except TunnelError as why:
+        session.tunnel(route, TUNNEL_RECONNECTING if tunnel.state == TUNNEL_RECONNECTING else TUNNEL_FAILED, now, why)
+        return
+    session.tunnel(route, TUNNEL_OPEN, now)

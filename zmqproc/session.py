@@ -377,7 +377,11 @@ class ClientSession:
         self.routes[route].cut_short = error
 
     def tunnel(self, route: int, state: str, now: float, error: BaseException | None = None) -> None:
-        """The SSH tunnel of ``route`` is ``open``, ``reconnecting`` (counts as reconnecting) or ``failed`` (lost for good)."""
+        """The SSH tunnel of ``route`` is ``open``, ``reconnecting`` or ``failed``; ``error`` says why it is not open.
+
+        A reconnecting tunnel is trying again by itself: its route is unusable but not lost, so work waits (within its
+        deadline, which then names the tunnel as the cause); ``failed`` is lost for good, at once.
+        """
         r = self.routes[route]
         if state == TUNNEL_FAILED and error is None:
             error = TunnelError(f"the SSH tunnel to {r.endpoint} failed")
@@ -516,7 +520,7 @@ class ClientSession:
         for r in self.routes:
             if r.up and r.ping is None and (keepalive or not r.told or r.assigned):
                 times.append(r.ping_due)
-            if r.down_since is not None and grace_matters and self._lost is None:
+            if r.down_since is not None and grace_matters and self._lost is None and r.tunnel != TUNNEL_RECONNECTING:
                 times.append(r.down_since + self.options.grace)
         return min(times) if times else None
 
@@ -795,9 +799,15 @@ class ClientSession:
             return CONNECTING
         return SLOW if r.rtt > self.options.slow_after else CONNECTED
 
+    def _lost_route(self, r: _Route, now: float) -> bool:
+        """Lost for good, or unusable for the grace (a reconnecting tunnel is still trying: not lost until it fails)."""
+        if r.lost_for_good is not None:
+            return True
+        return r.down_since is not None and now - r.down_since >= self.options.grace and r.tunnel != TUNNEL_RECONNECTING
+
     def _check_lost(self, now: float) -> None:
         grace = self.options.grace
-        lost = all(r.lost_for_good is not None or (r.down_since is not None and now - r.down_since >= grace) for r in self.routes)
+        lost = all(self._lost_route(r, now) for r in self.routes)
         if not lost:
             self._lost = None
             return
