@@ -80,7 +80,9 @@ def test_files_dropped_on_either_view_are_reported(compare, qtbot, tmp_path):
         mime = QMimeData()
         mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "a.png"))])
         with qtbot.waitSignal(compare.filesDropped) as dropped:
-            view.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier))
+            view.dropEvent(
+                QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+            )
         assert dropped.args == [[str(tmp_path / "a.png")]]
 
 

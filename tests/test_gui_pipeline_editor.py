@@ -97,3 +97,14 @@ def test_presets_round_trip_and_feed_pipeline_arguments(editor, tmp_path):
     for bad in ("{", '{"op": "x"}', '[{"params": {}}]'):
         with pytest.raises(ValueError, match="preset"):
             read_preset(bad)
+
+
+def test_the_buttons_stay_put_whatever_the_selected_step_declares(qtbot, editor):
+    editor.resize(300, 600)
+    editor.show()
+    qtbot.waitExposed(editor)
+    editor.steps_list.setCurrentRow(0)  # invert: no parameters
+    before = editor.remove_button.mapTo(editor, editor.remove_button.rect().topLeft())
+    editor.steps_list.setCurrentRow(1)  # gaussian_blur: a parameter row
+    qtbot.wait(10)
+    assert editor.remove_button.mapTo(editor, editor.remove_button.rect().topLeft()) == before

@@ -81,6 +81,7 @@ class BatchItem:
     message: str = ""
     output: Path | None = None  # the result's file, once written
     results: dict[str, Any] = field(default_factory=dict)
+    result_kinds: dict[str, str] = field(default_factory=dict)
 
 
 class Batch(QObject):
@@ -113,6 +114,7 @@ class Batch(QObject):
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zmqproc-batch-writer")
         self.started = 0.0
         self.running = False
+        self._closed = False
         self._written.connect(self._on_written)
         client.processed.connect(self._processed)
         client.failed.connect(self._failed)
@@ -161,6 +163,8 @@ class Batch(QObject):
                     shutil.copyfile(item.output, destination)
                 else:
                     image = cv2.imread(str(item.output), cv2.IMREAD_UNCHANGED)
+                    if image is None:
+                        continue  # gone or damaged since it was written
                     destination.write_bytes(encode_for_disk(image, target.fmt))
                 copied += 1
         return copied
@@ -200,7 +204,7 @@ class Batch(QObject):
         if index is None:
             return
         item = self.items[index]
-        item.results = dict(result.results)
+        item.results, item.result_kinds = dict(result.results), dict(result.result_kinds)
         item.message = f"server {result.server_ms:.0f} ms"
         destination = self.output.folder / self.output.name(item.path, self.pipeline, index)
         self._writing.add(index)
@@ -240,8 +244,10 @@ class Batch(QObject):
             self.finished.emit(self.summary())
 
     def close(self) -> None:
-        """Stop listening to the client and let the writer finish."""
+        """Stop listening to the client and let the writer finish (once; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         self.client.processed.disconnect(self._processed)
         self.client.failed.disconnect(self._failed)
         self._writer.shutdown(wait=True)
-

@@ -70,8 +70,8 @@ def load_pipeline(spec: str) -> list[Entry]:
 class OddSpinBox(QSpinBox):
     """A spin box that takes odd values only: an even number typed in is not accepted; leaving the box rounds it up."""
 
-    def validate(self, text: str, pos: int) -> object:
-        state, text, pos = super().validate(text, pos)  # type: ignore[misc]
+    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
+        state, text, pos = super().validate(text, pos)
         if state == QValidator.State.Acceptable and int(text) % 2 == 0:
             state = QValidator.State.Intermediate
         return state, text, pos

@@ -99,6 +99,7 @@ class ImageView(QGraphicsView):
         self.setScene(QGraphicsScene(self))
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)  # a notice appearing does not move the picture
         self.setBackgroundBrush(QColor(48, 48, 48))
         self.setMouseTracking(True)
         self.setAcceptDrops(True)
