@@ -25,7 +25,7 @@ from PySide6.QtCore import QCoreApplication, QTimer  # noqa: E402
 from bench.harness import zmqproc_server  # noqa: E402
 from zmqproc.client import Processed  # noqa: E402
 from zmqproc.gui.qt_client import CONNECTED, QtClient  # noqa: E402
-from zmqproc.gui.views import to_qimage  # noqa: E402
+from zmqproc.gui.views import to_pixmap  # noqa: E402
 from zmqproc.gui.window import result_array  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def main() -> int:
 
         def processed(_rid: str, result: Processed) -> None:
             outcome["ok"] += 1
-            to_qimage(result_array(result.image))  # what the viewer does with a shown result (its pixmap conversion aside)
+            to_pixmap(result_array(result.image))  # what the viewer does with a shown result
 
         client.processed.connect(processed)
         client.failed.connect(lambda _rid, _err: outcome.__setitem__("failed", outcome["failed"] + 1))

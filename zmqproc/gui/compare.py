@@ -14,7 +14,7 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QSlider, QSplitter, QVBoxLayout, QWidget
 
-from .views import ImageView
+from .views import ImageView, to_pixmap
 
 MODES = {"side": "Side by side", "split": "Split", "flick": "Flick (Space)"}
 
@@ -102,10 +102,11 @@ class CompareView(QWidget):
         """Show a result; the zoom and the part of the picture shown stay as they are."""
         self.result = image
         self._overlays = overlays or {}
-        self.result_view.set_image(image, keep_view=True)
+        pixmap = to_pixmap(image)  # once, for both views
+        self.result_view.set_image(image, keep_view=True, pixmap=pixmap)
         self.result_view.apply_view_state(self.original_view.view_state())
         self.result_view.set_overlays(self._overlays)
-        self.original_view.set_other(image)
+        self.original_view.set_other(image, pixmap)
         self.original_view.set_overlays(self._overlays, on_other=True)
         self.result_info.setText(f"result {describe(image)}" + (f" ({info})" if info else ""))
         self._show_mode()
