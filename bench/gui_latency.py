@@ -21,6 +21,7 @@ import numpy as np
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PySide6.QtCore import QCoreApplication, QTimer  # noqa: E402
+from PySide6.QtGui import QGuiApplication  # noqa: E402
 
 from bench.harness import zmqproc_server  # noqa: E402
 from zmqproc.client import Processed  # noqa: E402
@@ -64,7 +65,7 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
-    app = QCoreApplication.instance() or QCoreApplication([])
+    app = QCoreApplication.instance() or QGuiApplication([])  # a QGuiApplication: pixmaps, as the viewer makes them
     image = np.random.default_rng(1).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     with zmqproc_server(args.workers) as endpoint:  # default settings: the client keeps within the server's credit
         client = QtClient([endpoint], timeout=120.0)
