@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QApplication
 from ..endpoints import check as check_endpoint
 from ..security import ClientCurve
 from .batch import FORMATS
+from .compare import MODES
 from .connection import ConnectionSettings
 from .pipeline_editor import load_pipeline
 from .window import MainWindow, expand_paths
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take (default %(default)s)")
     p.add_argument("--process", action="store_true", help="process the opened image at once")
     p.add_argument("--batch", action="store_true", help="process every opened file (folders: their images) as a batch")
+    p.add_argument("--compare", choices=list(MODES), help="how original and result are shown (default: side by side)")
+    p.add_argument("--live", action="store_true", help="start with Live on: every pipeline change is processed at once")
     p.add_argument("--output-dir", metavar="DIR", help="--batch: write the results here (default: a new folder in the cache)")
     p.add_argument("--name-pattern", metavar="PAT", help="--batch: result file names, e.g. {stem}_{pipeline}.{ext}")
     p.add_argument("--format", choices=list(FORMATS), help="--batch: the results' file format (default png)")
@@ -107,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.editor.set_steps(pipeline)
     if args.transfer:
         window.transfer.setCurrentIndex(window.transfer.findData(args.transfer))
+    if args.compare:
+        window.compare.set_mode(args.compare)
     panel = window.batch_panel
     if args.output_dir:
         panel.folder.setText(args.output_dir)
@@ -123,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if window.original is None and args.quit_when_done:
             print(f"zmqproc-gui: cannot open {args.open[0]}", file=sys.stderr)
             return 1
+    if args.live:
+        window.live.setChecked(True)
     if args.process or args.batch:
         script = Script(window, args) if (args.screenshot or args.quit_when_done) else None
         QTimer.singleShot(0, window.start_batch if args.batch else window.process)

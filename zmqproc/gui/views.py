@@ -216,6 +216,9 @@ class ImageView(QGraphicsView):
 
     def fit(self, *, quiet: bool = False) -> None:
         self._fitted = True
+        if self.image is None:  # the placeholder keeps its own size, centred
+            self._apply(lambda: (self.resetTransform(), self.centerOn(self._placeholder)), quiet)
+            return
         self._apply(lambda: self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio), quiet)
 
     def actual_size(self) -> None:

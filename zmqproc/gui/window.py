@@ -206,7 +206,7 @@ class MainWindow(QMainWindow):
         center.addWidget(top)
         center.addWidget(self.tabs)
         center.setStretchFactor(0, 3)
-        center.setSizes([560, 300])
+        center.setSizes([640, 230])
 
         self.editor = PipelineEditor()
         self.editor.changed.connect(self._pipeline_changed)
