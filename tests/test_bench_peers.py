@@ -6,14 +6,14 @@ from pathlib import Path
 
 from bench.peers import PEERS, table, write_section
 
-RESULTS = {"1080p, sequential": dict(zip(PEERS, (200.0, 180.0, 150.0, 40.0), strict=True))}
+RESULTS = {"1080p, sequential": dict(zip(PEERS, (200.0, 180.0, 190.0, 150.0, 40.0), strict=True))}
 
 
 def test_table_has_rates_and_ratios_to_zmqproc() -> None:
     head, rule, row = table(RESULTS).splitlines()
-    assert head.startswith("| workload | raw pyzmq | zmqproc | imagezmq | FastAPI | zmqproc / raw pyzmq")
-    assert rule.count("|---") == 8
-    assert row == "| 1080p, sequential | 200 | 180 | 150 | 40 | 0.90× | 1.20× | 4.50× |"
+    assert head.startswith("| workload | raw pyzmq | zmqproc | bare DEALER | imagezmq | FastAPI | zmqproc / raw pyzmq")
+    assert rule.count("|---") == 10
+    assert row == "| 1080p, sequential | 200 | 180 | 190 | 150 | 40 | 0.90× | 0.95× | 1.20× | 4.50× |"
 
 
 def test_section_replaced_in_place_others_kept(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -113,6 +114,19 @@ def test_no_server_is_one_line_after_the_timeout():
     out = zmqproc("ping", "--server", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5")
     assert_one_clear_line(out)
     assert "no reply" in out.stderr
+
+
+def test_a_gone_server_fails_within_the_grace_not_the_timeout():
+    started = time.monotonic()
+    out = zmqproc("ping", "--server", f"tcp://127.0.0.1:{free_port()}", "--timeout", "30")
+    assert_one_clear_line(out)
+    assert "no server reachable for 3 s" in out.stderr and time.monotonic() - started < 10
+
+
+def test_an_endpoint_without_a_scheme_is_one_line():
+    out = zmqproc("ping", "--server", "localhost:5599")
+    assert_one_clear_line(out)
+    assert out.stderr.strip() == "zmqproc: 'localhost:5599' has no transport: write tcp://localhost:5599"
 
 
 def test_silent_peer_ping_times_out():

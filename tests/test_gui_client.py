@@ -7,10 +7,12 @@ import pytest
 
 from tests.conftest import ServerProcess, free_port
 from tests.rawwire import holds, server_stats
-from zmqproc import Client
-from zmqproc.errors import BadParams, Cancelled, RequestTimeout, UnknownOp
+from zmqproc import Client, ClientOptions
+from zmqproc.errors import BadParams, Cancelled, ConnectionLost, MalformedReply, RequestTimeout, UnknownOp
 from zmqproc.gui.messages import explain
-from zmqproc.gui.qt_client import CONNECTED, LOST, QtClient
+from zmqproc.gui.qt_client import CONNECTED, CONNECTING, LOST, SLOW, QtClient
+
+SLOW_WORK = "denoise:h=10,search_window=35,template_window=21"
 
 
 def collect(client: QtClient) -> tuple[dict, dict]:
@@ -63,14 +65,36 @@ def test_cancel_withdraws_queued_work(qtbot, start_server, astronaut):
         client.close()
 
 
-def test_request_times_out_without_server(qtbot):
-    client = QtClient([f"tcp://127.0.0.1:{free_port()}"], timeout=0.3, lost_after=0.3)
+def test_request_times_out_without_server_and_the_state_turns_lost(qtbot):
+    client = QtClient([f"tcp://127.0.0.1:{free_port()}"], timeout=0.3)
     try:
         done, failed = collect(client)
         rid = client.process(np.zeros((8, 8, 3), np.uint8), "invert")
         qtbot.waitUntil(lambda: rid in failed, timeout=3000)
         assert isinstance(failed[rid], RequestTimeout)
-        qtbot.waitUntil(lambda: client.state == LOST, timeout=3000)
+        assert client.state == CONNECTING
+        qtbot.waitUntil(lambda: client.state == LOST, timeout=5000)  # after the grace (3 s)
+    finally:
+        client.close()
+
+
+def test_the_only_server_gone_fails_pending_work_within_the_grace(qtbot, start_server, coffee):
+    import signal
+    import time
+
+    server = start_server("--workers", "1")
+    client = QtClient([server.endpoint], timeout=60.0)
+    try:
+        qtbot.waitUntil(lambda: client.state == CONNECTED, timeout=5000)
+        done, failed = collect(client)
+        ids = [client.process(coffee, SLOW_WORK) for _ in range(5)]
+        qtbot.waitUntil(lambda: server_stats(server.endpoint)["in_flight"] > 0, timeout=5000)
+        server.stop(signal.SIGKILL)
+        gone = time.monotonic()
+        qtbot.waitUntil(lambda: len(failed) == len(ids), timeout=10000)
+        assert time.monotonic() - gone < 3.0 + 1.5, "the grace, not the 60 s deadline"
+        assert all(isinstance(e, ConnectionLost) and server.endpoint in str(e) for e in failed.values())
+        assert "no server reachable" in explain(failed[ids[0]]) and client.state == LOST
     finally:
         client.close()
 
@@ -78,7 +102,7 @@ def test_request_times_out_without_server(qtbot):
 def test_connection_lost_and_regained(qtbot):
     port = free_port()
     first = ServerProcess("--workers", "1", port=port)
-    client = QtClient([first.endpoint], ping_interval=0.2, lost_after=0.5, timeout=10.0)
+    client = QtClient([first.endpoint], options=ClientOptions(keepalive=True, heartbeat=0.2), timeout=10.0)
     states: list[str] = []
     client.stateChanged.connect(lambda state, _rtt: states.append(state))
     restarted: list[str] = []
@@ -110,7 +134,7 @@ def test_two_endpoints_share_the_work_and_survive_one_dying(qtbot, start_server,
     a, b = start_server("--workers", "1"), start_server("--workers", "1")
     client = QtClient([a.endpoint, b.endpoint], timeout=30.0)
     try:
-        qtbot.waitUntil(lambda: all(r.up for r in client._session.routes), timeout=5000)
+        qtbot.waitUntil(lambda: client._session.up(0) and client._session.up(1), timeout=5000)
         done, failed = collect(client)
         ids = [client.process(coffee, "bilateral_filter:d=9") for _ in range(24)]  # at work when one dies; under the cap of 32
         qtbot.waitUntil(lambda: server_stats(a.endpoint)["in_flight"] > 0, timeout=5000)
@@ -124,19 +148,20 @@ def test_two_endpoints_share_the_work_and_survive_one_dying(qtbot, start_server,
         client.close()
 
 
-def test_every_wire_code_has_a_sentence():
-    from zmqproc.errors import ERROR_CODES, ConnectionLost, error_from_wire
+def test_every_wire_code_and_client_error_has_a_sentence():
+    from zmqproc.errors import ERROR_CODES, AuthenticationFailed, InvalidEndpoint, ServerCrashed, TunnelDied, error_from_wire
     from zmqproc.gui.messages import SENTENCES
 
     assert set(SENTENCES) == set(ERROR_CODES)
     assert explain(error_from_wire({"code": "busy", "message": "queue full"})) == f"{SENTENCES['busy']} (queue full)"
-    assert "lost" in explain(ConnectionLost("gone")) and "No reply" in explain(RequestTimeout("x"))
+    assert "connection to the server was lost" in explain(ConnectionLost("gone")) and "No reply" in explain(RequestTimeout("x"))
+    assert "crashed the server twice" in explain(ServerCrashed("x"))
+    assert "CURVE keys" in explain(AuthenticationFailed("refused")) and "SSH tunnel" in explain(TunnelDied("x"))
+    assert "Not a server address" in explain(InvalidEndpoint("'localhost:1' has no transport"))
 
 
 def test_slow_indicator_and_cancel_before_sending(qtbot, endpoint):
-    from zmqproc.gui.qt_client import SLOW
-
-    slow = QtClient([endpoint], slow_after=0.0)  # every round trip counts as slow
+    slow = QtClient([endpoint], options=ClientOptions(keepalive=True, slow_after=0.0))  # every round trip counts as slow
     nowhere = QtClient([f"tcp://127.0.0.1:{free_port()}"])
     try:
         qtbot.waitUntil(lambda: slow.state == SLOW and slow.rtt > 0, timeout=5000)
@@ -149,27 +174,39 @@ def test_slow_indicator_and_cancel_before_sending(qtbot, endpoint):
         nowhere.close()
 
 
-def test_pings_go_on_after_the_session_forgets_one(qtbot, endpoint):
-    """A new epoch orphans the ping in flight; the next tick must send a new one (the connection stays watched)."""
-    import time
+def test_an_error_in_a_slot_or_in_reading_a_reply_loses_no_request(qtbot, qt_client, coffee, monkeypatch):
+    """The flake of a traceback inside the reply handler that lost the reply: every request still ends, exactly once."""
+    from zmqproc import session as session_module
 
-    import msgpack
-    import zmq
+    def broken_slot(_rid, _result):
+        raise RuntimeError("a bug in the application's slot")
 
-    client = QtClient([endpoint], ping_interval=0.2)
+    qt_client.processed.connect(broken_slot)
+    done, failed = collect(qt_client)
+    with qtbot.capture_exceptions() as raised:
+        ids = [qt_client.process(coffee, "invert") for _ in range(3)]
+        qtbot.waitUntil(lambda: len(done) == 3, timeout=10000)
+    assert len(raised) == 3 and set(done) == set(ids) and qt_client.in_flight == 0
+    monkeypatch.setattr(session_module, "decode_processed", lambda reply: {}["image"])  # reading the reply raises KeyError
+    rid = qt_client.process(coffee, "invert")
+    qtbot.waitUntil(lambda: rid in failed, timeout=10000)
+    assert isinstance(failed[rid], MalformedReply) and "KeyError" in str(failed[rid]) and qt_client.in_flight == 0
+
+
+def test_processing_over_curve(qtbot, start_server, tmp_path, coffee):
+    from zmqproc.security import ClientCurve, generate_keypair
+
+    server_public, server_secret = generate_keypair("server", tmp_path)
+    client_public, client_secret = generate_keypair("viewer", tmp_path)
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    (allow / "viewer.key").write_bytes(client_public.read_bytes())
+    server = start_server("--workers", "1", "--curve-secret", str(server_secret), "--curve-allow", str(allow))
+    client = QtClient([server.endpoint], curve=ClientCurve.load(server_public, client_secret), timeout=10.0)
     try:
-        qtbot.waitUntil(lambda: client.state == CONNECTED, timeout=10000)
-        link = client._links[0]
-        qtbot.waitUntil(lambda: link.ping is None, timeout=5000)
-        client._send_ping(0)  # a ping out; no event is handled before the next lines
-        forgotten = link.ping
-        # a reply from a restarted instance, to a request sent on this connection, while the ping is out
-        probe = client._session.request("stats", None, None, 5.0, time.monotonic())
-        client._session.sent(probe, 0, time.monotonic())
-        foreign = {"v": 1, "id": probe.id, "status": "ok", "epoch": "another-instance"}
-        client._on_frames(0, [zmq.Frame(msgpack.packb(foreign))])
-        assert forgotten not in client._session
-        link.rtt = -1.0
-        qtbot.waitUntil(lambda: link.rtt >= 0, timeout=3000)  # a new ping went out and was answered
+        done, failed = collect(client)
+        rid = client.process(coffee, "invert")
+        qtbot.waitUntil(lambda: rid in done or rid in failed, timeout=10000)
+        assert not failed and np.array_equal(done[rid].image, 255 - coffee)
     finally:
         client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import IMAGES, ROOT, ServerProcess, free_port, load_image
+from tests.rawwire import server_stats
 from zmqproc import Client, samples
 from zmqproc.gui.qt_client import CONNECTED, LOST
 
@@ -134,8 +136,6 @@ def test_connection_lost_and_regained_indicator(qtbot, qt_settings):
     second = None
     win = MainWindow([first.endpoint])
     qtbot.addWidget(win)
-    win.client._ping_timer.setInterval(200)
-    win.client.lost_after = 1.0
     try:
         qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED, timeout=5000)
         first.stop()
@@ -238,7 +238,7 @@ def test_processing_through_an_ssh_tunnel(qtbot, qt_settings, sshd, endpoint):
     qtbot.addWidget(win)
     win.connect_to(ssh_settings(sshd, endpoint, sshd.key))
     qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED and bool(win._tunnels), timeout=15000)
-    assert win.client.endpoints == [t.local_endpoint for t in win._tunnels] != [endpoint]
+    assert win.client.endpoints == [endpoint] != [t.local_endpoint for t in win._tunnels]  # named as typed, reached through SSH
     win.transfer.setCurrentIndex(win.transfer.findData("auto"))
     assert win.transfer_mode() == "encoded"  # auto: the encoded file through SSH
     win.open_files([str(IMAGES / "coffee.png")])
@@ -317,3 +317,112 @@ def test_run_local_starts_a_server_and_stops_it_with_the_viewer(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Done: invert in ")
     assert port_state("127.0.0.1", port, 1.0) == "closed"  # the server went away with the viewer
+
+
+def scripted(*args: str, tmp_path: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path)}
+    return subprocess.run([sys.executable, "gui_app.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_scripted_mode_over_curve(start_server, tmp_path):
+    from zmqproc.security import generate_keypair
+
+    server_public, server_secret = generate_keypair("server", tmp_path)
+    viewer_public, viewer_secret = generate_keypair("viewer", tmp_path)
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    (allow / "viewer.key").write_bytes(viewer_public.read_bytes())
+    server = start_server("--workers", "1", "--curve-secret", str(server_secret), "--curve-allow", str(allow))
+    keys = ["--curve-server-key", str(server_public), "--curve-secret", str(viewer_secret)]
+    done = scripted("--server", server.endpoint, *keys, "--open", "sample:coffee", "--pipeline", "invert", "--process",
+                    "--quit-when-done", tmp_path=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Done: invert in ")
+
+
+def test_curve_settings_save_the_secret_keys_path_only(qt_settings, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from zmqproc.gui.connection import ConnectionSettings
+    from zmqproc.security import generate_keypair, load_keypair
+
+    public, secret = generate_keypair("viewer", tmp_path)
+    settings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "zmqproc", "viewer")
+    ConnectionSettings(curve_server_key=str(public), curve_secret=str(secret)).save(settings)
+    settings.sync()
+    saved = (qt_settings / "zmqproc" / "viewer.ini").read_text()
+    assert str(secret) in saved and load_keypair(secret)[1].decode() not in saved
+    assert ConnectionSettings.load(settings).curve_secret == str(secret)
+
+
+def test_scripted_mode_without_a_server_fails_within_seconds_in_one_sentence(tmp_path):
+    started = time.monotonic()
+    done = scripted("--server", f"tcp://127.0.0.1:{free_port()}", "--open", "sample:coffee", "--pipeline", "invert",
+                    "--process", "--quit-when-done", tmp_path=tmp_path)  # fmt: skip
+    assert done.returncode == 1 and time.monotonic() - started < 10
+    ours = [line for line in done.stderr.splitlines() if line.startswith("zmqproc-gui:")]  # Qt's offscreen plugin warns too
+    assert ours == [line for line in done.stderr.splitlines() if "zmqproc" in line or "Traceback" in line]
+    assert len(ours) == 1 and ours[0].startswith("zmqproc-gui: The connection to the server was lost: no server reachable")
+
+
+def test_an_endpoint_without_a_scheme_is_a_plain_message(tmp_path):
+    done = scripted("--server", "localhost:5599", "--open", "sample:coffee", "--process", "--quit-when-done", tmp_path=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == "zmqproc-gui: 'localhost:5599' has no transport: write tcp://localhost:5599"
+
+
+def test_a_bad_saved_endpoint_does_not_stop_the_viewer(qtbot, qt_settings):
+    from PySide6.QtCore import QSettings
+
+    from zmqproc.gui.window import MainWindow
+
+    saved = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "zmqproc", "viewer")
+    saved.setValue("connection/endpoints", ["localhost:5599"])
+    saved.sync()
+    win = MainWindow()
+    qtbot.addWidget(win)
+    assert "Cannot connect" in win.notice.text() and "tcp://localhost:5599" in win.notice.text()
+    win.close()
+
+
+def test_the_connection_dialog_never_accepts_an_invalid_endpoint_or_key(qtbot, qt_settings, endpoint, tmp_path):
+    from zmqproc.gui.connection import ConnectionDialog, ConnectionSettings
+
+    dialog = ConnectionDialog(ConnectionSettings([endpoint]))
+    qtbot.addWidget(dialog)
+    dialog.endpoints.setPlainText("127.0.0.1:5555")
+    dialog._accept_valid()
+    assert dialog.result() == 0 and "write tcp://127.0.0.1:5555" in dialog.test_result.text()
+    dialog.endpoints.setPlainText(endpoint)
+    dialog.curve_server_key.setText(str(tmp_path / "missing.key"))
+    dialog._accept_valid()
+    assert dialog.result() == 0 and "CURVE keys" in dialog.test_result.text()
+    dialog.curve_server_key.setText("")
+    dialog._accept_valid()
+    assert dialog.result() == 1
+
+
+def test_escape_cancels_the_running_request(qtbot, qt_settings, start_server, tmp_path):
+    from PySide6.QtCore import Qt
+
+    from zmqproc.gui.window import MainWindow
+
+    server = start_server("--workers", "1")
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.tile(load_image("astronaut.png"), (2, 2, 1)))  # seconds of denoise: running when Esc comes
+    win = MainWindow([server.endpoint], timeout=60.0)
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        win.open_files([str(big)])
+        win.editor.set_steps("denoise:h=10,search_window=35,template_window=21")
+        with qtbot.waitSignal(win.jobFinished, timeout=10000) as job:
+            win.process()
+            assert win.cancel_button.isEnabled()
+            qtbot.waitUntil(lambda: server_stats(server.endpoint)["running"] == 1, timeout=5000)
+            qtbot.keyClick(win, Qt.Key.Key_Escape)
+        assert job.args == [False, "Cancelled."] and not win.cancel_button.isEnabled() and win.process_button.isEnabled()
+        stats = server_stats(server.endpoint)
+        assert stats["errors"].get("cancelled") == 1 and stats["running"] == 0, "the server stopped the running work"
+    finally:
+        win.close()

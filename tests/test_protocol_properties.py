@@ -44,7 +44,7 @@ from zmqproc.protocol import (
     encode_error,
     encode_reply,
 )
-from zmqproc.session import ClientSession
+from zmqproc.session import ClientSession, Fail, Resolve
 
 LIMITS = Limits(max_header_bytes=4096, max_frame_bytes=64 * 1024, max_pixels=4096)
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -400,33 +400,38 @@ def test_error_reply_round_trip(request_id: str | None, epoch: str, code: str, m
 
 
 def receive_outcome(session: ClientSession, frames: list[bytes]) -> None:
-    """ClientSession.receive raises only MalformedReply; what it accepts is safe to read."""
-    try:
-        matched = session.receive(frames)
-    except MalformedReply:
-        return
+    """ClientSession.receive never raises; a reply it reads ends its request at most once, with a typed value or error."""
+    session.receive(0, frames, 0.0)
+    ended = [e for e in session.events() if isinstance(e, Resolve | Fail)]
+    assert len(ended) <= 1
+    for event in ended:
+        assert not isinstance(event, Fail) or isinstance(event.error, ProcessingError | MalformedReply)
     assert session.epoch is None or isinstance(session.epoch, str)
-    if matched is not None:
-        pending, reply = matched
-        assert reply.id == pending.id and pending.id not in session
-        assert reply.error is None if reply.ok else isinstance(reply.error, ProcessingError)
+
+
+def sent_ping() -> tuple[ClientSession, str]:
+    session = ClientSession(["tcp://127.0.0.1:1"])
+    session.connected(0, 0.0)
+    request_id = session.submit("ping", 10.0, 0.0)
+    session.tick(0.0)
+    session.sends(0.0)
+    return session, request_id
 
 
 @FUZZ
 @given(st.lists(st.binary(max_size=128), max_size=3))
 def test_session_receive_any_frames(frames: list[bytes]) -> None:
-    receive_outcome(ClientSession(), frames)
+    receive_outcome(sent_ping()[0], frames)
 
 
 @FUZZ
 @given(st.data())
 def test_session_receive_mutated_replies(data: st.DataObject) -> None:
-    session = ClientSession()
-    pending = session.request("ping", None, None, 10.0, 0.0)
+    session, request_id = sent_ping()
     if data.draw(st.booleans()):
-        header: dict[str, Any] = {"v": 1, "id": pending.id, "status": "ok", "epoch": "e1", "time": 1.0}
+        header: dict[str, Any] = {"v": 1, "id": request_id, "status": "ok", "epoch": "e1", "time": 1.0}
     else:
-        header = {"v": 1, "id": pending.id, "status": "error", "epoch": "e1", "error": {"code": "busy", "message": "full"}}
+        header = {"v": 1, "id": request_id, "status": "error", "epoch": "e1", "error": {"code": "bad_params", "message": "x"}}
     frames = [pack(data.draw(mutated_header(header))), *data.draw(st.lists(st.binary(max_size=16), max_size=2))]
     receive_outcome(session, frames)
 

@@ -1,6 +1,6 @@
 """zmqproc: remote image processing over ZeroMQ (DEALER/ROUTER, msgpack headers, raw image frames)."""
 
-from .client import Client, Processed
+from .client import Client, ClientOptions, Processed
 from .errors import (
     AuthenticationFailed,
     BadParams,
@@ -51,6 +51,7 @@ __all__ = [
     "Busy",
     "Cancelled",
     "Client",
+    "ClientOptions",
     "ClientError",
     "ConnectionLost",
     "DeadlineExceeded",

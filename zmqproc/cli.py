@@ -13,7 +13,8 @@ from typing import Any
 
 from . import samples
 from .client import Client
-from .errors import ConnectionLost, ProcessingError
+from .endpoints import Endpoint
+from .errors import ZmqprocError
 from .images import sniff_format
 from .pipeline import parse_step
 from .security import generate_keypair
@@ -128,7 +129,7 @@ def cmd_check_port(args: argparse.Namespace) -> int:
     print(f"{args.host}:{args.port} tcp {state}")
     if state != "open":
         return 1
-    endpoint = f"tcp://{args.host}:{args.port}"
+    endpoint = str(Endpoint("tcp", args.host, args.port))
     with Client(endpoint, timeout=args.timeout) as client:
         try:
             rtt = client.ping()
@@ -195,6 +196,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (ProcessingError, TimeoutError, ConnectionLost, UserError, OSError, ValueError) as exc:
+    except (ZmqprocError, TimeoutError, UserError, OSError, ValueError) as exc:  # every zmqproc error, in one line
         print(f"zmqproc: {exc}", file=sys.stderr)
         return 1

@@ -1,283 +1,916 @@
-"""Client-side request state, sans I/O: ids, frames, deadlines, reply matching, and routes.
+"""The client protocol, sans I/O: the one place that decides what a zmqproc client sends, where, when, and what a reply means.
 
-Shared by the threaded :class:`zmqproc.client.Client` and the Qt client: they
-move frames; this decides what the frames are, which request a reply ends, and
-which server (route) a request goes to. A route is one connection to one
-endpoint. The shell reports what it sees (a route up or down, a reply on a
-route); the session answers with what to (re)send:
+In the manner of h11's ``Connection``: :class:`ClientSession` knows nothing of
+sockets, threads or Qt. Its drivers (:class:`zmqproc.client.Client`,
+:class:`zmqproc.gui.qt_client.QtClient`) feed it inputs and carry out its
+outputs, and decide nothing themselves.
 
-- a route going down (disconnect) orphans the requests sent on it: the server
-  cannot answer them on a new connection, so they are sent again, on another
-  route or on the same one once it is back;
-- a reply with a new ``epoch`` on a route means that server restarted: the
-  other requests sent to the old instance are sent again (processing is
-  idempotent; a duplicate reply is dropped as late);
-- a route whose liveness ping went unanswered is ``suspect``: its requests move
-  to the live routes, if there are any.
+Inputs (each takes the time, ``now``, from a monotonic clock):
+:meth:`~ClientSession.submit_process` / :meth:`~ClientSession.submit` (a new request),
+:meth:`~ClientSession.cancel`, :meth:`~ClientSession.receive` (a reply's frames on route R),
+:meth:`~ClientSession.connected` / :meth:`~ClientSession.disconnected` /
+:meth:`~ClientSession.refused` / :meth:`~ClientSession.cut_short` (what R's monitor saw),
+:meth:`~ClientSession.tunnel` (R's SSH tunnel state), :meth:`~ClientSession.send_failed` /
+:meth:`~ClientSession.writable` (R's socket would block, and can take messages again),
+:meth:`~ClientSession.tick` (time passes) and :meth:`~ClientSession.close`.
+
+Outputs: :meth:`~ClientSession.sends` (the frames to send now, each on its route),
+:meth:`~ClientSession.events` (:class:`Resolve`, :class:`Fail`, :class:`RouteChanged`,
+:class:`StateChanged`, :class:`ServerRestarted`) and :meth:`~ClientSession.next_wakeup`
+(when to call :meth:`~ClientSession.tick` at the latest).
+
+A route is one connection to one endpoint. The rules (docs/protocol.md, "Flow control" and "Stopping work"):
+
+- **Credit.** A route's server grants how many ``process`` requests (and payload bytes) may be outstanding on it; work
+  beyond every grant waits here, in submission order, bounded only by its deadline. The next request goes to a route
+  with room, the fewest outstanding first; a full server does not hold back the others. Until a reply on a new
+  connection tells its grant, one request at a time (and a ``ping`` at once, which brings it).
+- **Retryable is not final.** ``busy`` is retried with backoff (from 50 ms, doubling to 1 s) within the deadline,
+  preferring another route; ``busy`` + ``shutting_down`` drains that connection (nothing more is sent on it) and the
+  request is sent again at once, elsewhere or to the endpoint's next instance. Every other code is final.
+- **Lost replies.** A dropped connection, or a new ``epoch`` on it, means the server died holding what was outstanding
+  there: that work is sent again, each request at most once; if the server it went to dies holding it too, it fails with
+  :class:`~zmqproc.errors.ServerCrashed` (a poison request cannot take down every replica). A request sent again after
+  such a death goes to a route holding no other such request, so a second death names one request, not its neighbours.
+- **Liveness, one rule.** A connected route silent for ``heartbeat`` gets a ``ping`` (while work is out on it, or always
+  with ``keepalive``); one unanswered for ``ping_timeout`` makes the route silent: its work moves to live routes, if any.
+  Ping round trips give the route's state: connecting, connected, slow (over ``slow_after``) or lost.
+- **Fail fast.** When every route has been unusable (not connected, silent, its tunnel reconnecting) for ``grace``, or
+  lost for good (a refused CURVE key, a failed tunnel), what is pending and what is submitted fails at once, with
+  :class:`~zmqproc.errors.ConnectionLost` naming the endpoints, or the known cause.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
+import logging
+import sys
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import numpy as np
 
-from .images import ImageDescriptor, describe_array, sniff_format
+from .errors import (
+    AuthenticationFailed,
+    Busy,
+    Cancelled,
+    ConnectionLost,
+    MalformedReply,
+    ProcessingError,
+    RequestTimeout,
+    ServerCrashed,
+    TunnelError,
+)
+from .images import CHANNELS, RAW_DTYPES, describe_array, parse_descriptor, sniff_format
 from .pipeline import PipelineSpec, to_steps
-from .protocol import Buffer, Credit, Reply, decode_reply, encode_request, process_fields, with_header
+from .protocol import VERSION, Buffer, Credit, Reply, decode_reply
+
+log = logging.getLogger("zmqproc.client")
+
+CONNECTING, CONNECTED, SLOW, LOST = "connecting", "connected", "slow", "lost"
+TUNNEL_OPEN, TUNNEL_RECONNECTING, TUNNEL_FAILED = "open", "reconnecting", "failed"
+BACKOFF_MAX_S = 1.0
+_INF = float("inf")
 
 
-@dataclass(slots=True)
-class Pending:
-    """A request waiting for its reply; ``route`` is None while it waits to be (re)sent."""
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """How a client waits, retries and gives up (every driver takes one; the defaults suit most uses)."""
 
+    grace: float = 3.0  # every route unusable this long: pending and new work fails with ConnectionLost
+    heartbeat: float = 1.0  # silence on a connection before a ping (while work is out, or always with keepalive)
+    ping_timeout: float = 3.0  # an unanswered ping this old makes its route silent (its work moves to live routes)
+    keepalive: bool = False  # ping idle connections too, for a fresh state and round trip (the viewer)
+    slow_after: float = 0.5  # a ping round trip over this shows the route as slow
+    backoff: float = 0.05  # first delay before a `busy` request is sent again (doubling, up to 1 s)
+    max_waiting_bytes: int | None = None  # Client.submit blocks while more payload than this waits unsent
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """A ``process`` reply in full: the image plus what the server said about it."""
+
+    image: np.ndarray | bytes
+    results: dict[str, Any]
+    server_ms: float
+    epoch: str | None
+    result_kinds: dict[str, str] = field(default_factory=dict)  # result key -> boxes, points or polygons
+
+
+# -- outputs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``frames`` on ``route`` now (and report :meth:`ClientSession.send_failed` if the socket would block)."""
+
+    route: int
+    frames: list[Any]
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """Request ``request_id`` succeeded: ``value`` is a :class:`Processed`, a ping's round trip (s), the op list or the stats."""
+
+    request_id: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Request ``request_id`` ended with ``error`` (a ProcessingError from the server, or a ClientError)."""
+
+    request_id: str
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChanged:
+    """Route ``route`` is now ``state`` (connecting, connected, slow, lost); ``rtt`` is its last ping round trip (-1: unknown)."""
+
+    route: int
+    state: str
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """The client as a whole: connected or slow if some route answers (``rtt``: the best), else connecting or lost."""
+
+    state: str
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRestarted:
+    """A new server instance (``epoch``) answers on ``route``; what the old one held is sent again."""
+
+    route: int
+    epoch: str
+
+
+Event = Resolve | Fail | RouteChanged | StateChanged | ServerRestarted
+
+
+# -- state ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
     id: str
     kind: str
-    frames: list[Any]
+    seq: int
+    header: dict[str, Any]
+    payload: Any
+    size: int  # payload bytes, what credit counts
     deadline: float
-    sent_at: float
-    generation: int = 0  # the connection of its route it was last sent on (see Route.generation)
-    route: int | None = None
-    internal: bool = False  # a liveness ping of the shell, not the caller's
+    internal: bool = False  # a liveness ping or a cancel: nobody waits for it
+    pinned: int | None = None  # pings and cancels go to this route only
+    route: int | None = None  # where it is outstanding now; None while it waits
+    generation: int = 0  # that route's connection when it was sent
+    sent_at: float = 0.0
     sends: int = 0
-    size: int = 0  # payload bytes (what flow control counts)
+    deaths: int = 0  # servers that died holding it
+    busy: int = 0  # `busy` answers so far (the backoff doubles)
+    avoid: int | None = None  # the route that answered busy: another is preferred
+    not_before: float = 0.0
+    cancelling: bool = False
+    waiting: bool = False  # in a queue (counted in waiting_bytes when it is process work)
 
 
-@dataclass(slots=True)
-class Route:
-    """What the session knows of one connection."""
-
-    up: bool = False
-    epoch: str | None = None
-    generation: int = 0  # counts the route's dropped connections: a reply to an older one says nothing of the epoch
-    ping: str | None = None  # the id of the liveness ping out on it, sent or not
-    suspect: bool = False
-    last_heard: float = 0.0
-    assigned: set[str] = field(default_factory=set)
-    credit: Credit | None = None  # the latest grant received on this connection (None: not told, or an older server)
-    work: int = 0  # process requests outstanding on it, and their payload bytes
+@dataclass(slots=True, eq=False)
+class _Route:
+    endpoint: str
+    down_since: float | None  # when it became unusable (None: usable)
+    up: bool = False  # the connection's handshake is done and it has not dropped since
+    ever_up: bool = False
+    generation: int = 0  # counts dropped connections: a reply to an older one says nothing of this one
+    epoch: str | None = None  # of the instance on the current connection
+    last_epoch: str | None = None  # the last instance heard from, across reconnects (restart detection)
+    told: bool = False  # a reply on this connection said whether (and how much) credit it grants
+    credit: Credit | None = None  # the latest grant (None once told: a server without flow control)
+    credit_wire: dict[str, int] | None = None  # that grant as the reply carried it
+    assigned: dict[str, _Request] = field(default_factory=dict)  # outstanding on this connection
+    work: int = 0  # process requests outstanding (ghosts included), and their bytes
     work_bytes: int = 0
+    suspects: int = 0  # outstanding requests that a server already died holding
+    ghosts: dict[str, int] = field(default_factory=dict)  # no longer awaited, still held by the server: id -> bytes
+    pinned: deque[_Request] = field(default_factory=deque)  # pings and cancels to send on it
+    leaving: bool = False  # the server is shutting down: nothing more on this connection
+    blocked: bool = False  # a send would have blocked; wait for writable
+    silent: bool = False  # its ping went unanswered
+    ping: str | None = None  # the id of the ping out on it
+    ping_due: float = 0.0
+    rtt: float = -1.0
+    refused: BaseException | None = None  # the handshake was refused: lost until one succeeds
+    cut_short: BaseException | None = None  # a CURVE handshake cut short: the likely cause if it never connects
+    tunnel: str = TUNNEL_OPEN
+    tunnel_error: BaseException | None = None
+    state: str = CONNECTING
+
+    @property
+    def usable(self) -> bool:
+        return self.up and not self.silent and self.tunnel != TUNNEL_RECONNECTING and self.lost_for_good is None
+
+    @property
+    def lost_for_good(self) -> BaseException | None:
+        return self.refused or (self.tunnel_error if self.tunnel == TUNNEL_FAILED else None)
+
+    @property
+    def cause(self) -> BaseException | None:
+        return self.lost_for_good or self.tunnel_error or self.cut_short
 
     def admits(self, size: int) -> bool:
-        """Whether one more process request of ``size`` bytes fits this connection's grant (one, until a grant arrives)."""
-        if self.credit is None:
-            return self.epoch is not None or self.work == 0
-        return self.credit.admits(self.work, self.work_bytes, size)
+        """One more process request of ``size`` bytes fits this connection's grant (one at a time until told)."""
+        if not self.told:
+            return self.work == 0
+        return self.credit is None or self.credit.admits(self.work, self.work_bytes, size)
 
 
 class ClientSession:
-    """Builds request frames, routes requests and matches replies to them by id."""
+    """The client protocol for requests to one or more endpoints (see the module docstring)."""
 
-    def __init__(self, routes: int = 1) -> None:
+    def __init__(self, endpoints: Sequence[str], options: ClientOptions | None = None, now: float = 0.0) -> None:
+        self.options = options or ClientOptions()
+        self.endpoints = list(endpoints)
+        self.routes = [_Route(endpoint, down_since=now) for endpoint in self.endpoints]
+        self.epoch: str | None = None  # of the instance that answered last
+        self.resent = 0  # requests sent again (lost connection, restart, busy, silent server)
+        self.late_replies = 0
+        self.waiting_bytes = 0  # payload of process work not sent yet
         self._prefix = uuid.uuid4().hex[:8]
         self._counter = itertools.count(1)
-        self._pending: dict[str, Pending] = {}
-        self._unsent: dict[str, Pending] = {}  # in order of creation
+        self._requests: dict[str, _Request] = {}
+        self._work: list[tuple[int, str]] = []  # process requests waiting for credit: (seq, id), a heap
+        self._calls: deque[_Request] = deque()  # ops, stats, pings from callers: any connected route
+        self._delayed: list[tuple[float, int, str]] = []  # busy retries: (not before, seq, id)
         self._deadlines: list[tuple[float, str]] = []
-        self.routes = [Route() for _ in range(routes)]
-        self.epoch: str | None = None
-        self.late_replies = 0
-        self.resent = 0
+        self._events: list[Event] = []
+        self._closed: str | None = None
+        self._lost: BaseException | None = None  # fail-fast is in effect (every route lost)
+        self._state = (CONNECTING, -1.0)
+        self._pack = msgpack.Packer(use_bin_type=True).pack  # one Packer per session: packb would build one per call
+        self._refresh(now)
 
     def __len__(self) -> int:
-        return len(self._pending)
+        """Requests a caller waits for."""
+        return sum(not r.internal for r in self._requests.values())
 
     def __contains__(self, request_id: object) -> bool:
-        return request_id in self._pending
+        return request_id in self._requests
 
-    # -- building requests --------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        """Something waits for an answer (a caller's request, a ping, a cancel): the driver keeps driving."""
+        return bool(self._requests)
 
-    def request(
-        self, kind: str, fields: dict[str, Any] | None, payload: Any, timeout: float, now: float, internal: bool = False
-    ) -> Pending:
-        """Register a request; it waits in :meth:`unsent` until the shell sends it."""
-        request_id = f"{self._prefix}-{next(self._counter)}"
-        pending = Pending(request_id, kind, encode_request(kind, request_id, fields, payload), now + timeout, now, internal=internal)
-        self._pending[request_id] = pending
-        self._unsent[request_id] = pending
-        heapq.heappush(self._deadlines, (pending.deadline, request_id))
-        return pending
+    @property
+    def state(self) -> tuple[str, float]:
+        """(state, best round trip) of the client as a whole; see :class:`StateChanged`."""
+        return self._state
 
-    def process_request(
-        self,
-        image: np.ndarray | bytes,
-        pipeline: PipelineSpec,
-        timeout: float,
-        now: float,
-        reply_format: str | None = None,
-    ) -> Pending:
-        """A ``process`` request for an array (sent raw, without a copy) or an encoded file's bytes."""
+    def up(self, route: int) -> bool:
+        return self.routes[route].up
+
+    def blocked(self, route: int) -> bool:
+        """A send on ``route`` would have blocked: the driver waits until the socket is writable."""
+        return self.routes[route].blocked
+
+    def has_room(self) -> bool:
+        """False while the payload waiting to be sent is over ``max_waiting_bytes``."""
+        bound = self.options.max_waiting_bytes
+        return bound is None or self.waiting_bytes <= bound
+
+    # -- inputs: requests ------------------------------------------------------------------
+
+    def submit_process(
+        self, image: np.ndarray | bytes, pipeline: PipelineSpec, timeout: float, now: float, reply_format: str | None = None
+    ) -> str:
+        """A ``process`` request for an array (sent raw, without a copy) or an encoded file's bytes; its id.
+
+        Raises ValueError for an image that cannot travel, ConnectionLost once closed.
+        """
         payload: Any
         if isinstance(image, np.ndarray):
             desc, payload = describe_array(image)
+            size, image_wire = payload.nbytes, desc.to_wire()
         else:
             payload = image
-            desc = ImageDescriptor(sniff_format(bytes(memoryview(image)[:16])))
-        fields = process_fields(to_steps(pipeline), desc, reply_format, deadline_ms=round(timeout * 1000))
-        pending = self.request("process", fields, payload, timeout, now)
-        pending.size = len(memoryview(payload).cast("B"))
-        return pending
+            size, image_wire = memoryview(image).nbytes, {"format": sniff_format(bytes(memoryview(image)[:16]))}
+        fields: dict[str, Any] = {"pipeline": _wire_pipeline(pipeline), "image": image_wire}
+        if reply_format is not None:
+            fields["reply_format"] = reply_format
+        return self._add("process", fields, payload, size, timeout, now).id
 
-    # -- routing --------------------------------------------------------------------
+    def submit(self, kind: str, timeout: float, now: float) -> str:
+        """A ``ping``, ``ops`` or ``stats`` request (to any connected route); its id."""
+        if kind not in ("ping", "ops", "stats"):
+            raise ValueError(f"submit() sends ping, ops or stats, not {kind!r}")
+        return self._add(kind, None, None, 0, timeout, now).id
 
-    def unsent(self) -> list[Pending]:
-        """Requests to send (new, or orphaned by a route), oldest first."""
-        return list(self._unsent.values())
+    def cancel(self, request_id: str, now: float) -> None:
+        """Withdraw a request: at once if it was not sent, else by a ``cancel`` to the server that holds it.
 
-    def pick_route(self, exclude: Sequence[int] = (), size: int | None = None) -> int | None:
-        """The up route with the least work, preferring routes that are not suspect; None if none is up.
-
-        With ``size`` (a process request's payload bytes), only routes whose credit admits it.
+        One the server has ends with its answer: ``cancelled`` (queued or running work it stopped), or its result.
         """
-        best: tuple[bool, int, int] | None = None
-        for index, route in enumerate(self.routes):
-            if route.up and index not in exclude and (size is None or route.admits(size)):
-                key = (route.suspect, len(route.assigned), index)
-                best = key if best is None or key < best else best
-        return None if best is None else best[2]
-
-    def frames(self, pending: Pending, now: float, route: int) -> list[Any]:
-        """The frames to send now on ``route``: a process request names its grant, and a resend carries the time left."""
-        if pending.kind != "process":
-            return pending.frames
-        keys: dict[str, Any] = {}
-        credit = self.routes[route].credit
-        if credit is not None:
-            keys["credit_seq"] = credit.seq
-        if pending.sends:
-            keys["deadline_ms"] = max(0, round((pending.deadline - now) * 1000))
-        return with_header(pending.frames, **keys) if keys else pending.frames
-
-    def sent(self, pending: Pending, route: int, now: float) -> None:
-        """The shell sent ``pending`` on ``route``."""
-        self._unsent.pop(pending.id, None)
-        self._unassign(pending)
-        if pending.sends:
-            self.resent += 1
-        pending.route, pending.sent_at, pending.sends = route, now, pending.sends + 1
-        pending.generation = self.routes[route].generation
-        state = self.routes[route]
-        state.assigned.add(pending.id)
-        if pending.kind == "process":
-            state.work += 1
-            state.work_bytes += pending.size
-
-    def _unassign(self, pending: Pending) -> None:
-        if pending.route is None:
+        request = self._requests.get(request_id)
+        if request is None or request.internal or request.cancelling:
             return
-        state = self.routes[pending.route]
-        if pending.id in state.assigned:
-            state.assigned.discard(pending.id)
-            if pending.kind == "process":
-                state.work -= 1
-                state.work_bytes -= pending.size
+        if request.route is None:
+            self._fail(request, Cancelled("cancelled before it was sent", request_id=request_id))
+            return
+        request.cancelling = True
+        cancel = self._add("cancel", {"target": request_id}, None, 0, self.options.ping_timeout, now, internal=True)
+        cancel.pinned = request.route
+        self._enqueue(cancel)
 
-    def route_up(self, route: int, now: float) -> None:
-        state = self.routes[route]
-        state.up, state.suspect, state.last_heard = True, False, now
+    def close(self, reason: str = "the client was closed before the reply arrived") -> None:
+        """Fail everything pending with ConnectionLost; nothing is sent any more."""
+        if self._closed is None:
+            self._closed = reason
+            self._fail_all(ConnectionLost(reason))
 
-    def route_down(self, route: int) -> list[Pending]:
-        """The connection dropped: what was sent on it is orphaned and will be sent again.
+    # -- inputs: what the sockets and monitors saw -----------------------------------------------
 
-        The epoch is forgotten too: the first reply after the reconnect tells it
-        anew, without orphaning the requests just sent again.
+    def connected(self, route: int, now: float) -> None:
+        """The handshake of a (new) connection on ``route`` succeeded."""
+        r = self.routes[route]
+        if r.up:
+            return
+        r.up = r.ever_up = True
+        r.refused = r.cut_short = None
+        r.told, r.credit, r.credit_wire, r.leaving, r.blocked, r.silent = False, None, None, False, False, False
+        r.epoch, r.ping, r.ping_due, r.rtt = None, None, now, -1.0
+        self._refresh(now)
+
+    def disconnected(self, route: int, now: float) -> None:
+        """The connection on ``route`` dropped: the server cannot answer what it held on a new one."""
+        r = self.routes[route]
+        r.generation += 1
+        if not r.up:
+            return
+        r.up = False
+        self._orphan(route, died=True, now=now, why="disconnected")
+        r.ghosts.clear()
+        r.work = r.work_bytes = r.suspects = 0
+        r.epoch, r.credit, r.credit_wire, r.told, r.ping, r.rtt, r.blocked = None, None, None, False, None, -1.0, False
+        for pending in r.pinned:
+            self._forget(pending)
+        r.pinned.clear()
+        self._refresh(now)
+
+    def refused(self, route: int, error: BaseException, now: float) -> None:
+        """The server refused the handshake (a CURVE key it does not allow, or a mechanism mismatch): lost until one succeeds."""
+        self.routes[route].refused = error
+        self.disconnected(route, now)
+        self._refresh(now)
+
+    def cut_short(self, route: int, error: BaseException) -> None:
+        """A CURVE handshake the peer cut short (a wrong server key looks like this): named as the cause if no connection comes."""
+        self.routes[route].cut_short = error
+
+    def tunnel(self, route: int, state: str, now: float, error: BaseException | None = None) -> None:
+        """The SSH tunnel of ``route`` is ``open``, ``reconnecting`` or ``failed``; ``error`` says why it is not open.
+
+        A reconnecting tunnel is trying again by itself: its route is unusable but not lost, so work waits (within its
+        deadline, which then names the tunnel as the cause); ``failed`` is lost for good, at once.
         """
-        state = self.routes[route]
-        state.up, state.epoch, state.credit = False, None, None
-        state.generation += 1
-        return self._orphan(route)
+        r = self.routes[route]
+        if state == TUNNEL_FAILED and error is None:
+            error = TunnelError(f"the SSH tunnel to {r.endpoint} failed")
+        if (state, error) == (r.tunnel, r.tunnel_error):
+            return
+        r.tunnel, r.tunnel_error = state, (error if state != TUNNEL_OPEN else None)
+        self._refresh(now)
 
-    def route_silent(self, route: int) -> list[Pending]:
-        """A liveness ping went unanswered: move the route's work to live routes, if there are any."""
-        self.routes[route].suspect = True
-        others = [i for i, r in enumerate(self.routes) if i != route and r.up and not r.suspect]
-        return self._orphan(route) if others else []
+    def send_failed(self, send: Send, now: float) -> None:
+        """The socket of ``send.route`` would have blocked: the request waits again, and the route until it is writable."""
+        request = self._requests.get(send.request_id)
+        r = self.routes[send.route]
+        r.blocked = True
+        if request is None or request.route != send.route:
+            return
+        self._unassign(request)
+        request.sends -= 1
+        if request.sends:
+            self.resent -= 1
+        if request.kind == "ping" and request.internal:
+            r.ping = None
+            self._forget(request)
+            return
+        self._enqueue(request)
 
-    def needs_ping(self, route: int, now: float, interval: float) -> bool:
-        """True when ``route`` has work out, has been silent for ``interval``, and no ping is out on it."""
-        state = self.routes[route]
-        if not state.up or not state.assigned or now - state.last_heard < interval:
-            return False
-        return state.ping not in self._pending
+    def writable(self, route: int, now: float) -> None:
+        self.routes[route].blocked = False
 
-    def liveness_ping(self, route: int, timeout: float, now: float) -> Pending:
-        """An internal ping pinned to ``route`` (see :meth:`needs_ping` and :meth:`route_silent`)."""
-        ping = self.request("ping", None, None, timeout, now, internal=True)
-        ping.route = route
-        self.routes[route].ping = ping.id
-        return ping
-
-    def _orphan(self, route: int) -> list[Pending]:
-        state = self.routes[route]
-        orphans = [self._pending[i] for i in state.assigned if i in self._pending]
-        for pending in sorted(orphans, key=lambda p: p.sent_at):
-            if pending.internal:  # a ping is not worth resending: the next one goes out when due
-                self.forget(pending.id)
-                continue
-            self._unassign(pending)
-            pending.route = None
-            self._unsent[pending.id] = pending
-        return [p for p in orphans if not p.internal]
-
-    # -- replies and deadlines ------------------------------------------------------
-
-    def receive(self, frames: Sequence[Buffer], route: int = 0, now: float = 0.0) -> tuple[Pending, Reply] | None:
-        """Match a reply; None for a reply nobody waits for any more (late or unknown: dropped).
-
-        A new epoch on ``route`` sends the route's other requests again. Only a
-        reply to a request sent on the route's current connection tells the
-        epoch: an unmatched reply, or one that crossed a reconnect, may come
-        from the old instance.
-        Raises MalformedReply for a message that breaks the contract.
-        """
-        reply = decode_reply(frames)
-        state = self.routes[route]
-        state.last_heard, state.suspect = now, False
-        pending = self._pending.pop(reply.id, None) if reply.id is not None else None
-        current = pending is not None and pending.route == route and pending.generation == state.generation
-        if pending is not None:
-            self._unsent.pop(pending.id, None)
-            self._unassign(pending)
-        if current and reply.credit is not None:
-            state.credit = reply.credit
-        epoch = reply.epoch
-        if current and epoch is not None and epoch != state.epoch:
-            if state.epoch is not None:
-                self._orphan(route)
-            state.epoch = epoch
-            self.epoch = epoch
-        if pending is None:
+    def receive(self, route: int, frames: Sequence[Buffer], now: float) -> None:
+        """A message arrived on ``route``. A reply that breaks the contract fails its request (MalformedReply), if it names one."""
+        try:
+            reply = decode_reply(frames)
+        except MalformedReply as exc:
+            request = self._requests.get(_peek_id(frames) or "")
+            if request is not None and request.route == route:
+                self._unassign(request)
+                self._fail(request, exc)
+            else:
+                log.warning("dropped a malformed reply from %s: %s", self.endpoints[route], exc)
+            return
+        r = self.routes[route]
+        r.ping_due = now + self.options.heartbeat
+        request = self._requests.get(reply.id) if reply.id is not None else None
+        current = request is not None and request.route == route and request.generation == r.generation
+        if not current and reply.id is not None and reply.id in r.ghosts:
+            self._release(r, r.ghosts.pop(reply.id))
+            current = True
+        if current:
+            self._learn(route, reply, now)
+        if r.silent:
+            r.silent = False
+            self._refresh(now)
+        if request is None:
             self.late_replies += 1
-            return None
-        return pending, reply
+            return
+        try:
+            self._answer(route, request, reply, now)
+        except Exception as exc:  # a reply that passed decode_reply but is unusable must still end its request
+            if request.id in self._requests:
+                self._unassign(request)
+                error = exc if isinstance(exc, MalformedReply) else MalformedReply(f"unusable {request.kind} reply: {exc!r}")
+                self._fail(request, error)
 
-    def forget(self, request_id: str) -> Pending | None:
-        pending = self._pending.pop(request_id, None)
-        self._unsent.pop(request_id, None)
-        if pending is not None:
-            self._unassign(pending)
-        return pending
-
-    def expire(self, now: float) -> list[Pending]:
-        """Pending requests whose deadline has passed; they are forgotten."""
-        expired = []
+    def tick(self, now: float) -> None:
+        """Time passes: deadlines, busy retries, pings, silent routes, fail-fast."""
         while self._deadlines and self._deadlines[0][0] <= now:
             _, request_id = heapq.heappop(self._deadlines)
-            pending = self.forget(request_id)
-            if pending is not None:
-                expired.append(pending)
-        return expired
+            request = self._requests.get(request_id)
+            if request is not None and request.deadline <= now:
+                self._expired(request, now)
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, request_id = heapq.heappop(self._delayed)
+            request = self._requests.get(request_id)
+            if request is not None and request.waiting:
+                heapq.heappush(self._work, (request.seq, request.id))
+        for index, r in enumerate(self.routes):
+            if r.up and r.ping is None and now >= r.ping_due and (self.options.keepalive or not r.told or r.assigned):
+                ping = self._add("ping", None, None, 0, self.options.ping_timeout, now, internal=True)
+                ping.pinned = index
+                r.ping = ping.id
+                self._enqueue(ping)
+        if any(r.down_since is not None for r in self.routes):  # what only time changes: a grace ending
+            self._refresh(now)
 
-    def next_deadline(self) -> float | None:
-        """When the earliest pending request expires (None when nothing is pending)."""
-        while self._deadlines and self._deadlines[0][1] not in self._pending:
-            heapq.heappop(self._deadlines)
-        return self._deadlines[0][0] if self._deadlines else None
+    # -- outputs ---------------------------------------------------------------------------------
 
-    def pending(self) -> list[Pending]:
-        return list(self._pending.values())
+    def sends(self, now: float) -> list[Send]:
+        """What to send now, each on its route: pinned pings and cancels, calls, then process work within credit."""
+        if self._closed is not None:
+            return []
+        out: list[Send] = []
+        for index, r in enumerate(self.routes):
+            while r.pinned and r.up and not r.blocked:
+                pinned = r.pinned.popleft()
+                if pinned.id in self._requests:  # not expired meanwhile
+                    out.append(self._send(pinned, index, now))
+        while self._calls:
+            if self._calls[0].id not in self._requests:
+                self._calls.popleft()
+                continue
+            target = self._pick_any()
+            if target is None:
+                break
+            out.append(self._send(self._calls.popleft(), target, now))
+        skipped: list[tuple[int, str]] = []
+        while self._work:
+            seq, request_id = self._work[0]
+            request = self._requests.get(request_id)
+            if request is None or not request.waiting or request.not_before > now:
+                heapq.heappop(self._work)  # stale: answered, cancelled, or a retry whose time has not come (it is in _delayed)
+                continue
+            target = self._pick(request)
+            if target is None:
+                if not request.deaths:
+                    break  # in submission order: nothing behind it fits either
+                skipped.append(heapq.heappop(self._work))  # a suspect waits for a route with no other suspect
+                continue
+            heapq.heappop(self._work)
+            out.append(self._send(request, target, now))
+        for item in skipped:
+            heapq.heappush(self._work, item)
+        return out
+
+    def events(self) -> list[Event]:
+        """What happened since the last call, in order."""
+        events, self._events = self._events, []
+        return events
+
+    def next_wakeup(self) -> float | None:
+        """The latest time :meth:`tick` must run (a deadline, a retry, a ping, a grace ending); None: only on input."""
+        times = [self._deadlines[0][0]] if self._deadlines else []
+        if self._delayed:
+            times.append(self._delayed[0][0])
+        keepalive = self.options.keepalive
+        grace_matters = bool(self._requests) or self._state[0] == CONNECTING
+        for r in self.routes:
+            if r.up and r.ping is None and (keepalive or not r.told or r.assigned):
+                times.append(r.ping_due)
+            if r.down_since is not None and grace_matters and self._lost is None and r.tunnel != TUNNEL_RECONNECTING:
+                times.append(r.down_since + self.options.grace)
+        return min(times) if times else None
+
+    # -- internals: requests -------------------------------------------------------------------
+
+    def _add(
+        self, kind: str, fields: dict[str, Any] | None, payload: Any, size: int, timeout: float, now: float, internal: bool = False
+    ) -> _Request:
+        if self._closed is not None:
+            raise ConnectionLost(self._closed)
+        seq = next(self._counter)
+        request_id = f"{self._prefix}-{seq}"
+        header = {"v": VERSION, "id": request_id, "kind": kind, **(fields or {})}
+        request = _Request(request_id, kind, seq, header, payload, size, now + timeout, internal=internal)
+        self._requests[request_id] = request
+        heapq.heappush(self._deadlines, (request.deadline, request_id))
+        if not internal:
+            self._enqueue(request)
+        return request
+
+    def _enqueue(self, request: _Request) -> None:
+        """Into the queue it waits in: its route's (pinned), the calls, or the process work (in submission order)."""
+        request.route = None
+        if request.pinned is not None:
+            self.routes[request.pinned].pinned.append(request)
+            return
+        request.waiting = True
+        if request.kind != "process":
+            self._calls.append(request)
+            return
+        self.waiting_bytes += request.size
+        if request.not_before:
+            heapq.heappush(self._delayed, (request.not_before, request.seq, request.id))
+        else:
+            heapq.heappush(self._work, (request.seq, request.id))
+
+    def _send(self, request: _Request, index: int, now: float) -> Send:
+        r = self.routes[index]
+        if request.waiting and request.kind == "process":
+            self.waiting_bytes -= request.size
+        request.waiting = False
+        if request.sends:
+            self.resent += 1
+        request.route, request.generation, request.sent_at, request.not_before = index, r.generation, now, 0.0
+        request.sends += 1
+        if not request.internal and not r.assigned:  # silence counts from here: a ping if nothing is heard for a heartbeat
+            r.ping_due = max(r.ping_due, now + self.options.heartbeat)
+        r.assigned[request.id] = request
+        header = request.header
+        if request.kind == "process":
+            r.work += 1
+            r.work_bytes += request.size
+            r.suspects += request.deaths > 0
+            header = {**header, "deadline_ms": max(0, round((request.deadline - now) * 1000))}
+            if r.credit is not None:
+                header["credit_seq"] = r.credit.seq
+        head = self._pack(header)
+        return Send(index, [head] if request.payload is None else [head, request.payload], request.id)
+
+    def _pick(self, request: _Request) -> int | None:
+        """The route for a process request: usable, with room in its grant, fewest outstanding (and not the one that said busy)."""
+        best: tuple[bool, bool, int, int] | None = None
+        for index, r in enumerate(self.routes):
+            if not r.up or r.blocked or r.leaving or r.lost_for_good is not None or r.tunnel == TUNNEL_RECONNECTING:
+                continue
+            if (request.deaths and r.suspects) or not r.admits(request.size):
+                continue
+            key = (r.silent, index == request.avoid, r.work, index)
+            if best is None or key < best:
+                best = key
+        return None if best is None else best[3]
+
+    def _pick_any(self) -> int | None:
+        """The route for a ping, ops or stats call: a usable one with the least outstanding."""
+        candidates = [(not r.usable, r.leaving, len(r.assigned), i) for i, r in enumerate(self.routes) if r.up and not r.blocked]
+        return min(candidates)[3] if candidates else None
+
+    def _unassign(self, request: _Request, ghost: bool = False) -> None:
+        """``request`` is no longer outstanding where it was sent (``ghost``: but that server may still hold it)."""
+        if request.route is None:
+            return
+        r = self.routes[request.route]
+        if r.assigned.pop(request.id, None) is not None and request.kind == "process":
+            r.suspects -= request.deaths > 0
+            if ghost and request.generation == r.generation and r.up:
+                r.ghosts[request.id] = request.size  # it still counts against the grant until the server answers
+            else:
+                self._release(r, request.size)
+        request.route = None
+
+    @staticmethod
+    def _release(r: _Route, size: int) -> None:
+        r.work -= 1
+        r.work_bytes -= size
+
+    def _forget(self, request: _Request) -> None:
+        """Nobody waits for ``request`` any more. If a server still holds it, it still counts there (a ghost) until it answers."""
+        self._requests.pop(request.id, None)
+        if request.waiting and request.kind == "process":
+            self.waiting_bytes -= request.size
+        request.waiting = False
+        self._unassign(request, ghost=True)
+        if request.kind == "ping" and request.pinned is not None and self.routes[request.pinned].ping == request.id:
+            self.routes[request.pinned].ping = None
+
+    def _resolve(self, request: _Request, value: Any) -> None:
+        self._forget(request)
+        if not request.internal:
+            self._events.append(Resolve(request.id, value))
+
+    def _fail(self, request: _Request, error: BaseException) -> None:
+        self._forget(request)
+        if not request.internal:
+            self._events.append(Fail(request.id, error))
+
+    def _fail_all(self, error: BaseException) -> None:
+        for request in list(self._requests.values()):
+            self._fail(request, error)
+        self._work.clear()
+        self._calls.clear()
+        self._delayed.clear()
+        for r in self.routes:
+            r.pinned.clear()
+
+    # -- internals: replies ---------------------------------------------------------------------
+
+    def _learn(self, route: int, reply: Reply, now: float) -> None:
+        """What a reply on the current connection tells of it: its grant and its server instance."""
+        r = self.routes[route]
+        epoch = reply.epoch
+        if epoch is not None and epoch != r.epoch:
+            if r.epoch is not None:  # a new instance on the same connection: the old one's work is lost
+                r.credit = r.credit_wire = None
+                r.told = r.leaving = False
+                self._orphan(route, died=True, now=now, why=f"restarted (epoch {epoch})", keep=reply.id)
+            r.epoch = epoch
+            if r.last_epoch is not None and r.last_epoch != epoch:
+                self._events.append(ServerRestarted(route, epoch))
+            r.last_epoch = epoch
+        if epoch is not None:
+            self.epoch = epoch
+        wire = reply.header.get("credit")
+        if wire != r.credit_wire or not r.told:  # usually the same grant as last time: nothing to build
+            r.told, r.credit_wire = True, wire
+            r.credit = None if wire is None else Credit(wire["seq"], wire["requests"], wire["bytes"])
+
+    def _answer(self, route: int, request: _Request, reply: Reply, now: float) -> None:
+        """End ``request`` with its reply (or send it again, for ``busy``). A reply from where it is no longer
+        outstanding (it was sent again meanwhile) still ends it, except a stale ``busy``: the new attempt goes on."""
+        r = self.routes[route]
+        here = request.route == route
+        if here:
+            self._unassign(request)
+        rtt = now - request.sent_at
+        if request.internal:
+            if request.kind == "ping" and r.ping == request.id:
+                r.rtt = rtt
+                self._refresh(now)
+            self._forget(request)
+            return
+        error = reply.error
+        if error is None:
+            self._resolve(request, rtt if request.kind == "ping" else _value(request.kind, reply))
+        elif not isinstance(error, Busy) or request.cancelling:
+            self._fail(request, error)
+        elif here:
+            self._busy(route, request, error, now)
+
+    def _busy(self, route: int, request: _Request, error: Busy, now: float) -> None:
+        """Not started: send it again (at once elsewhere if the server is leaving, else after a backoff), within its deadline."""
+        request.avoid = route
+        if error.server_leaving:
+            self.routes[route].leaving = True
+            log.info("%s is shutting down: its work is sent again elsewhere or to its next instance", self.endpoints[route])
+            request.not_before = 0.0
+        else:
+            request.busy += 1
+            request.not_before = now + min(BACKOFF_MAX_S, self.options.backoff * 2 ** (request.busy - 1))
+            if request.not_before >= request.deadline:
+                self._fail(request, error)
+                return
+        self._enqueue(request)
+
+    def _orphan(self, route: int, *, died: bool, now: float, why: str, keep: str | None = None) -> None:
+        """What was outstanding on ``route`` is sent again (pings and cancels are dropped); ``died``: a server died holding it."""
+        r = self.routes[route]
+        orphans = sorted((q for q in r.assigned.values() if q.id != keep), key=lambda q: q.seq)
+        moved = crashed = 0
+        for request in orphans:
+            self._unassign(request)
+            if request.internal:
+                self._forget(request)
+            elif request.cancelling:
+                self._fail(request, Cancelled("cancelled (its server went away before answering)", request_id=request.id))
+            elif died and request.kind == "process" and request.deaths >= 1:
+                crashed += 1
+                self._fail(
+                    request,
+                    ServerCrashed(f"{request.id}: the servers it was sent to died holding it, twice (last {r.endpoint}, {why})"),
+                )
+            else:
+                if died and request.kind == "process":
+                    request.deaths += 1
+                moved += 1
+                self._enqueue(request)
+        if moved or crashed:
+            log.info("%s %s: %d requests will be sent again, %d given up (ServerCrashed)", r.endpoint, why, moved, crashed)
+
+    def _expired(self, request: _Request, now: float) -> None:
+        if request.internal:
+            if request.kind == "ping" and request.pinned is not None:
+                self._silent(request.pinned, now)
+            self._forget(request)
+            return
+        where = self.endpoints[request.route] if request.route is not None else ", ".join(self.endpoints)
+        cause = self._cause(request.route)
+        timeout = RequestTimeout(f"no reply to {request.kind} {request.id} from {where} in time ({request.sends} sends)")
+        self._fail(request, cause or timeout)
+
+    def _silent(self, route: int, now: float) -> None:
+        """A ping went unanswered: the route is silent; its work moves to live routes, if any (the server may still answer)."""
+        r = self.routes[route]
+        r.ping, r.ping_due = None, now
+        if r.silent or not r.up:
+            return
+        r.silent = True
+        if any(o.usable for o in self.routes):
+            moving = [q for q in r.assigned.values() if not q.internal]
+            for request in moving:
+                self._unassign(request, ghost=True)  # it counts there until the server answers, if it ever does
+                self._enqueue(request)
+            if moving:
+                log.info("%s does not answer: %d requests move to the other servers", r.endpoint, len(moving))
+        self._refresh(now)
+
+    def _cause(self, route: int | None) -> BaseException | None:
+        """Why a request could not be answered, when known better than a timeout (a refused key, a dead tunnel)."""
+        routes = self.routes if route is None else [self.routes[route]]
+        causes = [r.cause for r in routes]
+        return causes[0] if all(causes) else None
+
+    # -- internals: state --------------------------------------------------------------------------
+
+    def _refresh(self, now: float) -> None:
+        """Route states, the overall state, and fail-fast."""
+        for index, r in enumerate(self.routes):
+            if r.usable:
+                r.down_since = None
+            elif r.down_since is None:
+                r.down_since = now
+            state = self._route_state(r, now)
+            if state != r.state:
+                r.state = state
+                self._events.append(RouteChanged(index, state, r.rtt))
+        answering = [r.rtt for r in self.routes if r.state in (CONNECTED, SLOW)]
+        if answering:
+            best = min(answering)
+            overall = (SLOW if best > self.options.slow_after else CONNECTED, best)
+        else:
+            connecting = not self.routes or any(r.state == CONNECTING for r in self.routes)  # none yet: a tunnel opening
+            overall = (CONNECTING if connecting else LOST, -1.0)
+        if overall != self._state:
+            self._state = overall
+            self._events.append(StateChanged(*overall))
+        self._check_lost(now)
+
+    def _route_state(self, r: _Route, now: float) -> str:
+        if r.lost_for_good is not None or r.silent:
+            return LOST
+        if r.tunnel == TUNNEL_RECONNECTING:
+            return CONNECTING
+        if not r.up:
+            young = not r.ever_up and r.down_since is not None and now - r.down_since < self.options.grace
+            return CONNECTING if young else LOST
+        if r.rtt < 0:
+            return CONNECTING
+        return SLOW if r.rtt > self.options.slow_after else CONNECTED
+
+    def _lost_route(self, r: _Route, now: float) -> bool:
+        """Lost for good, or unusable for the grace (a reconnecting tunnel is still trying: not lost until it fails)."""
+        if r.lost_for_good is not None:
+            return True
+        return r.down_since is not None and now - r.down_since >= self.options.grace and r.tunnel != TUNNEL_RECONNECTING
+
+    def _check_lost(self, now: float) -> None:
+        grace = self.options.grace
+        lost = all(self._lost_route(r, now) for r in self.routes)
+        if not lost:
+            self._lost = None
+            return
+        if self._lost is None:
+            self._lost = self._unreachable(grace)
+            if self.routes:
+                log.info("%s", self._lost)  # the callers get it as their error
+        if self._requests:
+            error = self._lost
+            for request in [q for q in self._requests.values() if not q.internal]:
+                self._fail(request, error)
+
+    def _unreachable(self, grace: float) -> BaseException:
+        """The error for work that no server can take: the known cause, or ConnectionLost naming the endpoints."""
+        if not self.routes:
+            return ConnectionLost("no server to send to (none is set, or its SSH tunnel is still opening)")
+        causes = [r.cause for r in self.routes]
+        if len(self.routes) == 1 and causes[0] is not None:
+            return causes[0]
+        text = "; ".join(f"{r.endpoint}: {r.cause or 'not reachable'}" for r in self.routes)
+        first = causes[0]
+        if isinstance(first, AuthenticationFailed | TunnelError) and all(type(c) is type(first) for c in causes):
+            return type(first)(text)  # every server refused the key, or every tunnel failed alike
+        return ConnectionLost(f"no server reachable for {grace:g} s ({text})")
+
+
+# -- replies as typed values -------------------------------------------------------------------
+
+
+def _value(kind: str, reply: Reply) -> Any:
+    """The typed value of an ok process, ops or stats reply; MalformedReply when its content breaks the contract."""
+    header = reply.header
+    if kind == "process":
+        return decode_processed(reply)
+    if kind == "ops":
+        listing = header.get("ops")
+        if not isinstance(listing, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in listing):
+            raise MalformedReply("an ops reply needs 'ops', a list of maps with a 'name'")
+        return listing
+    return {k: v for k, v in header.items() if k not in ("v", "id", "status")}  # stats
+
+
+def decode_processed(reply: Reply) -> Processed:
+    """An ok ``process`` reply as a :class:`Processed`; MalformedReply when its image or other keys break the contract."""
+    header = reply.header
+    payload = reply.payload
+    if payload is None:
+        raise MalformedReply("an ok process reply carries the image as frame 1; this one has no frame 1")
+    desc = header.get("image")
+    raw = _raw_image(desc, payload) if type(desc) is dict and desc.get("format") == "raw" else None
+    image: np.ndarray | bytes
+    if raw is not None:
+        image = raw
+    else:  # encoded, or a raw descriptor that does not fit: the full check says what is wrong
+        try:
+            parsed = parse_descriptor(desc, payload, sys.maxsize)
+        except ProcessingError as exc:
+            raise MalformedReply(f"the process reply's 'image' does not describe frame 1: {exc.message}") from None
+        if parsed.format == "raw":
+            raise MalformedReply(f"the process reply's 'image' does not describe frame 1: {desc}")
+        image = bytes(payload)
+    results = header.get("results") or {}
+    kinds = header.get("result_kinds") or {}
+    server_ms = header.get("server_ms", 0.0)
+    if not isinstance(results, dict) or not isinstance(kinds, dict) or not isinstance(server_ms, int | float):
+        raise MalformedReply("a process reply's 'results' and 'result_kinds' must be maps and 'server_ms' a number")
+    return Processed(image, results, float(server_ms), reply.epoch, kinds)
+
+
+_DTYPES = {name: np.dtype(name) for name in RAW_DTYPES}
+
+
+def _raw_image(desc: dict[str, Any], payload: Buffer) -> np.ndarray | None:
+    """The pixels of a raw reply as a view of its frame, when the descriptor fits it exactly (the hot path); else None."""
+    dtype, shape = _DTYPES.get(str(desc.get("dtype"))), desc.get("shape")
+    if dtype is None or type(shape) is not list or not 2 <= len(shape) <= 3:
+        return None
+    if not all(type(n) is int and n > 0 for n in shape) or (len(shape) == 3 and shape[2] not in CHANNELS):
+        return None
+    count = shape[0] * shape[1] * (shape[2] if len(shape) == 3 else 1)
+    view = memoryview(payload)
+    if view.nbytes != count * dtype.itemsize:
+        return None
+    return np.frombuffer(view, dtype=dtype).reshape(shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _text_pipeline(text: str) -> tuple[dict[str, Any], ...]:
+    return tuple({"op": step.op, "params": step.params} for step in to_steps(text))
+
+
+def _wire_pipeline(spec: PipelineSpec) -> tuple[dict[str, Any], ...] | list[dict[str, Any]]:
+    """A request's ``pipeline`` key; pipeline text is parsed once (the maps are packed, never changed)."""
+    if isinstance(spec, str):
+        return _text_pipeline(spec)
+    return [{"op": step.op, "params": step.params} for step in to_steps(spec)]
+
+
+def _peek_id(frames: Sequence[Buffer]) -> str | None:
+    """The id in a malformed reply's header, if it has a readable one (so its request fails now, not at its deadline)."""
+    try:
+        header = msgpack.unpackb(frames[0], raw=False, strict_map_key=False)
+    except Exception:
+        return None
+    value = header.get("id") if isinstance(header, dict) else None
+    return value if isinstance(value, str) else None

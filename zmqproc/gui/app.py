@@ -2,8 +2,9 @@
 
 Scripted mode: ``--server EP --open FILE --pipeline TEXT --process --screenshot OUT.png
 --quit-when-done`` opens the real window, runs the job, saves a screenshot of the
-whole window once the result is shown and exits 0 (1, with the reason on
-stderr, if processing failed).
+whole window once the result is shown and exits 0 (1, with the reason in one
+sentence on stderr, if processing failed; within a few seconds when no server
+answers). ``--curve-server-key FILE --curve-secret FILE`` connect with CURVE.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from collections.abc import Sequence
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
+from ..endpoints import check as check_endpoint
 from ..pipeline import to_steps
+from ..security import ClientCurve
+from .connection import ConnectionSettings
 from .window import MainWindow
 
 
@@ -27,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pipeline", help='pipeline text, e.g. "grayscale;gaussian_blur:ksize=5"')
     p.add_argument("--transfer", choices=["auto", "raw", "encoded"], help="raw pixels, the encoded file, or auto (encoded through SSH)")
+    p.add_argument("--curve-server-key", metavar="FILE", help="CURVE: the server's public key (NAME.key or its Z85 text)")
+    p.add_argument("--curve-secret", metavar="FILE", help="CURVE: this viewer's NAME.key_secret (only the path is saved)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take (default %(default)s)")
     p.add_argument("--process", action="store_true", help="process the opened image at once")
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once the result is shown")
@@ -44,8 +50,8 @@ class Script:
         self._done = False
         window.jobFinished.connect(self._finished)
         window.client.opsReceived.connect(lambda _ops: self._finished(*self.outcome) if self.outcome else None)
-        # A scripted run always ends: the request's own deadline plus a margin.
-        QTimer.singleShot(round((args.timeout + 10) * 1000), lambda: self._finished(False, "gave up waiting for the result"))
+        # A scripted run always ends: the request ends by its deadline (sooner when no server answers); this is a guard.
+        QTimer.singleShot(round((args.timeout + 5) * 1000), lambda: self._finished(False, "gave up waiting for the result"))
 
     def _finished(self, ok: bool, message: str) -> None:
         self.outcome = self.outcome or (ok, message)
@@ -67,16 +73,25 @@ class Script:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.pipeline is not None:
-        try:
+    connection = None
+    try:
+        if args.pipeline is not None:
             to_steps(args.pipeline)
-        except ValueError as exc:
-            print(f"zmqproc-gui: bad --pipeline: {exc}", file=sys.stderr)
-            return 2
+    except ValueError as exc:
+        print(f"zmqproc-gui: bad --pipeline: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.server or args.curve_server_key or args.curve_secret:
+            connection = ConnectionSettings([check_endpoint(e) for e in args.server] or ConnectionSettings().endpoints)
+            connection.curve_server_key, connection.curve_secret = args.curve_server_key or "", args.curve_secret or ""
+            ClientCurve.load(connection.curve_server_key or None, connection.curve_secret or None)
+    except ValueError as exc:  # InvalidEndpoint, an unreadable key file: one sentence, no traceback
+        print(f"zmqproc-gui: {exc}", file=sys.stderr)
+        return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("zmqproc")
     app.setApplicationName("viewer")
-    window = MainWindow(args.server or None, timeout=args.timeout)
+    window = MainWindow(connection=connection, timeout=args.timeout)
     if args.pipeline is not None:
         window.editor.set_steps(args.pipeline)
     if args.transfer:

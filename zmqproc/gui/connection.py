@@ -1,9 +1,8 @@
-"""Connection settings (endpoints, SSH), their dialog with "Test connection", and SSH tunnels opened off the GUI thread."""
+"""Connection settings (endpoints, CURVE keys, SSH), their dialog with "Test connection", and SSH tunnels opened off the GUI thread."""
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +26,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .. import endpoints as endpoint_parser
 from ..cli import DEFAULT_SERVER, port_state
 from ..client import Client
-from ..errors import TunnelAuthFailed, TunnelKeyLocked
+from ..errors import InvalidEndpoint, TunnelAuthFailed, TunnelKeyLocked
+from ..security import ClientCurve
 from .messages import explain
 
 
@@ -44,6 +45,8 @@ class ConnectionSettings:
     ssh_port: int = 22
     ssh_key: str = ""
     known_hosts: str = ""  # empty: ~/.ssh/known_hosts
+    curve_server_key: str = ""  # CURVE: the server's public key file (or its Z85 text); empty: no CURVE
+    curve_secret: str = ""  # CURVE: the path of this client's NAME.key_secret (the path only, never the key)
 
     @property
     def ssh_target(self) -> str:
@@ -61,6 +64,8 @@ class ConnectionSettings:
             ssh_port=int(str(settings.value("connection/ssh_port", 22))),
             ssh_key=str(settings.value("connection/ssh_key", "")),
             known_hosts=str(settings.value("connection/known_hosts", "")),
+            curve_server_key=str(settings.value("connection/curve_server_key", "")),
+            curve_secret=str(settings.value("connection/curve_secret", "")),
         )
 
     def save(self, settings: QSettings) -> None:
@@ -75,20 +80,25 @@ def string_list(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list | tuple) else []
 
 
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    match = re.fullmatch(r"tcp://\[?([^\]]+?)\]?:(\d+)", endpoint.strip())
-    if not match:
-        raise ValueError(f"not a tcp://HOST:PORT endpoint: {endpoint!r}")
-    return match.group(1), int(match.group(2))
+def valid_endpoints(texts: list[str]) -> tuple[list[str], list[str]]:
+    """The endpoints zmqproc can use, and a sentence for each one it cannot (``localhost:5599``: write ``tcp://...``)."""
+    good, problems = [], []
+    for text in texts:
+        try:
+            good.append(endpoint_parser.check(text))
+        except InvalidEndpoint as exc:
+            problems.append(str(exc))
+    return good, problems
 
 
-def check_endpoint(endpoint: str, timeout: float = 3.0) -> str:
-    """Blocking: the TCP state of the endpoint's port, then a zmqproc ping's latency when it is open."""
-    host, port = split_endpoint(endpoint)
-    state = port_state(host, port, timeout)
-    if state != "open":
-        return f"{endpoint}: port {state}"
-    with Client(endpoint, timeout=timeout) as client:
+def check_endpoint(endpoint: str, timeout: float = 3.0, curve_server_key: str = "", curve_secret: str = "") -> str:
+    """Blocking: the TCP state of the endpoint's port, then a zmqproc ping's latency when it is open (with CURVE keys if set)."""
+    parsed = endpoint_parser.parse(endpoint)
+    if parsed.scheme == "tcp":
+        state = port_state(parsed.host, parsed.port, timeout)
+        if state != "open":
+            return f"{endpoint}: port {state}"
+    with Client(endpoint, timeout=timeout, curve_server_key=curve_server_key or None, curve_client_key=curve_secret or None) as client:
         try:
             rtt = client.ping()
         except TimeoutError:
@@ -146,7 +156,10 @@ def ask_secret(parent: QWidget | None, what: str) -> str | None:
 
 
 class ConnectionDialog(QDialog):
-    """Endpoints (one a line), SSH host/user/port/key file, and a Test connection button."""
+    """Endpoints (one a line), CURVE key files, SSH host/user/port/key file, and a Test connection button.
+
+    OK keeps the dialog open, with the reason shown, while an endpoint or a key file is unusable: nothing invalid is saved.
+    """
 
     def __init__(self, settings: ConnectionSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -177,15 +190,24 @@ class ConnectionDialog(QDialog):
         ssh_form.addRow("Port", self.ssh_port)
         ssh_form.addRow("Key file", key_row)
         ssh_form.addRow("Known hosts", self.known_hosts)
+        self.curve_box = QGroupBox("CURVE encryption and authentication (zmqproc keygen makes the keys)")
+        self.curve_server_key = QLineEdit(settings.curve_server_key)
+        self.curve_server_key.setPlaceholderText("the server's public key: server.key (or its 40-character Z85 text)")
+        self.curve_secret = QLineEdit(settings.curve_secret)
+        self.curve_secret.setPlaceholderText("this viewer's secret key file: NAME.key_secret (only its path is saved)")
+        curve_form = QFormLayout(self.curve_box)
+        curve_form.addRow("Server public key", self._with_browse(self.curve_server_key, "Server public key"))
+        curve_form.addRow("My secret key", self._with_browse(self.curve_secret, "This viewer's secret key"))
         self.test_button = QPushButton("Test connection")
         self.test_result = QLabel("")
         self.test_result.setWordWrap(True)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
+        buttons.accepted.connect(self._accept_valid)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Server endpoints (as seen from the SSH host when tunnelling)"))
         layout.addWidget(self.endpoints)
+        layout.addWidget(self.curve_box)
         layout.addWidget(self.ssh_box)
         layout.addWidget(self.test_button)
         layout.addWidget(self.test_result)
@@ -203,21 +225,57 @@ class ConnectionDialog(QDialog):
             self.ssh_port.value(),
             self.ssh_key.text().strip(),
             self.known_hosts.text().strip(),
+            self.curve_server_key.text().strip(),
+            self.curve_secret.text().strip(),
         )
+
+    def problems(self) -> list[str]:
+        """Why these settings cannot be used: invalid endpoints, unreadable CURVE keys (empty: they can)."""
+        s = self.settings()
+        _, problems = valid_endpoints(s.endpoints)
+        try:
+            ClientCurve.load(s.curve_server_key or None, s.curve_secret or None)
+        except ValueError as exc:
+            problems.append(f"CURVE keys: {exc}")
+        return problems
+
+    def _accept_valid(self) -> None:
+        problems = self.problems()
+        if problems:
+            self.test_result.setText("\n".join(problems))
+            return
+        self.accept()
 
     def test_connection(self) -> None:
         """Port open/closed/filtered, then ping latency (for SSH: the SSH port; the tunnel opens on OK)."""
         s = self.settings()
+        problems = self.problems()
+        if problems:
+            self.test_result.setText("\n".join(problems))
+            return
         self.test_button.setEnabled(False)
         self.test_result.setText("testing…")
         if s.use_ssh:
             self._background.run(lambda: f"SSH {s.ssh_host}:{s.ssh_port}: port {port_state(s.ssh_host, s.ssh_port, 3.0)}")
         else:
-            self._background.run(lambda: "\n".join(check_endpoint(e) for e in s.endpoints))
+            self._background.run(lambda: "\n".join(check_endpoint(e, 3.0, s.curve_server_key, s.curve_secret) for e in s.endpoints))
 
     def _tested(self, result: Any, error: BaseException | None) -> None:
         self.test_button.setEnabled(True)
         self.test_result.setText(result if error is None else explain(error))
+
+    def _with_browse(self, edit: QLineEdit, title: str) -> QHBoxLayout:
+        button = QPushButton("…")
+        button.clicked.connect(lambda: self._browse_into(edit, title))
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        row.addWidget(button)
+        return row
+
+    def _browse_into(self, edit: QLineEdit, title: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, title, edit.text())
+        if path:
+            edit.setText(path)
 
     def _browse_key(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "SSH private key", self.ssh_key.text() or "~/.ssh")

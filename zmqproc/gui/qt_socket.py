@@ -16,7 +16,7 @@ from typing import Any, cast
 import zmq
 from PySide6.QtCore import QObject, QSocketNotifier, QTimer, Signal
 
-from ..client import configure_dealer
+from .. import dealer
 
 
 class QZmqSocket(QObject):
@@ -41,7 +41,7 @@ class QZmqSocket(QObject):
         if socket is None:
             socket = (context or zmq.Context.instance()).socket(socket_type)
             if socket_type == zmq.DEALER:
-                configure_dealer(socket)
+                dealer.configure(socket)
         self.socket = socket
         self._max_batch = max_batch  # messages per turn of the event loop, so a flood never freezes the window
         self._want_write = False
@@ -68,11 +68,10 @@ class QZmqSocket(QObject):
     def send(self, frames: list[Any]) -> bool:
         """Send without blocking and without copies; False if no peer can take it now (retry on ``writable``)."""
         try:
-            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-            return True
-        except zmq.Again:
-            self._want_write = True
-            return False
+            sent = dealer.send(self.socket, frames)
+            if not sent:
+                self._want_write = True
+            return sent
         finally:
             self._schedule_drain()
 

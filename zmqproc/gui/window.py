@@ -33,8 +33,9 @@ from PySide6.QtWidgets import (
 from .. import samples
 from ..errors import HostKeyUnknown, TunnelAuthFailed
 from ..images import sniff_format
+from ..security import ClientCurve
 from .batch import Batch
-from .connection import Background, ConnectionDialog, ConnectionSettings, SshSecrets, ask_secret, string_list
+from .connection import Background, ConnectionDialog, ConnectionSettings, SshSecrets, ask_secret, string_list, valid_endpoints
 from .messages import explain
 from .pipeline_editor import PipelineEditor
 from .qt_client import CONNECTED, CONNECTING, LOST, SLOW, QtClient
@@ -79,15 +80,17 @@ class MainWindow(QMainWindow):
 
     jobFinished = Signal(bool, str)
 
-    def __init__(self, endpoints: list[str] | None = None, *, timeout: float = 60.0) -> None:
+    def __init__(self, endpoints: list[str] | None = None, *, connection: ConnectionSettings | None = None, timeout: float = 60.0) -> None:
+        """Connect to ``endpoints``, or to ``connection`` (endpoints, CURVE keys, SSH), or to the saved connection."""
         super().__init__()
         self.setWindowTitle("zmqproc viewer")
         self.setAcceptDrops(True)
         # INI under the user config dir (~/.config/zmqproc/viewer.ini); an explicit format so QSettings.setPath applies
         self.settings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "zmqproc", "viewer")
-        self.connection = ConnectionSettings.load(self.settings)
+        self.connection = connection or ConnectionSettings.load(self.settings)
         if endpoints:
             self.connection = ConnectionSettings(endpoints=list(endpoints))
+        self._curve: ClientCurve | None = None
         self.client = QtClient(timeout=timeout, parent=self)
         self.path: str | None = None
         self.original: np.ndarray | None = None
@@ -166,6 +169,9 @@ class MainWindow(QMainWindow):
         self.process_button = QPushButton("Process")
         self.process_button.setDefault(True)
         self.process_button.clicked.connect(self.process)
+        self.cancel_button = QPushButton("Cancel (Esc)")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
         self.batch_button = QPushButton("Process batch")
         self.batch_button.clicked.connect(self.start_batch)
         side = QWidget()
@@ -175,6 +181,7 @@ class MainWindow(QMainWindow):
         side_layout.addWidget(QLabel("Transfer"))
         side_layout.addWidget(self.transfer)
         side_layout.addWidget(self.process_button)
+        side_layout.addWidget(self.cancel_button)
         side_layout.addWidget(self.batch_button)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -221,7 +228,8 @@ class MainWindow(QMainWindow):
         run_menu = bar.addMenu("&Process")
         self._action(run_menu, "&Process image", self.process, "Ctrl+R")
         self._action(run_menu, "Process &batch", self.start_batch)
-        self._action(run_menu, "&Cancel batch", self.cancel_batch)
+        self._action(run_menu, "&Cancel", self.cancel, "Esc")
+        self._action(run_menu, "Cancel &batch", self.cancel_batch)
         view_menu = bar.addMenu("&View")
         self._action(view_menu, "&Fit", self.original_view.fit, "Ctrl+0")
         self._action(view_menu, "&100 %", self.original_view.actual_size, "Ctrl+1")
@@ -266,8 +274,17 @@ class MainWindow(QMainWindow):
         for tunnel in self._tunnels:
             tunnel.close()
         self._tunnels = []
+        endpoints, problems = valid_endpoints(connection.endpoints)
+        try:
+            self._curve = ClientCurve.load(connection.curve_server_key or None, connection.curve_secret or None)
+        except ValueError as exc:
+            problems.append(f"CURVE keys: {exc}")
+        if problems:
+            self.client.set_endpoints([])
+            self.notify("Cannot connect: " + "; ".join(problems) + " (Server → Connection… to fix it).", "error")
+            return
         if not connection.use_ssh:
-            self.client.set_endpoints(connection.endpoints)
+            self.client.set_endpoints(endpoints, curve=self._curve)
             self.client.request_ops()
             return
         from ..tunnel import open_tunnels
@@ -294,7 +311,7 @@ class MainWindow(QMainWindow):
             return
         if error is None:
             self._tunnels = tunnels
-            self.client.set_endpoints([t.local_endpoint for t in tunnels])
+            self.client.set_endpoints(connection.endpoints, curve=self._curve, tunnels=tunnels)
             self.client.request_ops()
             self.statusBar().showMessage(f"tunnel through {connection.ssh_target} open", 5000)
             return
@@ -449,30 +466,40 @@ class MainWindow(QMainWindow):
         request_id = self.client.process(payload, steps, reply_format=reply_format)
         self._job = (request_id, time.monotonic(), self.editor.text())
         self.process_button.setEnabled(False)
-        self.statusBar().showMessage(f"processing {Path(self.path).name}…")
+        self.cancel_button.setEnabled(True)
+        self.statusBar().showMessage(f"processing {Path(self.path).name}… (Esc cancels)")
+
+    def cancel(self) -> None:
+        """Esc: withdraw the running request (the server stops it) and the batch."""
+        if self._job is not None:
+            self.client.cancel(self._job[0])
+        self.cancel_batch()
 
     def _on_processed(self, request_id: str, result: Any) -> None:
         if self._job is None or request_id != self._job[0]:
             return
         _, started, pipeline = self._job
-        self._job = None
-        self.process_button.setEnabled(True)
+        self._end_job()
         try:
             self.result = result_array(result.image)
-        except ValueError as exc:
+            self.result_view.set_image(self.result)
+            self.result_view.follow(self.original_view)
+            self._show_results(result.results)
+        except Exception as exc:  # whatever the result holds, the job ends with a message
             self._finish(False, explain(exc))
             return
-        self.result_view.set_image(self.result)
-        self.result_view.follow(self.original_view)
-        self._show_results(result.results)
         elapsed = time.monotonic() - started
         self._finish(True, f"Done: {pipeline} in {elapsed * 1000:.0f} ms (server {result.server_ms:.0f} ms).")
 
     def _on_failed(self, request_id: str, error: BaseException) -> None:
         if self._job is not None and request_id == self._job[0]:
-            self._job = None
-            self.process_button.setEnabled(True)
+            self._end_job()
             self._finish(False, explain(error))
+
+    def _end_job(self) -> None:
+        self._job = None
+        self.process_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
 
     def _finish(self, ok: bool, message: str) -> None:
         self.notify(message, "ok" if ok else "error")

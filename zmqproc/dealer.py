@@ -1,0 +1,116 @@
+"""A client's sockets: the DEALER's options, CURVE, its monitor, and what the monitor and the SSH tunnel tell the session.
+
+Shared by :class:`zmqproc.client.Client` and :class:`zmqproc.gui.qt_client.QtClient`, so both configure and read their
+sockets alike; neither decides anything from what they see: every event becomes an input of the
+:class:`~zmqproc.session.ClientSession`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from .errors import TunnelError
+from .security import ClientCurve, refusal
+from .session import TUNNEL_FAILED, TUNNEL_OPEN, TUNNEL_RECONNECTING, ClientSession
+from .zmqflags import NOBLOCK
+
+if TYPE_CHECKING:
+    from .tunnel import Tunnel
+
+log = logging.getLogger("zmqproc.client")
+
+MONITOR_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+_SUCCEEDED, _DISCONNECTED = int(zmq.EVENT_HANDSHAKE_SUCCEEDED), int(zmq.EVENT_DISCONNECTED)
+_REFUSED = (int(zmq.EVENT_HANDSHAKE_FAILED_AUTH), int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL))
+_NO_DETAIL = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_MORE = int(zmq.SNDMORE) | NOBLOCK
+
+
+def configure(sock: zmq.Socket, curve: ClientCurve | None = None) -> None:
+    """Options every zmqproc DEALER uses: queue only to connected servers, ZMTP heartbeats, quick reconnects, no linger."""
+    sock.setsockopt(zmq.IMMEDIATE, 1)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+    # A restarted server is found within half a second of listening again, well inside the session's grace.
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+    if curve is not None:
+        curve.secure(sock)
+
+
+def open_dealer(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None = None) -> tuple[zmq.Socket, zmq.Socket]:
+    """A configured DEALER connecting to ``endpoint``, and its monitor socket (watching :data:`MONITOR_EVENTS`)."""
+    sock = ctx.socket(zmq.DEALER)
+    configure(sock, curve)
+    monitor = sock.get_monitor_socket(MONITOR_EVENTS)
+    sock.connect(endpoint)
+    return sock, monitor
+
+
+def close_dealer(sock: zmq.Socket, monitor: zmq.Socket) -> None:
+    if not sock.closed:
+        sock.disable_monitor()
+        sock.close(linger=0)
+    monitor.close(linger=0)
+
+
+def send(sock: zmq.Socket, frames: list[Any]) -> bool:
+    """Send a message without blocking or copying big frames; False when the socket would block (or is closed).
+
+    Frame by frame with int flags: pyzmq's ``send_multipart`` combines enum flags per frame, microseconds a message.
+    """
+    try:
+        for frame in frames[:-1]:
+            sock.send(frame, _MORE, copy=False)
+        sock.send(frames[-1], NOBLOCK, copy=False)
+    except zmq.Again:
+        return False
+    except zmq.ZMQError as exc:  # the socket is closing (ETERM, ENOTSOCK): nothing more can go on it
+        log.debug("send failed: %s", exc)
+        return False
+    return True
+
+
+def recv(sock: zmq.Socket) -> list[zmq.Frame]:
+    """One waiting message, its frames not copied (call only when the socket is readable)."""
+    frame = sock.recv(NOBLOCK, copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = sock.recv(NOBLOCK, copy=False)
+        frames.append(frame)
+    return frames
+
+
+def monitor_input(session: ClientSession, route: int, frames: list[Any], endpoint: str, curve: bool, now: float) -> None:
+    """One monitor message of ``route`` as the session's input (``curve``: this client uses CURVE keys)."""
+    message = parse_monitor_message([f.bytes for f in frames])
+    event, value = int(message["event"]), int(message["value"])
+    if event == _SUCCEEDED:
+        session.connected(route, now)
+    elif event == _DISCONNECTED:
+        session.disconnected(route, now)
+    elif event in _REFUSED:  # the key is not in the allow-list, or one side uses CURVE and the other does not
+        session.refused(route, refusal(endpoint, event, value, curve), now)
+    elif event == _NO_DETAIL and curve:  # a wrong server key looks like a server still starting: libzmq retries
+        session.cut_short(route, refusal(endpoint, event, value))
+
+
+def tunnel_input(session: ClientSession, route: int, tunnel: Tunnel, now: float) -> None:
+    """The state of ``route``'s SSH tunnel as the session's input: open, reconnecting or failed, with the tunnel's reason."""
+    try:
+        tunnel.check()  # raises unless open: TunnelDied while reconnecting or once closed, the final refusal once failed
+    except TunnelError as why:
+        session.tunnel(route, TUNNEL_RECONNECTING if tunnel.state == TUNNEL_RECONNECTING else TUNNEL_FAILED, now, why)
+        return
+    session.tunnel(route, TUNNEL_OPEN, now)
