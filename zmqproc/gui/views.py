@@ -217,9 +217,13 @@ class ImageView(QGraphicsView):
     def fit(self, *, quiet: bool = False) -> None:
         self._fitted = True
         if self.image is None:  # the placeholder keeps its own size, centred
-            self._apply(lambda: (self.resetTransform(), self.centerOn(self._placeholder)), quiet)
+            self._apply(self._show_placeholder, quiet)
             return
         self._apply(lambda: self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio), quiet)
+
+    def _show_placeholder(self) -> None:
+        self.resetTransform()
+        self.centerOn(self._placeholder)
 
     def actual_size(self) -> None:
         """1:1: one image pixel on one device pixel."""
