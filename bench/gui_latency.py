@@ -21,11 +21,12 @@ import numpy as np
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PySide6.QtCore import QCoreApplication, QTimer  # noqa: E402
+from PySide6.QtGui import QGuiApplication  # noqa: E402
 
 from bench.harness import zmqproc_server  # noqa: E402
 from zmqproc.client import Processed  # noqa: E402
 from zmqproc.gui.qt_client import CONNECTED, QtClient  # noqa: E402
-from zmqproc.gui.views import to_qimage  # noqa: E402
+from zmqproc.gui.views import to_pixmap  # noqa: E402
 from zmqproc.gui.window import result_array  # noqa: E402
 
 
@@ -64,7 +65,7 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
-    app = QCoreApplication.instance() or QCoreApplication([])
+    app = QCoreApplication.instance() or QGuiApplication([])  # a QGuiApplication: pixmaps, as the viewer makes them
     image = np.random.default_rng(1).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     with zmqproc_server(args.workers) as endpoint:  # default settings: the client keeps within the server's credit
         client = QtClient([endpoint], timeout=120.0)
@@ -74,7 +75,7 @@ def main() -> int:
 
         def processed(_rid: str, result: Processed) -> None:
             outcome["ok"] += 1
-            to_qimage(result_array(result.image))  # what the viewer does with a shown result (its pixmap conversion aside)
+            to_pixmap(result_array(result.image))  # what the viewer does with a shown result
 
         client.processed.connect(processed)
         client.failed.connect(lambda _rid, _err: outcome.__setitem__("failed", outcome["failed"] + 1))

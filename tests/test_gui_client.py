@@ -44,7 +44,7 @@ def test_error_replies_are_typed_and_explained(qtbot, qt_client, coffee, pipelin
     rid = qt_client.process(coffee, pipeline)
     qtbot.waitUntil(lambda: rid in failed, timeout=10000)
     assert isinstance(failed[rid], error)
-    assert explain(failed[rid]).endswith(f"({failed[rid].message})")
+    assert explain(failed[rid]).startswith(("A parameter does not fit. Step 1 (gaussian_blur): ksize must be odd", "Step 1: the server"))
 
 
 def test_cancel_withdraws_queued_work(qtbot, start_server, astronaut):
@@ -153,8 +153,8 @@ def test_every_wire_code_and_client_error_has_a_sentence():
     from zmqproc.gui.messages import SENTENCES
 
     assert set(SENTENCES) == set(ERROR_CODES)
-    assert explain(error_from_wire({"code": "busy", "message": "queue full"})) == f"{SENTENCES['busy']} (queue full)"
-    assert "connection to the server was lost" in explain(ConnectionLost("gone")) and "No reply" in explain(RequestTimeout("x"))
+    assert explain(error_from_wire({"code": "busy", "message": "queue full"})) == SENTENCES["busy"], "retried until the deadline"
+    assert "No server can be reached" in explain(ConnectionLost("gone")) and "No reply" in explain(RequestTimeout("x"))
     assert "crashed the server twice" in explain(ServerCrashed("x"))
     assert "CURVE keys" in explain(AuthenticationFailed("refused")) and "SSH tunnel" in explain(TunnelDied("x"))
     assert "Not a server address" in explain(InvalidEndpoint("'localhost:1' has no transport"))

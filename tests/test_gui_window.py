@@ -87,10 +87,18 @@ def test_faces_are_listed_for_the_sample_opened_from_the_menu(qtbot, window):
     ok, _ = run_job(qtbot, window)
     assert ok
     items = [window.results_list.item(i).text() for i in range(window.results_list.count())]
-    assert items[0] == "1 face(s) found" and items[1].startswith("face at x=")
+    assert items[0] == "faces: 1 box (drawn)" and items[1].startswith("    [")
+    assert window.result_view.overlay_count() == 1, "the viewer draws the box over the result"
+    assert np.array_equal(window.result, load_image("astronaut.png")), "one outline only: the server did not draw it too"
 
 
-@pytest.mark.parametrize(("pipeline", "words"), [("gaussian_blur:ksize=4", "out of range"), ("no_such_op", "does not know")])
+@pytest.mark.parametrize(
+    ("pipeline", "words"),
+    [
+        ("gaussian_blur:ksize=4", "Step 1 (gaussian_blur): ksize must be odd"),
+        ("no_such_op", "Step 1: the server does not offer 'no_such_op'"),
+    ],
+)
 def test_error_reply_is_a_message_and_the_app_keeps_working(qtbot, window, pipeline, words):
     window.open_files([str(IMAGES / "coffee.png")])
     window.editor.set_steps(pipeline)
@@ -114,15 +122,18 @@ def test_batch_with_cancel(qtbot, qt_settings, start_server, tmp_path):
     win = MainWindow([server.endpoint], timeout=30.0)
     qtbot.addWidget(win)
     win.open_files(paths)
+    win.batch_panel.folder.setText(str(tmp_path / "out"))
     win.editor.set_steps("bilateral_filter:d=15")
     win.start_batch()
     qtbot.waitUntil(lambda: win.batch.finished_count >= 1, timeout=20000)
-    with qtbot.waitSignal(win.batch.finished, timeout=30000) as finished:
+    with qtbot.waitSignal(win.batch_panel.finished, timeout=30000) as finished:
         win.cancel_batch()
-    statuses = [win.batch_table.item(r, 1).text() for r in range(len(paths))]
+    statuses = [win.batch_panel.table.item(r, 1).text() for r in range(len(paths))]
     assert statuses.count("done") >= 1 and statuses.count("cancelled") >= 3 and set(statuses) <= {"done", "cancelled"}
     assert finished.args[0].startswith("Batch of 8: ") and "cancelled" in finished.args[0]
-    assert win.batch_progress.value() == 8 and win.batch_summary.text() == finished.args[0]
+    assert win.batch_panel.progress.value() == 8 and win.batch_panel.summary.text() == finished.args[0]
+    assert finished.args[1] == "warn" and win.notice.property("level") == "warn", "a cancelled batch is not told in green"
+    assert len(list((tmp_path / "out").glob("*.png"))) == statuses.count("done"), "each result was written as it arrived"
     with Client(server.endpoint) as lib:
         assert lib.stats()["errors"].get("cancelled", 0) >= 1  # queued work was withdrawn by the server
     win.close()
@@ -137,12 +148,12 @@ def test_connection_lost_and_regained_indicator(qtbot, qt_settings):
     win = MainWindow([first.endpoint])
     qtbot.addWidget(win)
     try:
-        qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED, timeout=5000)
+        qtbot.waitUntil(lambda: win.control.label.property("state") == CONNECTED, timeout=5000)
         first.stop()
-        qtbot.waitUntil(lambda: win.connection_label.property("state") == LOST, timeout=10000)
-        assert "lost" in win.connection_label.text()
+        qtbot.waitUntil(lambda: win.control.label.property("state") == LOST, timeout=10000)
+        assert "lost" in win.control.label.text()
         second = ServerProcess("--workers", "1", port=port)
-        qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED, timeout=10000)
+        qtbot.waitUntil(lambda: win.control.label.property("state") == CONNECTED, timeout=10000)
         assert "restarted" in win.notice.text()
         win.open_files([str(IMAGES / "coffee.png")])
         win.editor.set_steps("invert")
@@ -191,7 +202,7 @@ def test_scripted_mode_fails_with_the_reason(endpoint, tmp_path):
     cmd += ["--pipeline", "gaussian_blur:ksize=4", "--process", "--quit-when-done"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
-    assert "out of range" in done.stderr and "ksize" in done.stderr
+    assert "must be odd" in done.stderr and "ksize" in done.stderr
 
 
 def test_gui_app_and_the_console_script_are_the_same_program():
@@ -237,8 +248,8 @@ def test_processing_through_an_ssh_tunnel(qtbot, qt_settings, sshd, endpoint):
     win = MainWindow([endpoint])
     qtbot.addWidget(win)
     win.connect_to(ssh_settings(sshd, endpoint, sshd.key))
-    qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED and bool(win._tunnels), timeout=15000)
-    assert win.client.endpoints == [endpoint] != [t.local_endpoint for t in win._tunnels]  # named as typed, reached through SSH
+    qtbot.waitUntil(lambda: win.control.label.property("state") == CONNECTED and bool(win.control.tunnels), timeout=15000)
+    assert win.client.endpoints == [endpoint] != [t.local_endpoint for t in win.control.tunnels]  # named as typed, reached through SSH
     win.transfer.setCurrentIndex(win.transfer.findData("auto"))
     assert win.transfer_mode() == "encoded"  # auto: the encoded file through SSH
     win.open_files([str(IMAGES / "coffee.png")])
@@ -250,10 +261,11 @@ def test_processing_through_an_ssh_tunnel(qtbot, qt_settings, sshd, endpoint):
 
 @pytest.mark.sshd
 def test_ssh_login_refused_asks_in_a_dialog_then_says_so(qtbot, qt_settings, sshd, endpoint, monkeypatch):
+    from zmqproc.gui import connection_control as control_module
     from zmqproc.gui import window as window_module
 
     asked: list[str] = []
-    monkeypatch.setattr(window_module, "ask_secret", lambda _parent, what: asked.append(what))  # the user presses Cancel
+    monkeypatch.setattr(control_module, "ask_secret", lambda _parent, what: asked.append(what))  # the user presses Cancel
     win = window_module.MainWindow([endpoint])
     qtbot.addWidget(win)
     win.connect_to(ssh_settings(sshd, endpoint, sshd.wrong_key))
@@ -266,6 +278,7 @@ def test_ssh_login_refused_asks_in_a_dialog_then_says_so(qtbot, qt_settings, ssh
 def test_an_encrypted_key_asks_for_its_passphrase_once_and_connects(qtbot, qt_settings, sshd_password, endpoint, tmp_path, monkeypatch):
     import subprocess
 
+    from zmqproc.gui import connection_control as control_module
     from zmqproc.gui import window as window_module
 
     sshd = sshd_password
@@ -274,12 +287,12 @@ def test_an_encrypted_key_asks_for_its_passphrase_once_and_connects(qtbot, qt_se
     with open(sshd.dir / "authorized_keys", "a") as f:
         f.write((tmp_path / "locked.pub").read_text())
     asked: list[str] = []
-    monkeypatch.setattr(window_module, "ask_secret", lambda _parent, what: asked.append(what) or "open sesame")
+    monkeypatch.setattr(control_module, "ask_secret", lambda _parent, what: asked.append(what) or "open sesame")
     win = window_module.MainWindow([endpoint])
     qtbot.addWidget(win)
     win.connect_to(ssh_settings(sshd, endpoint, str(key)))
-    qtbot.waitUntil(lambda: win.connection_label.property("state") == CONNECTED and bool(win._tunnels), timeout=15000)
-    assert asked == [f"Passphrase of the SSH key {key}"] and win._tunnels[0].backend == "paramiko"
+    qtbot.waitUntil(lambda: win.control.label.property("state") == CONNECTED and bool(win.control.tunnels), timeout=15000)
+    assert asked == [f"Passphrase of the SSH key {key}"] and win.control.tunnels[0].backend == "paramiko"
     assert sshd.logins("Failed password") == 0  # the passphrase unlocked the key, it was never sent as a password
     win.close()  # saves the settings
     saved = [path.read_bytes() for path in qt_settings.rglob("*") if path.is_file()]
@@ -297,11 +310,13 @@ def test_views_zoom_and_pan_together_and_drop_opens_files(qtbot, window):
     assert window.path == str(IMAGES / "chelsea.png") and window.batch_paths == [str(IMAGES / "chelsea.png"), str(IMAGES / "coffee.png")]
     window.editor.set_steps("invert")
     assert run_job(qtbot, window)[0]
-    window.original_view.actual_size()
-    window.original_view.zoom(2.0)
-    assert window.result_view.transform().m11() == pytest.approx(2.0)
-    window.original_view.horizontalScrollBar().setValue(120)
-    assert window.result_view.horizontalScrollBar().value() == 120
+    from PySide6.QtWidgets import QAbstractSlider
+
+    window.compare.actual_size()
+    window.compare.zoom(2.0)
+    assert window.result_view.transform().m11() == pytest.approx(2.0), "the result follows the zoom"
+    window.original_view.horizontalScrollBar().triggerAction(QAbstractSlider.SliderAction.SliderPageStepAdd)  # the user pans
+    assert window.result_view.view_state().center == pytest.approx(window.original_view.view_state().center, abs=0.01)
     window.result_view.fit()
     assert window.original_view.transform().m11() == pytest.approx(window.result_view.transform().m11())
 
@@ -362,7 +377,7 @@ def test_scripted_mode_without_a_server_fails_within_seconds_in_one_sentence(tmp
     assert done.returncode == 1 and time.monotonic() - started < 10
     ours = [line for line in done.stderr.splitlines() if line.startswith("zmqproc-gui:")]  # Qt's offscreen plugin warns too
     assert ours == [line for line in done.stderr.splitlines() if "zmqproc" in line or "Traceback" in line]
-    assert len(ours) == 1 and ours[0].startswith("zmqproc-gui: The connection to the server was lost: no server reachable")
+    assert len(ours) == 1 and ours[0].startswith("zmqproc-gui: No server can be reached: no server reachable")
 
 
 def test_an_endpoint_without_a_scheme_is_a_plain_message(tmp_path):

@@ -154,7 +154,8 @@ def validate_pipeline(steps: Sequence[Step]) -> list[tuple[Op, dict[str, Any]]]:
     for number, step in enumerate(steps, 1):
         found = REGISTRY.get(step.op)
         if found is None:
-            raise UnknownOp(f"step {number}: unknown op {step.op!r}; ask for 'ops' to see the list", details={"step": number})
+            details = {"step": number, "op": step.op}
+            raise UnknownOp(f"step {number}: unknown op {step.op!r}; ask for 'ops' to see the list", details=details)
         try:
             resolved.append((found, found.validate(step.params)))
         except BadParams as err:

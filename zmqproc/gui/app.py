@@ -4,7 +4,12 @@ Scripted mode: ``--server EP --open FILE --pipeline TEXT --process --screenshot 
 --quit-when-done`` opens the real window, runs the job, saves a screenshot of the
 whole window once the result is shown and exits 0 (1, with the reason in one
 sentence on stderr, if processing failed; within a few seconds when no server
-answers). ``--curve-server-key FILE --curve-secret FILE`` connect with CURVE.
+answers). ``--open FILE_OR_DIR ... --batch --output-dir DIR [--name-pattern PAT]
+[--format F] --quit-when-done`` runs a batch in the real window, writes each
+result as it arrives, prints the summary line and exits 0 when every file
+succeeded, 1 otherwise (the others still written). ``--pipeline`` takes pipeline
+text or a preset's .json file. ``--curve-server-key FILE --curve-secret FILE``
+connect with CURVE.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from ..endpoints import check as check_endpoint
-from ..pipeline import to_steps
 from ..security import ClientCurve
+from .batch import FORMATS
+from .compare import MODES
 from .connection import ConnectionSettings
-from .window import MainWindow
+from .pipeline_editor import load_pipeline
+from .window import MainWindow, expand_paths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,19 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--open", action="append", default=[], metavar="FILE", help="image(s) to open, or sample:NAME (several fill the batch list)"
     )
-    p.add_argument("--pipeline", help='pipeline text, e.g. "grayscale;gaussian_blur:ksize=5"')
+    p.add_argument("--pipeline", help='pipeline text, e.g. "grayscale;gaussian_blur:ksize=5", or a preset .json file')
     p.add_argument("--transfer", choices=["auto", "raw", "encoded"], help="raw pixels, the encoded file, or auto (encoded through SSH)")
     p.add_argument("--curve-server-key", metavar="FILE", help="CURVE: the server's public key (NAME.key or its Z85 text)")
     p.add_argument("--curve-secret", metavar="FILE", help="CURVE: this viewer's NAME.key_secret (only the path is saved)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take (default %(default)s)")
     p.add_argument("--process", action="store_true", help="process the opened image at once")
+    p.add_argument("--batch", action="store_true", help="process every opened file (folders: their images) as a batch")
+    p.add_argument("--compare", choices=list(MODES), help="how original and result are shown (default: side by side)")
+    p.add_argument("--live", action="store_true", help="start with Live on: every pipeline change is processed at once")
+    p.add_argument("--output-dir", metavar="DIR", help="--batch: write the results here (default: a new folder in the cache)")
+    p.add_argument("--name-pattern", metavar="PAT", help="--batch: result file names, e.g. {stem}_{pipeline}.{ext}")
+    p.add_argument("--format", choices=list(FORMATS), help="--batch: the results' file format (default png)")
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once the result is shown")
     p.add_argument("--quit-when-done", action="store_true", help="exit after processing (0 ok, 1 failed)")
     return p
 
 
 class Script:
-    """Drives the scripted mode: waits for the result (and the op list, for a complete window), then shoots and quits."""
+    """Drives the scripted mode: waits for the result or the batch (and the op list, for a complete window), then quits."""
 
     def __init__(self, window: MainWindow, args: argparse.Namespace) -> None:
         self.window, self.args = window, args
@@ -49,9 +62,11 @@ class Script:
         self.exit_code = 0
         self._done = False
         window.jobFinished.connect(self._finished)
+        window.batch_panel.finished.connect(lambda summary, level: self._finished(level == "ok", summary))
         window.client.opsReceived.connect(lambda _ops: self._finished(*self.outcome) if self.outcome else None)
-        # A scripted run always ends: the request ends by its deadline (sooner when no server answers); this is a guard.
-        QTimer.singleShot(round((args.timeout + 5) * 1000), lambda: self._finished(False, "gave up waiting for the result"))
+        # A scripted run always ends: each request ends by its deadline (sooner when no server answers); this is a guard.
+        files = len(window.batch_panel.paths) if args.batch else 1
+        QTimer.singleShot(round((args.timeout * files + 5) * 1000), lambda: self._finished(False, "gave up waiting for the result"))
 
     def _finished(self, ok: bool, message: str) -> None:
         self.outcome = self.outcome or (ok, message)
@@ -75,9 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     connection = None
     try:
-        if args.pipeline is not None:
-            to_steps(args.pipeline)
-    except ValueError as exc:
+        pipeline = load_pipeline(args.pipeline) if args.pipeline is not None else None
+    except (OSError, ValueError) as exc:
         print(f"zmqproc-gui: bad --pipeline: {exc}", file=sys.stderr)
         return 2
     try:
@@ -92,19 +106,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setOrganizationName("zmqproc")
     app.setApplicationName("viewer")
     window = MainWindow(connection=connection, timeout=args.timeout)
-    if args.pipeline is not None:
-        window.editor.set_steps(args.pipeline)
+    if pipeline is not None:
+        window.editor.set_steps(pipeline)
     if args.transfer:
         window.transfer.setCurrentIndex(window.transfer.findData(args.transfer))
+    if args.compare:
+        window.compare.set_mode(args.compare)
+    panel = window.batch_panel
+    if args.output_dir:
+        panel.folder.setText(args.output_dir)
+    if args.name_pattern:
+        panel.pattern.setText(args.name_pattern)
+    if args.format:
+        panel.format.setCurrentIndex(panel.format.findData(args.format))
     window.show()
     if args.open:
-        window.open_files(args.open)
+        files = expand_paths(args.open)
+        window.open_files(files)
+        if args.batch and len(files) == 1:
+            panel.set_paths(files)  # a batch of one
         if window.original is None and args.quit_when_done:
             print(f"zmqproc-gui: cannot open {args.open[0]}", file=sys.stderr)
             return 1
-    if args.process:
+    if args.live:
+        window.live.setChecked(True)
+    if args.process or args.batch:
         script = Script(window, args) if (args.screenshot or args.quit_when_done) else None
-        QTimer.singleShot(0, window.process)
+        QTimer.singleShot(0, window.start_batch if args.batch else window.process)
         code = app.exec()
         return script.exit_code if script is not None else code
     return app.exec()

@@ -1,20 +1,74 @@
-"""Batch processing: a window of requests in flight, per-item status, cancel, a summary at the end."""
+"""Batch processing: requests in flight, per-item status, results written to a folder as they arrive, retry, cancel.
+
+Nothing is held in memory for long: each result is written (on a writer
+thread, so the window stays responsive) as soon as it arrives, under a name made
+from :class:`BatchOutput`'s pattern, and read back from its file when the user
+wants to see it.
+"""
 
 from __future__ import annotations
 
+import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from ..errors import Cancelled
-from ..pipeline import PipelineSpec
+from ..pipeline import PipelineSpec, to_steps
 from .messages import explain
 from .qt_client import QtClient
 
 WAITING, SENT, DONE, FAILED, CANCELLED = "waiting", "sent", "done", "failed", "cancelled"
+FORMATS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff", "bmp": ".bmp"}
+SERVER_ENCODES = ("png", "jpeg", "webp")  # asked of the server as reply_format: its bytes are written as they come
+DEFAULT_PATTERN = "{stem}_{pipeline}.{ext}"
+FIELDS = ("stem", "pipeline", "ext", "index")
+
+
+def check_pattern(pattern: str) -> str:
+    """A file-name pattern with only known fields; ValueError naming the fields otherwise."""
+    names = re.findall(r"{([^{}]*)}", pattern)
+    unknown = [n for n in names if n not in FIELDS]
+    if unknown or not pattern.strip() or "/" in pattern:
+        raise ValueError(f"a name pattern is a file name with fields among {{{'}, {'.join(FIELDS)}}}, e.g. {DEFAULT_PATTERN}")
+    return pattern
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """Where results go: ``folder``, named by ``pattern`` (fields: stem, pipeline, ext, index), in ``fmt``."""
+
+    folder: Path
+    pattern: str = DEFAULT_PATTERN
+    fmt: str = "png"
+
+    def __post_init__(self) -> None:
+        check_pattern(self.pattern)
+        if self.fmt not in FORMATS:
+            raise ValueError(f"the output format is one of {', '.join(FORMATS)}")
+
+    def name(self, source: str, pipeline: PipelineSpec, index: int) -> str:
+        ops = "-".join(step.op for step in to_steps(pipeline)) or "identity"
+        name = self.pattern.format(stem=Path(source).stem, pipeline=ops, ext=FORMATS[self.fmt].lstrip("."), index=index + 1)
+        return re.sub(r"[\\/:*?\"<>|]", "_", name)
+
+
+def encode_for_disk(image: np.ndarray | bytes, fmt: str) -> bytes:
+    """The bytes of a result file: the server's own encoding as it came, or the pixels encoded here."""
+    if isinstance(image, bytes):
+        return image
+    ok, data = cv2.imencode(FORMATS[fmt], image)
+    if not ok:
+        raise ValueError(f"a {image.dtype} image with {1 if image.ndim == 2 else image.shape[2]} channels cannot be saved as {fmt}")
+    return bytes(data)
 
 
 @dataclass
@@ -25,14 +79,17 @@ class BatchItem:
     started: float = 0.0
     elapsed: float = 0.0
     message: str = ""
-    result: Any = None  # zmqproc.client.Processed
+    output: Path | None = None  # the result's file, once written
+    results: dict[str, Any] = field(default_factory=dict)
+    result_kinds: dict[str, str] = field(default_factory=dict)
 
 
 class Batch(QObject):
-    """Send ``paths`` through ``pipeline``, at most ``window`` at a time; ``finished(summary)`` at the end."""
+    """Send ``paths`` through ``pipeline``, ``window`` in flight; ``finished(summary)`` when every item has ended."""
 
     itemChanged = Signal(int)
     finished = Signal(str)
+    _written = Signal(int, object, object)  # row, path or None, error or None: from the writer thread
 
     def __init__(
         self,
@@ -40,8 +97,8 @@ class Batch(QObject):
         paths: Sequence[str],
         pipeline: PipelineSpec,
         load: Callable[[str], Any],
+        output: BatchOutput,
         *,
-        reply_format: str | None = None,
         window: int = 4,
         parent: QObject | None = None,
     ) -> None:
@@ -49,13 +106,16 @@ class Batch(QObject):
         self.client = client
         self.items = [BatchItem(p) for p in paths]
         self.pipeline = pipeline
-        self.reply_format = reply_format
+        self.output = output
         self.window = window
         self._load = load
         self._by_id: dict[str, int] = {}
-        self._next = 0
+        self._writing: set[int] = set()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zmqproc-batch-writer")
         self.started = 0.0
         self.running = False
+        self._closed = False
+        self._written.connect(self._on_written)
         client.processed.connect(self._processed)
         client.failed.connect(self._failed)
 
@@ -63,13 +123,28 @@ class Batch(QObject):
     def finished_count(self) -> int:
         return sum(item.status in (DONE, FAILED, CANCELLED) for item in self.items)
 
+    def counts(self) -> dict[str, int]:
+        return {s: sum(i.status == s for i in self.items) for s in (DONE, FAILED, CANCELLED)}
+
     def start(self) -> None:
+        self.output.folder.mkdir(parents=True, exist_ok=True)
         self.started = time.monotonic()
         self.running = True
         self._fill()
 
+    def retry_failed(self) -> bool:
+        """Send the failed (and cancelled) items again; False when there are none or the batch still runs."""
+        again = [i for i, item in enumerate(self.items) if item.status in (FAILED, CANCELLED)]
+        if self.running or not again:
+            return False
+        for index in again:
+            self.items[index] = BatchItem(self.items[index].path)
+            self.itemChanged.emit(index)
+        self.start()
+        return True
+
     def cancel(self) -> None:
-        """Drop what is not sent yet; ask the server to withdraw what it has queued (running work finishes)."""
+        """Drop what is not sent yet; ask the server to stop what it has (queued or running)."""
         for index, item in enumerate(self.items):
             if item.status == WAITING:
                 self._end(index, CANCELLED, "cancelled")
@@ -77,25 +152,47 @@ class Batch(QObject):
             self.client.cancel(request_id)
         self._maybe_finish()
 
+    def save_all(self, target: BatchOutput) -> int:
+        """Copy the written results into ``target`` (named by its pattern); how many."""
+        target.folder.mkdir(parents=True, exist_ok=True)
+        copied = 0
+        for index, item in enumerate(self.items):
+            if item.output is not None and item.output.exists():
+                destination = target.folder / target.name(item.path, self.pipeline, index)
+                if target.fmt == self.output.fmt:
+                    shutil.copyfile(item.output, destination)
+                else:
+                    image = cv2.imread(str(item.output), cv2.IMREAD_UNCHANGED)
+                    if image is None:
+                        continue  # gone or damaged since it was written
+                    destination.write_bytes(encode_for_disk(image, target.fmt))
+                copied += 1
+        return copied
+
     def summary(self) -> str:
-        counts = {s: sum(i.status == s for i in self.items) for s in (DONE, FAILED, CANCELLED)}
+        counts = self.counts()
         took = time.monotonic() - self.started
         parts = [f"{counts[DONE]} done"] + [f"{counts[s]} {s}" for s in (FAILED, CANCELLED) if counts[s]]
-        return f"Batch of {len(self.items)}: {', '.join(parts)} in {took:.1f} s"
+        return f"Batch of {len(self.items)}: {', '.join(parts)} in {took:.1f} s; results in {self.output.folder}"
+
+    def reply_format(self) -> str:
+        """What to ask the server for: the output format itself when it can encode it, else raw pixels."""
+        return self.output.fmt if self.output.fmt in SERVER_ENCODES else "raw"
+
+    # -- internals ----------------------------------------------------------------------
 
     def _fill(self) -> None:
-        while self.running and len(self._by_id) < self.window and self._next < len(self.items):
-            index = self._next
-            self._next += 1
-            item = self.items[index]
+        for index, item in enumerate(self.items):
+            if not self.running or len(self._by_id) + len(self._writing) >= self.window:
+                break
             if item.status != WAITING:
                 continue
             try:
                 image = self._load(item.path)
             except (OSError, ValueError) as exc:
-                self._end(index, FAILED, str(exc))
+                self._end(index, FAILED, explain(exc))
                 continue
-            item.request_id = self.client.process(image, self.pipeline, reply_format=self.reply_format)
+            item.request_id = self.client.process(image, self.pipeline, reply_format=self.reply_format())
             item.started = time.monotonic()
             item.status = SENT
             self._by_id[item.request_id] = index
@@ -104,10 +201,30 @@ class Batch(QObject):
 
     def _processed(self, request_id: str, result: Any) -> None:
         index = self._by_id.pop(request_id, None)
-        if index is not None:
-            self.items[index].result = result
-            self._end(index, DONE, f"server {result.server_ms:.0f} ms")
-            self._fill()
+        if index is None:
+            return
+        item = self.items[index]
+        item.results, item.result_kinds = dict(result.results), dict(result.result_kinds)
+        item.message = f"server {result.server_ms:.0f} ms"
+        destination = self.output.folder / self.output.name(item.path, self.pipeline, index)
+        self._writing.add(index)
+        self._writer.submit(self._write, index, result.image, destination)
+
+    def _write(self, index: int, image: np.ndarray | bytes, destination: Path) -> None:
+        try:
+            destination.write_bytes(encode_for_disk(image, self.output.fmt))
+            self._written.emit(index, destination, None)
+        except (OSError, ValueError) as exc:
+            self._written.emit(index, None, exc)
+
+    def _on_written(self, index: int, destination: Path | None, error: BaseException | None) -> None:
+        self._writing.discard(index)
+        if error is not None:
+            self._end(index, FAILED, f"could not write the result: {explain(error)}")
+        else:
+            self.items[index].output = destination
+            self._end(index, DONE, self.items[index].message)
+        self._fill()
 
     def _failed(self, request_id: str, error: BaseException) -> None:
         index = self._by_id.pop(request_id, None)
@@ -124,6 +241,13 @@ class Batch(QObject):
     def _maybe_finish(self) -> None:
         if self.running and self.finished_count == len(self.items):
             self.running = False
-            self.client.processed.disconnect(self._processed)
-            self.client.failed.disconnect(self._failed)
             self.finished.emit(self.summary())
+
+    def close(self) -> None:
+        """Stop listening to the client and let the writer finish (once; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.client.processed.disconnect(self._processed)
+        self.client.failed.disconnect(self._failed)
+        self._writer.shutdown(wait=True)

@@ -53,7 +53,7 @@ class QtClient(QObject):
     opsReceived = Signal(object)  # the server's op list
     stateChanged = Signal(str, float)  # state, best ping round trip in seconds (-1 when unknown)
     serverRestarted = Signal(str)  # the new epoch
-    _tunnelChanged = Signal()  # from a tunnel's thread: queued to this object's thread
+    tunnelChanged = Signal()  # an SSH tunnel opened, is reconnecting or failed (emitted from its thread, delivered on this one)
 
     def __init__(
         self,
@@ -77,7 +77,7 @@ class QtClient(QObject):
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._pump)
-        self._tunnelChanged.connect(self._pump)
+        self.tunnelChanged.connect(self._pump)
         self.set_endpoints(endpoints, curve=curve)
 
     # -- the API ----------------------------------------------------------------
@@ -109,7 +109,7 @@ class QtClient(QObject):
         self._drop("the viewer switched servers")
         self.endpoints, self._tunnels, self._curve = list(endpoints), list(tunnels), curve is not None
         for tunnel in self._tunnels:  # reconnecting, failed: read at once on this thread
-            tunnel.on_state_change = lambda _tunnel, _state: self._tunnelChanged.emit()
+            tunnel.on_state_change = lambda _tunnel, _state: self.tunnelChanged.emit()
         session = self._session = ClientSession(self.endpoints, self.options, time.monotonic())
         for route, endpoint in enumerate([t.local_endpoint for t in self._tunnels] or self.endpoints):
             sock, monitor_sock = dealer.open_dealer(self._ctx, endpoint, curve)

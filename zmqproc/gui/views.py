@@ -1,20 +1,59 @@
-"""Image views: fitted by default, zoom with the wheel, fit / 100 %, pan by dragging; two views move together."""
+"""One image view: fitted by default, wheel zoom, fit / true 1:1, pan by dragging, overlays, a second image to compare.
+
+Views are synced in image coordinates (:class:`ViewState`: the centre as a
+fraction of the image and the scale per image width), so an original and a
+result of another size show the same part of the picture. 100 % means one image
+pixel per *device* pixel, also on a 2x screen. In ``split`` and ``flick`` modes
+the view shows a second image over the first, scaled to it: left of the divider
+(split) or instead of it (flick).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPen, QPixmap, QTransform, QWheelEvent
-from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView, QWidget
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
+    QImage,
+    QKeyEvent,
+    QMouseEvent,
+    QPainterPath,
+    QPen,
+    QPixmap,
+    QPolygonF,
+    QResizeEvent,
+    QTransform,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import (
+    QGraphicsEllipseItem,
+    QGraphicsItem,
+    QGraphicsPathItem,
+    QGraphicsPixmapItem,
+    QGraphicsPolygonItem,
+    QGraphicsRectItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QWidget,
+)
+
+OVERLAY_COLOR = QColor(255, 200, 0)
+ZOOM_STEP = 1.25
+MIN_SCALE, MAX_SCALE = 0.01, 64.0  # device pixels per image pixel
 
 
-def to_qimage(image: np.ndarray) -> QImage:
-    """A QImage over an 8-bit gray, BGR or BGRA array (copied, so the array may go away)."""
+def _qimage_over(image: np.ndarray) -> tuple[QImage, np.ndarray]:
+    """A QImage over (not a copy of) an 8-bit gray, BGR or BGRA form of ``image``, and that array (keep it alive)."""
     arr = np.ascontiguousarray(image)
     if arr.dtype != np.uint8:
-        arr = np.ascontiguousarray(np.clip(arr, 0, 255).astype(np.uint8))
+        arr = np.ascontiguousarray(to_uint8(arr))
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = np.ascontiguousarray(arr[:, :, 0])
     h, w = arr.shape[:2]
@@ -25,98 +64,299 @@ def to_qimage(image: np.ndarray) -> QImage:
     else:
         arr = np.ascontiguousarray(arr[:, :, [2, 1, 0, 3]])
         fmt = QImage.Format.Format_RGBA8888
-    return QImage(arr.data, w, h, arr.strides[0], fmt).copy()
+    return QImage(arr.data, w, h, arr.strides[0], fmt), arr
+
+
+def to_qimage(image: np.ndarray) -> QImage:
+    """A QImage of an array, others than 8-bit scaled to 8 bits (copied, so the array may go away)."""
+    view, _arr = _qimage_over(image)
+    return view.copy()
+
+
+def to_pixmap(image: np.ndarray) -> QPixmap:
+    """What a view shows: one conversion, no intermediate copy (a 12 MP photo: about 18 ms)."""
+    view, _arr = _qimage_over(image)  # _arr holds the pixels until the pixmap has its own
+    return QPixmap.fromImage(view)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """uint16 shifted down, float scaled from [0, 1] (or its own range when outside it), for display only."""
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    low, high = float(np.nanmin(image)), float(np.nanmax(image))
+    if low >= 0.0 and high <= 1.0:
+        low, high = 0.0, 1.0
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return np.clip((image - low) * scale, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewState:
+    """What part of an image a view shows, independent of the image's size."""
+
+    center: tuple[float, float]  # as fractions of the image's width and height
+    scale_per_width: float  # logical pixels the image's whole width takes
+    fitted: bool
 
 
 class ImageView(QGraphicsView):
-    """One image; ``viewChanged`` fires when the user zooms or pans, so a twin view can follow."""
+    """``viewChanged`` when the user zooms or pans; ``cursorMoved((x, y) or None)`` in image pixels; ``filesDropped``."""
 
     viewChanged = Signal()
-    ZOOM_STEP = 1.25
+    cursorMoved = Signal(object)
+    filesDropped = Signal(list)
 
     def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setScene(QGraphicsScene(self))
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)  # a notice appearing does not move the picture
         self.setBackgroundBrush(QColor(48, 48, 48))
-        self.setRenderHints(self.renderHints())
+        self.setMouseTracking(True)
+        self.setAcceptDrops(True)
+        self.image: np.ndarray | None = None
+        self.other: np.ndarray | None = None
         self._item = QGraphicsPixmapItem()
         self._item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self.scene().addItem(self._item)
-        self._boxes: list[QGraphicsRectItem] = []
+        self._clip = QGraphicsPathItem()  # the second image's window: left of the divider, or all
+        self._clip.setFlag(QGraphicsItem.GraphicsItemFlag.ItemClipsChildrenToShape)
+        self._clip.setPen(QPen(Qt.PenStyle.NoPen))
+        self.scene().addItem(self._clip)
+        self._other_item = QGraphicsPixmapItem(self._clip)
+        self._other_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        self._divider = self.scene().addLine(0, 0, 0, 0, _pen(QColor(255, 255, 255), 2))
+        self._overlays: list[QGraphicsItem] = []
+        self._mode = "single"  # single, split (the other image left of the divider) or flick (the other image instead)
+        self._split = 0.5
         self._fitted = True
+        self._quiet = False  # programmatic changes: no viewChanged echo
+        self._dragging = False
         self._placeholder = self.scene().addText(placeholder)
         self._placeholder.setDefaultTextColor(QColor(200, 200, 200))
-        self.horizontalScrollBar().valueChanged.connect(lambda _v: self.viewChanged.emit())
-        self.verticalScrollBar().valueChanged.connect(lambda _v: self.viewChanged.emit())
+        self._touched = False  # the user is dragging, scrolling or pressing keys: scroll changes are theirs
+        for bar in (self.horizontalScrollBar(), self.verticalScrollBar()):
+            bar.actionTriggered.connect(lambda _action: self._touch())
+            bar.valueChanged.connect(lambda _v: self._changed())
+        self._show_layers()
+
+    # -- content ------------------------------------------------------------------
 
     def has_image(self) -> bool:
-        return not self._item.pixmap().isNull()
+        return self.image is not None
 
-    def set_image(self, image: np.ndarray | None) -> None:
-        self.set_boxes(())
+    def set_image(self, image: np.ndarray | None, *, keep_view: bool = False, pixmap: QPixmap | None = None) -> None:
+        """Show ``image`` (``pixmap``: made already); fitted, unless ``keep_view`` keeps the part of the picture shown."""
+        state = self.view_state() if keep_view and self.image is not None else None
+        self.image = image
+        self.set_overlays({})
         self._placeholder.setVisible(image is None)
-        self._item.setPixmap(QPixmap() if image is None else QPixmap.fromImage(to_qimage(image)))
+        self._item.setPixmap(QPixmap() if image is None else pixmap or to_pixmap(image))
         rect = self._item.boundingRect() if image is not None else self._placeholder.boundingRect()
         self.scene().setSceneRect(rect)
-        if self._fitted:
-            self.fit()
+        self._fit_other()
+        if state is None or state.fitted:
+            self.fit(quiet=True)
+        else:
+            self.apply_view_state(state)
 
-    def set_boxes(self, boxes: Sequence[Sequence[int]]) -> None:
-        """Outline structured results (face boxes ``[x, y, w, h]``) over the image."""
-        for item in self._boxes:
+    def set_other(self, image: np.ndarray | None, pixmap: QPixmap | None = None) -> None:
+        """The image to compare with (the result over the original), scaled to this view's image."""
+        self.other = image
+        self._other_item.setPixmap(QPixmap() if image is None else pixmap or to_pixmap(image))
+        self._fit_other()
+        self._show_layers()
+
+    def set_mode(self, mode: str, split: float | None = None) -> None:
+        """``single``, ``split`` (the other image left of the divider at ``split``, a fraction of the width) or ``flick``."""
+        if mode not in ("single", "split", "flick"):
+            raise ValueError(f"unknown compare mode {mode!r}")
+        self._mode = mode
+        if split is not None:
+            self._split = min(1.0, max(0.0, split))
+        self._show_layers()
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def split(self) -> float:
+        return self._split
+
+    def set_overlays(self, shapes: dict[str, Sequence[Any]], on_other: bool = False) -> None:
+        """Draw results over the image: ``{"boxes": [[x, y, w, h]], "points": [[x, y]], "polygons": [[[x, y], ...]]}``.
+
+        Coordinates are pixels of this view's image, or of the other image with ``on_other`` (then they show with it).
+        """
+        for item in self._overlays:
             self.scene().removeItem(item)
-        pen = QPen(QColor(255, 200, 0), 3)
-        pen.setCosmetic(True)
-        self._boxes = [self.scene().addRect(QRectF(x, y, w, h), pen) for x, y, w, h in boxes]
+        parent = self._other_item if on_other else self._item
+        pen = _pen(OVERLAY_COLOR, 2)
+        items: list[QGraphicsItem] = [QGraphicsRectItem(QRectF(x, y, w, h), parent) for x, y, w, h in shapes.get("boxes", ())]
+        items += [QGraphicsPolygonItem(QPolygonF([QPointF(x, y) for x, y in poly]), parent) for poly in shapes.get("polygons", ())]
+        for x, y in shapes.get("points", ()):
+            marker = QGraphicsEllipseItem(QRectF(-4, -4, 8, 8), parent)
+            marker.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)  # the same size at any zoom
+            marker.setPos(x + 0.5, y + 0.5)
+            items.append(marker)
+        for item in items:
+            item.setPen(pen)  # type: ignore[attr-defined]
+        self._overlays = items
 
-    def fit(self) -> None:
+    def overlay_count(self) -> int:
+        return len(self._overlays)
+
+    # -- zoom and pan ---------------------------------------------------------------
+
+    def zoom_percent(self) -> float:
+        """Device pixels per image pixel, in percent (100 = 1:1 on the screen's own pixels)."""
+        return self.transform().m11() * self.devicePixelRatioF() * 100
+
+    def fit(self, *, quiet: bool = False) -> None:
         self._fitted = True
-        self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
-        self.viewChanged.emit()
+        if self.image is None:  # the placeholder keeps its own size, centred
+            self._apply(self._show_placeholder, quiet)
+            return
+        self._apply(lambda: self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio), quiet)
+
+    def _show_placeholder(self) -> None:
+        self.resetTransform()
+        self.centerOn(self._placeholder)
 
     def actual_size(self) -> None:
+        """1:1: one image pixel on one device pixel."""
         self._fitted = False
-        self.setTransform(QTransform())
-        self.viewChanged.emit()
+        self._apply(lambda: self.setTransform(QTransform.fromScale(1 / self.devicePixelRatioF(), 1 / self.devicePixelRatioF())))
 
     def zoom(self, factor: float) -> None:
+        target = self.transform().m11() * factor * self.devicePixelRatioF()
+        if not MIN_SCALE <= target <= MAX_SCALE:
+            return
         self._fitted = False
-        self.scale(factor, factor)
-        self.viewChanged.emit()
+        self._apply(lambda: self.scale(factor, factor))
+
+    def view_state(self) -> ViewState:
+        rect = self.scene().sceneRect()
+        center = self.mapToScene(self.viewport().rect().center())
+        width, height = max(rect.width(), 1.0), max(rect.height(), 1.0)
+        return ViewState((center.x() / width, center.y() / height), self.transform().m11() * width, self._fitted)
+
+    def apply_view_state(self, state: ViewState) -> None:
+        """Show the same part of this image as ``state`` describes (another view's, perhaps of another size)."""
+        if state.fitted:
+            self.fit(quiet=True)
+            return
+        rect = self.scene().sceneRect()
+        scale = state.scale_per_width / max(rect.width(), 1.0)
+
+        def place() -> None:
+            self.setTransform(QTransform.fromScale(scale, scale))
+            self.centerOn(state.center[0] * rect.width(), state.center[1] * rect.height())
+
+        self._fitted = False
+        self._apply(place, quiet=True)
+
+    def image_point(self, pos: QPointF) -> tuple[int, int] | None:
+        """The image pixel under a viewport position, or None outside the image."""
+        if self.image is None:
+            return None
+        point = self.mapToScene(pos.toPoint())
+        x, y = int(point.x()), int(point.y())
+        h, w = self.image.shape[:2]
+        return (x, y) if 0 <= x < w and 0 <= y < h else None
+
+    # -- events ---------------------------------------------------------------------
 
     def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 (Qt's name)
         steps = event.angleDelta().y() / 120
         if steps:
-            self.zoom(self.ZOOM_STEP**steps)
+            self.zoom(ZOOM_STEP**steps)
 
-    def resizeEvent(self, event) -> None:  # noqa: N802, ANN001
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
         super().resizeEvent(event)
         if self._fitted:
-            self.fit()
+            self.fit(quiet=True)
 
-    def follow(self, other: ImageView) -> None:
-        """Take the other view's zoom and scroll position."""
-        if self.transform() != other.transform():
-            self.setTransform(other.transform())
-        self._fitted = other._fitted
-        self.horizontalScrollBar().setValue(other.horizontalScrollBar().value())
-        self.verticalScrollBar().setValue(other.verticalScrollBar().value())
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        self._dragging = True
+        super().mousePressEvent(event)
 
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        super().mouseReleaseEvent(event)
+        self._dragging = False
 
-def synchronize(a: ImageView, b: ImageView) -> None:
-    """Zoom and pan one view, the other follows (the guard stops the echo)."""
-    busy = [False]
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+        self._touched = True  # arrow keys and page keys scroll the view
+        super().keyPressEvent(event)
+        self._touched = False
 
-    def mirror(src: ImageView, dst: ImageView) -> None:
-        if busy[0] or not dst.has_image():
-            return
-        busy[0] = True
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        super().mouseMoveEvent(event)
+        self.cursorMoved.emit(self.image_point(event.position()))
+
+    def leaveEvent(self, event: Any) -> None:  # noqa: N802
+        super().leaveEvent(event)
+        self.cursorMoved.emit(None)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.filesDropped.emit(paths)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _apply(self, change: Any, quiet: bool = False) -> None:
+        was, self._quiet = self._quiet, True
         try:
-            dst.follow(src)
+            change()
         finally:
-            busy[0] = False
+            self._quiet = was
+        if not quiet:
+            self.viewChanged.emit()
 
-    a.viewChanged.connect(lambda: mirror(a, b))
-    b.viewChanged.connect(lambda: mirror(b, a))
+    def _touch(self) -> None:
+        self._touched = True
+
+    def _changed(self) -> None:
+        """A scroll position changed: the user's pan if they are at it (not a range adjusted by Qt, not an echo)."""
+        user = self._touched or self._dragging or any(b.isSliderDown() for b in (self.horizontalScrollBar(), self.verticalScrollBar()))
+        self._touched = False
+        if user and not self._quiet:
+            self._fitted = False
+            self.viewChanged.emit()
+
+    def _fit_other(self) -> None:
+        """Scale the other image onto this one's rectangle (a result of another size covers the same picture)."""
+        pixmap, rect = self._other_item.pixmap(), self._item.boundingRect()
+        if pixmap.isNull() or rect.isEmpty():
+            return
+        self._other_item.setTransform(QTransform.fromScale(rect.width() / pixmap.width(), rect.height() / pixmap.height()))
+
+    def _show_layers(self) -> None:
+        rect = self._item.boundingRect()
+        comparing = self._mode != "single" and self.other is not None and self.image is not None
+        self._clip.setVisible(comparing)
+        self._divider.setVisible(comparing and self._mode == "split")
+        if comparing:
+            width = rect.width() * (self._split if self._mode == "split" else 1.0)
+            path = QPainterPath()
+            path.addRect(QRectF(0, 0, width, rect.height()))
+            self._clip.setPath(path)
+            self._divider.setLine(width, 0, width, rect.height())
+
+
+def _pen(color: QColor, width: float) -> QPen:
+    pen = QPen(color, width)
+    pen.setCosmetic(True)  # the same width at any zoom
+    return pen

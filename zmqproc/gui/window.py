@@ -1,4 +1,11 @@
-"""The viewer's main window: open, choose a pipeline, process (one image or a batch), see and save the result."""
+"""The viewer's main window: layout and wiring of the compare view, the pipeline editor, the batch tab and the connection.
+
+What each part does lives in its own module (compare, pipeline_editor,
+batch_panel, connection_control, messages); here are the menus and shortcuts,
+opening and saving files, and one job at a time: Process (Ctrl+R), or Live,
+where every parameter change sends the pipeline again after a short pause and a
+newer request supersedes the one in flight.
+"""
 
 from __future__ import annotations
 
@@ -8,61 +15,60 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
-    QHBoxLayout,
     QLabel,
     QListWidget,
     QMainWindow,
-    QMessageBox,
-    QProgressBar,
     QPushButton,
     QSplitter,
     QStyle,
     QSystemTrayIcon,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from .. import samples
-from ..errors import HostKeyUnknown, TunnelAuthFailed
 from ..images import sniff_format
-from ..security import ClientCurve
-from .batch import Batch
-from .connection import Background, ConnectionDialog, ConnectionSettings, SshSecrets, ask_secret, string_list, valid_endpoints
+from ..pipeline import to_text
+from .batch_panel import BatchPanel
+from .compare import CompareView
+from .connection import ConnectionSettings, string_list
+from .connection_control import ConnectionControl
 from .messages import explain
-from .pipeline_editor import PipelineEditor
-from .qt_client import CONNECTED, CONNECTING, LOST, SLOW, QtClient
-from .views import ImageView, synchronize
+from .pipeline_editor import PipelineEditor, load_pipeline, read_preset
+from .qt_client import QtClient
+from .views import to_qimage
 
 OPEN_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All files (*)"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-SAVE_FORMATS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp"}
+SAVE_FILTERS = {"PNG (*.png)": ".png", "JPEG (*.jpg)": ".jpg", "WebP (*.webp)": ".webp", "TIFF (*.tiff)": ".tiff", "BMP (*.bmp)": ".bmp"}
+SAVE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 TRANSFERS = {
     "auto": "Auto (encoded through SSH, else raw)",
     "raw": "Raw pixels (fast link)",
     "encoded": "Encoded file (slow link, e.g. SSH)",
 }
-STATE_TEXT = {
-    CONNECTING: ("#999", "connecting…"),
-    CONNECTED: ("#2a2", "connected"),
-    SLOW: ("#d90", "slow"),
-    LOST: ("#d22", "lost"),
-}
+LIVE_DELAY_MS = 150  # Live: a parameter change waits this long for the next one before the pipeline is sent
 MAX_RECENT = 8
+DEFAULT_PIPELINE = "grayscale;gaussian_blur:ksize=5"
+DRAWN_KINDS = ("boxes", "points", "polygons")
 
 
 def read_image(path: str) -> np.ndarray:
-    """Decode an image file as OpenCV does (8-bit BGR; gray stays gray)."""
-    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_ANYCOLOR)
+    """Decode an image file as OpenCV does (8-bit BGR; gray stays gray); ValueError in words for anything else."""
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise ValueError(exc.strerror or "the file cannot be read") from None
+    image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR)
     if image is None:
-        raise ValueError(f"{path}: not an image OpenCV can read")
+        raise ValueError("it is not an image file the viewer can read (png, jpeg, bmp, tiff or webp)")
     return image
 
 
@@ -73,6 +79,52 @@ def result_array(image: np.ndarray | bytes) -> np.ndarray:
     if decoded is None:
         raise ValueError("the server's encoded result does not decode")
     return decoded
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files as given; a folder stands for the images in it (sorted)."""
+    files: list[str] = []
+    for path in paths:
+        p = Path(path)
+        files += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [path]
+    return files
+
+
+def neighbour(path: str, step: int) -> str | None:
+    """The image ``step`` places after ``path`` in its folder (by name, wrapping around); None if it is the only one."""
+    p = Path(path)
+    folder = sorted(f for f in p.parent.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if p.parent.is_dir() else []
+    if p not in folder or len(folder) < 2:
+        return None
+    return str(folder[(folder.index(p) + step) % len(folder)])
+
+
+def shapes(results: dict[str, Any], kinds: dict[str, str]) -> dict[str, list[Any]]:
+    """What the view draws: every result of a drawn kind, by kind."""
+    drawn: dict[str, list[Any]] = {kind: [] for kind in DRAWN_KINDS}
+    for key, kind in kinds.items():
+        if kind in drawn and isinstance(results.get(key), list):
+            drawn[kind] += results[key]
+    return drawn
+
+
+def result_lines(results: dict[str, Any], kinds: dict[str, str]) -> list[str]:
+    """The results as the Results tab lists them."""
+    lines = []
+    for key, value in results.items():
+        kind = kinds.get(key)
+        if kind in DRAWN_KINDS and isinstance(value, list):
+            noun = {"boxes": "box", "points": "point", "polygons": "polygon"}[kind]
+            lines.append(f"{key}: {len(value)} {noun}{'' if len(value) == 1 else ('es' if noun == 'box' else 's')} (drawn)")
+            lines += [f"    {_short(item)}" for item in value[:50]]
+        else:
+            lines.append(f"{key}: {_short(value)}")
+    return lines
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class MainWindow(QMainWindow):
@@ -87,123 +139,107 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         # INI under the user config dir (~/.config/zmqproc/viewer.ini); an explicit format so QSettings.setPath applies
         self.settings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "zmqproc", "viewer")
-        self.connection = connection or ConnectionSettings.load(self.settings)
+        chosen = connection or ConnectionSettings.load(self.settings)
         if endpoints:
-            self.connection = ConnectionSettings(endpoints=list(endpoints))
-        self._curve: ClientCurve | None = None
+            chosen = ConnectionSettings(endpoints=list(endpoints))
         self.client = QtClient(timeout=timeout, parent=self)
+        self.control = ConnectionControl(self.client, chosen, self)
         self.path: str | None = None
         self.original: np.ndarray | None = None
+        self.original_in_memory = False  # the original is a former result ("Use result as input"), not its file
         self.result: np.ndarray | None = None
         self.ops: list[dict[str, Any]] = []
-        self.batch: Batch | None = None
-        self.batch_paths: list[str] = []
         self._job: tuple[str, float, str] | None = None  # request id, started, pipeline text
-        self._tunnels: list[Any] = []
         self._tray: QSystemTrayIcon | None = None
+        self._live_timer = QTimer(self)
+        self._live_timer.setSingleShot(True)
+        self._live_timer.setInterval(LIVE_DELAY_MS)
+        self._live_timer.timeout.connect(lambda: self.process(live=True))
         self._build()
         self._restore()
         self.client.processed.connect(self._on_processed)
         self.client.failed.connect(self._on_failed)
         self.client.opsReceived.connect(self._on_ops)
-        self.client.stateChanged.connect(self._on_state)
+        self.client.stateChanged.connect(lambda state, _rtt: self.client.request_ops() if state == "connected" and not self.ops else None)
         self.client.serverRestarted.connect(
-            lambda epoch: self.notify(
-                f"The server restarted (epoch {epoch}); unanswered work is sent again ({self.client.resent} resent so far).", "warn"
-            )
+            lambda _epoch: self.notify("The server restarted; the work it had not answered is being sent again.", "warn")
         )
-        self.connect_to(self.connection)
+        self.control.notice.connect(self.notify)
+        self.control.status.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
+        self.control.connect_to(chosen)
+
+    @property
+    def connection(self) -> ConnectionSettings:
+        return self.control.connection
+
+    @property
+    def original_view(self) -> Any:
+        return self.compare.original_view
+
+    @property
+    def result_view(self) -> Any:
+        return self.compare.result_view
 
     # -- building -------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.original_view = ImageView("Open an image (File → Open, or File → Open sample), or drop files here")
-        self.result_view = ImageView("The result appears here")
-        synchronize(self.original_view, self.result_view)
-        views = QSplitter(Qt.Orientation.Horizontal)
-        views.addWidget(self._titled("Original", self.original_view))
-        views.addWidget(self._titled("Result", self.result_view))
-        views.setSizes([500, 500])
-
+        self.compare = CompareView()
+        self.compare.filesDropped.connect(lambda paths: self.open_files(expand_paths(paths)))
         self.notice = QLabel("")
         self.notice.setObjectName("notice")
         self.notice.setWordWrap(True)
         self.notice.hide()
         self.results_list = QListWidget()
-        self.results_list.setMaximumHeight(90)
-
-        self.batch_table = QTableWidget(0, 3)
-        self.batch_table.setHorizontalHeaderLabels(["File", "Status", "Details"])
-        self.batch_table.horizontalHeader().setStretchLastSection(True)
-        self.batch_table.cellDoubleClicked.connect(lambda row, _col: self.show_batch_item(row))
-        self.batch_progress = QProgressBar()
-        self.batch_cancel = QPushButton("Cancel")
-        self.batch_cancel.setEnabled(False)
-        self.batch_cancel.clicked.connect(self.cancel_batch)
-        self.batch_summary = QLabel("Open several files or a folder to process them as a batch.")
-        batch_row = QHBoxLayout()
-        batch_row.addWidget(self.batch_progress, 1)
-        batch_row.addWidget(self.batch_cancel)
-        batch_panel = QWidget()
-        batch_layout = QVBoxLayout(batch_panel)
-        batch_layout.addWidget(self.batch_table)
-        batch_layout.addLayout(batch_row)
-        batch_layout.addWidget(self.batch_summary)
-
-        tabs = QTabWidget()
-        tabs.addTab(self.results_list, "Results")
-        tabs.addTab(batch_panel, "Batch")
-        self.tabs = tabs
-        tabs.setMaximumHeight(220)
-
-        center = QWidget()
-        center_layout = QVBoxLayout(center)
-        center_layout.addWidget(self.notice)
-        center_layout.addWidget(views, 1)
-        center_layout.addWidget(tabs)
+        self.batch_panel = BatchPanel(self.settings)
+        self.batch_panel.showItem.connect(self.show_batch_item)
+        self.batch_panel.finished.connect(self.notify)
+        self.batch_panel.start_button.clicked.connect(self.start_batch)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.results_list, "Results")
+        self.tabs.addTab(self.batch_panel, "Batch")
+        center = QSplitter(Qt.Orientation.Vertical)  # the user decides how much room the tabs get
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.notice)
+        top_layout.addWidget(self.compare, 1)
+        center.addWidget(top)
+        center.addWidget(self.tabs)
+        center.setStretchFactor(0, 3)
+        center.setSizes([640, 230])
 
         self.editor = PipelineEditor()
+        self.editor.changed.connect(self._pipeline_changed)
+        self.live = QCheckBox("Live: process on every change")
+        self.live.setToolTip("each parameter change sends the pipeline again; a newer request supersedes the older")
+        self.live.toggled.connect(lambda on: self._pipeline_changed() if on else None)
         self.transfer = QComboBox()
         for key, text in TRANSFERS.items():
             self.transfer.addItem(text, key)
-        self.process_button = QPushButton("Process")
+        self.process_button = QPushButton("Process (Ctrl+R)")
         self.process_button.setDefault(True)
-        self.process_button.clicked.connect(self.process)
+        self.process_button.clicked.connect(lambda: self.process())
         self.cancel_button = QPushButton("Cancel (Esc)")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
-        self.batch_button = QPushButton("Process batch")
-        self.batch_button.clicked.connect(self.start_batch)
         side = QWidget()
         side_layout = QVBoxLayout(side)
         side_layout.addWidget(QLabel("Pipeline"))
         side_layout.addWidget(self.editor, 1)
+        side_layout.addWidget(self.live)
         side_layout.addWidget(QLabel("Transfer"))
         side_layout.addWidget(self.transfer)
         side_layout.addWidget(self.process_button)
         side_layout.addWidget(self.cancel_button)
-        side_layout.addWidget(self.batch_button)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(side)
         splitter.addWidget(center)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([280, 1000])
+        splitter.setSizes([300, 1060])
         self.setCentralWidget(splitter)
-
-        self.connection_label = QLabel()
-        self.statusBar().addPermanentWidget(self.connection_label)
-        self._on_state(CONNECTING, -1.0)
+        self.statusBar().addPermanentWidget(self.control.label)
         self._build_menus()
-
-    @staticmethod
-    def _titled(title: str, widget: QWidget) -> QWidget:
-        box = QWidget()
-        layout = QVBoxLayout(box)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(QLabel(title))
-        layout.addWidget(widget, 1)
-        return box
 
     def _action(self, menu: Any, text: str, slot: Any, shortcut: Any = None) -> QAction:
         action = QAction(text, self)
@@ -222,21 +258,39 @@ class MainWindow(QMainWindow):
         for name, (_, what) in samples.SAMPLES.items():
             self._action(self.samples_menu, f"{name}: {what}", lambda n=name: self.open_files([str(samples.path(n))]))
         self.recent_menu = file_menu.addMenu("Recent files")
+        self._action(file_menu, "&Next image in folder", lambda: self.open_neighbour(1), "PgDown")
+        self._action(file_menu, "&Previous image in folder", lambda: self.open_neighbour(-1), "PgUp")
+        file_menu.addSeparator()
         self._action(file_menu, "&Save result as…", self.save_dialog, QKeySequence.StandardKey.Save)
+        self._action(file_menu, "&Copy result", self.copy_result, QKeySequence.StandardKey.Copy)
+        file_menu.addSeparator()
+        self._action(file_menu, "Load pipeline…", self.load_pipeline_dialog)
+        self._action(file_menu, "Save pipeline…", self.save_pipeline_dialog)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        edit_menu = bar.addMenu("&Edit")
+        self.undo_action = self._action(edit_menu, "&Undo pipeline change", self.editor.undo, QKeySequence.StandardKey.Undo)
+        self.redo_action = self._action(edit_menu, "&Redo pipeline change", self.editor.redo, "Ctrl+Shift+Z")
+        self._action(edit_menu, "Use result as &input", self.use_result_as_input)
+        self.editor.historyChanged.connect(self._history_changed)
+        self._history_changed()
         run_menu = bar.addMenu("&Process")
         self._action(run_menu, "&Process image", self.process, "Ctrl+R")
-        self._action(run_menu, "Process &batch", self.start_batch)
+        self._action(run_menu, "Process &batch", self.start_batch, "Ctrl+B")
         self._action(run_menu, "&Cancel", self.cancel, "Esc")
-        self._action(run_menu, "Cancel &batch", self.cancel_batch)
+        self._action(run_menu, "&Live", self.live.toggle, "Ctrl+L")
         view_menu = bar.addMenu("&View")
-        self._action(view_menu, "&Fit", self.original_view.fit, "Ctrl+0")
-        self._action(view_menu, "&100 %", self.original_view.actual_size, "Ctrl+1")
-        self._action(view_menu, "Zoom &in", lambda: self.original_view.zoom(1.25), QKeySequence.StandardKey.ZoomIn)
-        self._action(view_menu, "Zoom &out", lambda: self.original_view.zoom(0.8), QKeySequence.StandardKey.ZoomOut)
+        self._action(view_menu, "&Fit", self.compare.fit, "Ctrl+0")
+        self._action(view_menu, "&1:1 (100 %)", self.compare.actual_size, "Ctrl+1")
+        self._action(view_menu, "Zoom &in", lambda: self.compare.zoom(1.25), QKeySequence.StandardKey.ZoomIn)
+        self._action(view_menu, "Zoom &out", lambda: self.compare.zoom(0.8), QKeySequence.StandardKey.ZoomOut)
+        view_menu.addSeparator()
+        self._action(view_menu, "&Side by side", lambda: self.compare.set_mode("side"))
+        self._action(view_menu, "S&plit", lambda: self.compare.set_mode("split"))
+        self._action(view_menu, "F&lick original / result", self.compare.flick, "Space")
+        self._action(view_menu, "F&ull screen", self.toggle_full_screen, "F11")
         server_menu = bar.addMenu("&Server")
-        self._action(server_menu, "&Connection…", self.connection_dialog)
+        self._action(server_menu, "&Connection…", lambda: self.control.dialog(self.settings))
         self._action(server_menu, "&Reload operations", self.client.request_ops)
         self._refresh_recent()
 
@@ -245,110 +299,39 @@ class MainWindow(QMainWindow):
         if geometry is not None:
             self.restoreGeometry(geometry)
         else:
-            self.resize(1360, 820)
+            self.resize(1400, 880)
         index = self.transfer.findData(self.settings.value("transfer", "auto"))
         self.transfer.setCurrentIndex(max(0, index))
-        pipeline = str(self.settings.value("pipeline", "grayscale;gaussian_blur:ksize=5"))
+        saved = self.settings.value("pipeline_entries")
         try:
-            self.editor.set_steps(pipeline)
+            entries = read_preset(str(saved)) if saved else load_pipeline(str(self.settings.value("pipeline", DEFAULT_PIPELINE)))
         except ValueError:
-            self.editor.set_steps("")
+            entries = []
+        self.editor.set_steps(entries)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's name)
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("transfer", self.transfer.currentData())
         self.settings.setValue("pipeline", self.editor.text())
+        self.settings.setValue("pipeline_entries", self.editor.preset())
         self.connection.save(self.settings)
         self.settings.sync()
+        self.batch_panel.close_batch()
         self.client.close()
-        for tunnel in self._tunnels:
-            tunnel.close()
+        self.control.close_tunnels()
         super().closeEvent(event)
 
-    # -- connection -------------------------------------------------------------------
-
-    def connect_to(self, connection: ConnectionSettings, *, secrets: SshSecrets | None = None, accept_new: bool = False) -> None:
-        """Connect directly, or open SSH tunnels first (off the GUI thread; secrets asked in dialogs, kept in memory only)."""
-        self.connection = connection
-        secrets = secrets or SshSecrets()
-        for tunnel in self._tunnels:
-            tunnel.close()
-        self._tunnels = []
-        endpoints, problems = valid_endpoints(connection.endpoints)
-        try:
-            self._curve = ClientCurve.load(connection.curve_server_key or None, connection.curve_secret or None)
-        except ValueError as exc:
-            problems.append(f"CURVE keys: {exc}")
-        if problems:
-            self.client.set_endpoints([])
-            self.notify("Cannot connect: " + "; ".join(problems) + " (Server → Connection… to fix it).", "error")
-            return
-        if not connection.use_ssh:
-            self.client.set_endpoints(endpoints, curve=self._curve)
-            self.client.request_ops()
-            return
-        from ..tunnel import open_tunnels
-
-        def open_all() -> list[Any]:
-            return open_tunnels(
-                connection.endpoints,
-                connection.ssh_target,
-                key=connection.ssh_key or None,
-                password=secrets.password,
-                key_passphrase=secrets.key_passphrase,
-                known_hosts=connection.known_hosts or None,
-                accept_new_host_key=accept_new,
-            )
-
-        self.client.set_endpoints([])
-        self.statusBar().showMessage(f"opening an SSH tunnel through {connection.ssh_target}…")
-        Background(lambda tunnels, error: self._tunnels_opened(connection, tunnels, error, secrets, accept_new), self).run(open_all)
-
-    def _tunnels_opened(self, connection: ConnectionSettings, tunnels: Any, error: Any, secrets: SshSecrets, accept_new: bool) -> None:
-        if connection is not self.connection:  # the user chose another connection meanwhile
-            for tunnel in tunnels or []:
-                tunnel.close()
-            return
-        if error is None:
-            self._tunnels = tunnels
-            self.client.set_endpoints(connection.endpoints, curve=self._curve, tunnels=tunnels)
-            self.client.request_ops()
-            self.statusBar().showMessage(f"tunnel through {connection.ssh_target} open", 5000)
-            return
-        if isinstance(error, TunnelAuthFailed):
-            wanted = secrets.to_ask(error, connection)  # the key's passphrase or the login password, each asked once
-            typed = ask_secret(self, wanted[1]) if wanted is not None else None
-            if wanted is not None and typed is not None:
-                self.connect_to(connection, secrets=secrets.answered(wanted[0], typed), accept_new=accept_new)
-                return
-        elif isinstance(error, HostKeyUnknown):
-            answer = QMessageBox.question(self, "Unknown SSH host", f"{error}\n\nTrust this host and remember its key?")
-            if answer == QMessageBox.StandardButton.Yes:
-                self.connect_to(connection, secrets=secrets, accept_new=True)
-                return
-        self.notify(f"Could not open the SSH tunnel: {error}", "error")
-
-    def connection_dialog(self) -> None:
-        dialog = ConnectionDialog(self.connection, self)
-        if dialog.exec():
-            settings = dialog.settings()
-            settings.save(self.settings)
-            self.connect_to(settings)
-
-    def _on_state(self, state: str, rtt: float) -> None:
-        color, text = STATE_TEXT[state]
-        detail = f" ({rtt * 1000:.0f} ms)" if rtt >= 0 and state in (CONNECTED, SLOW) else ""
-        where = ", ".join(self.connection.endpoints) if hasattr(self, "connection") else ""
-        self.connection_label.setText(f"<span style='color:{color}'>●</span> {where} {text}{detail}")
-        self.connection_label.setProperty("state", state)
-        if state == LOST:
-            self.statusBar().showMessage("The server does not answer; the viewer keeps trying to reconnect.")
-        elif state == CONNECTED and not self.ops:
-            self.client.request_ops()
+    def connect_to(self, connection: ConnectionSettings, **kwargs: Any) -> None:
+        """Connect directly, or through SSH tunnels (see :class:`ConnectionControl`)."""
+        self.control.connect_to(connection, **kwargs)
 
     def _on_ops(self, ops: list[dict[str, Any]]) -> None:
         self.ops = ops
         self.editor.set_ops(ops)
+
+    def _history_changed(self) -> None:
+        self.undo_action.setEnabled(self.editor.can_undo())
+        self.redo_action.setEnabled(self.editor.can_redo())
 
     # -- files ----------------------------------------------------------------------------
 
@@ -360,7 +343,7 @@ class MainWindow(QMainWindow):
     def open_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder of images", str(self.settings.value("last_dir", "")))
         if folder:
-            self.open_files(sorted(str(p) for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            self.open_files(expand_paths([folder]))
 
     def open_files(self, paths: list[str]) -> None:
         """Show the first image; several files also fill the batch list. ``sample:NAME`` names a shipped sample."""
@@ -372,23 +355,39 @@ class MainWindow(QMainWindow):
         if not paths:
             return
         if self.open_image(paths[0]) and len(paths) > 1:
-            self._fill_batch_table(paths)
-            self.tabs.setCurrentIndex(1)
+            self.batch_panel.set_paths(paths)
+            self.tabs.setCurrentWidget(self.batch_panel)
+
+    @property
+    def batch_paths(self) -> list[str]:
+        return self.batch_panel.paths
+
+    @property
+    def batch(self) -> Any:
+        return self.batch_panel.batch
 
     def open_image(self, path: str) -> bool:
         try:
             image = read_image(path)
-        except (OSError, ValueError) as exc:
-            self.notify(f"Cannot open {path}: {exc}", "error")
+        except ValueError as exc:
+            self.notify(f"Cannot open {Path(path).name}: {exc}.", "error")
             return False
-        self.path, self.original, self.result = path, image, None
-        self.original_view.set_image(image)
-        self.result_view.set_image(None)
+        self.path, self.original, self.result, self.original_in_memory = path, image, None, False
+        self.compare.set_original(image)
         self.results_list.clear()
+        self.notice.hide()  # what was said of the previous image is not about this one
         self.setWindowTitle(f"zmqproc viewer — {Path(path).name}")
         self.statusBar().showMessage(f"{Path(path).name}: {image.shape[1]}×{image.shape[0]}", 5000)
         self._remember(path)
+        if self.live.isChecked():
+            self._pipeline_changed()
         return True
+
+    def open_neighbour(self, step: int) -> None:
+        """PgDn / PgUp: the next or previous image in the folder of the one shown."""
+        other = neighbour(self.path, step) if self.path else None
+        if other is not None:
+            self.open_image(other)
 
     def _remember(self, path: str) -> None:
         recent = [path] + [p for p in self._recent() if p != path]
@@ -410,12 +409,7 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 (Qt's name)
-        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-        files = []
-        for path in paths:
-            p = Path(path)
-            files += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [path]
-        self.open_files(files)
+        self.open_files(expand_paths([u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]))
         event.acceptProposedAction()
 
     def save_dialog(self) -> None:
@@ -423,21 +417,63 @@ class MainWindow(QMainWindow):
             self.notify("There is no result to save yet.", "warn")
             return
         stem = Path(self.path or "result").stem
-        path, _ = QFileDialog.getSaveFileName(self, "Save result", f"{stem}-processed.png", "PNG (*.png);;JPEG (*.jpg);;WebP (*.webp)")
+        path, chosen = QFileDialog.getSaveFileName(self, "Save result", f"{stem}-processed.png", ";;".join(SAVE_FILTERS))
         if path:
-            self.save_result(path)
+            self.save_result(path, SAVE_FILTERS.get(chosen, ".png"))
 
-    def save_result(self, path: str) -> None:
-        suffix = SAVE_FORMATS.get(Path(path).suffix.lower())
-        if suffix is None or self.result is None:
-            self.notify(f"Save as .png, .jpg or .webp (not {Path(path).suffix or 'no extension'}).", "error")
-            return
-        ok, data = cv2.imencode(suffix, self.result)
+    def save_result(self, path: str, default_suffix: str = ".png") -> str | None:
+        """Write the result to ``path`` (without an extension: the chosen format's); the path written, or None."""
+        if self.result is None:
+            return None
+        target = Path(path)
+        if target.suffix.lower() not in SAVE_SUFFIXES:
+            target = target.with_name(target.name + default_suffix)
+        try:
+            ok, data = cv2.imencode(target.suffix.lower(), self.result)
+        except cv2.error:
+            ok = False
         if not ok:
-            self.notify(f"Could not encode the result as {suffix}.", "error")
+            self.notify(f"This result cannot be saved as {target.suffix} (try .png or .tiff).", "error")
+            return None
+        target.write_bytes(data.tobytes())
+        self.statusBar().showMessage(f"saved {target}", 5000)
+        return str(target)
+
+    def copy_result(self) -> None:
+        """Ctrl+C: the result as an image on the clipboard."""
+        if self.result is None:
+            self.notify("There is no result to copy yet.", "warn")
             return
-        Path(path).write_bytes(data.tobytes())
-        self.statusBar().showMessage(f"saved {path}", 5000)
+        QGuiApplication.clipboard().setImage(to_qimage(self.result))
+        self.statusBar().showMessage("result copied to the clipboard", 3000)
+
+    def load_pipeline_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load pipeline", str(self.settings.value("last_dir", "")), "Pipeline (*.json)")
+        if path:
+            try:
+                self.editor.load_preset(Path(path).read_text())
+            except (OSError, ValueError) as exc:
+                self.notify(f"Cannot load {Path(path).name}: {exc}", "error")
+
+    def save_pipeline_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save pipeline", "pipeline.json", "Pipeline (*.json)")
+        if path:
+            target = Path(path) if path.endswith(".json") else Path(path + ".json")
+            target.write_text(self.editor.preset())
+            self.statusBar().showMessage(f"saved {target} (also for gui_app.py --pipeline {target.name})", 5000)
+
+    def use_result_as_input(self) -> None:
+        """The result becomes the original, to process further."""
+        if self.result is None:
+            self.notify("There is no result to use yet.", "warn")
+            return
+        self.original, self.result, self.original_in_memory = self.result, None, True
+        self.compare.set_original(self.original)
+        self.results_list.clear()
+        self.statusBar().showMessage("the result is now the input", 3000)
+
+    def toggle_full_screen(self) -> None:
+        self.showNormal() if self.isFullScreen() else self.showFullScreen()
 
     # -- processing -----------------------------------------------------------------------
 
@@ -446,45 +482,60 @@ class MainWindow(QMainWindow):
         mode = str(self.transfer.currentData())
         return ("encoded" if self.connection.use_ssh else "raw") if mode == "auto" else mode
 
-    def _payload(self, path: str, image: np.ndarray | None = None) -> tuple[np.ndarray | bytes, str | None]:
-        """What to send for a file: its pixels (raw) or its encoded bytes, and the reply format to ask for."""
-        if self.transfer_mode() == "encoded":
-            data = Path(path).read_bytes()
-            sniff_format(data[:16])
-            return data, "png"
-        return (read_image(path) if image is None else image), None
+    def _payload(self, path: str, image: np.ndarray | None = None) -> np.ndarray | bytes:
+        """What to send: the pixels (raw), or an encoded file (the file itself, or the in-memory image as PNG)."""
+        if self.transfer_mode() != "encoded":
+            return read_image(path) if image is None else image
+        if image is not None and self.original_in_memory:
+            return bytes(cv2.imencode(".png", image)[1])
+        data = Path(path).read_bytes()
+        sniff_format(data[:16])
+        return data
 
-    def process(self) -> None:
+    def process(self, live: bool = False) -> None:
+        """Send the original through the pipeline; a job in flight is superseded (cancelled, its reply ignored)."""
         if self.original is None or self.path is None:
-            self.notify("Open an image first.", "warn")
+            if not live:
+                self.notify("Open an image first.", "warn")
             return
         steps = self.editor.steps()
         if not steps:
-            self.notify("The pipeline is empty: add a step first.", "warn")
+            if not live:
+                self.notify("The pipeline is empty: add a step first.", "warn")
             return
-        payload, reply_format = self._payload(self.path, self.original)
+        if self._job is not None:
+            self.client.cancel(self._job[0])
+        try:
+            payload = self._payload(self.path, self.original)
+        except (OSError, ValueError) as exc:
+            self.notify(f"Cannot send {Path(self.path).name}: {explain(exc)}", "error")
+            return
+        reply_format = "png" if self.transfer_mode() == "encoded" else None
         request_id = self.client.process(payload, steps, reply_format=reply_format)
-        self._job = (request_id, time.monotonic(), self.editor.text())
-        self.process_button.setEnabled(False)
+        self._job = (request_id, time.monotonic(), to_text(steps))
         self.cancel_button.setEnabled(True)
+        if self.notice.property("level") == "error":
+            self.notice.hide()  # an old error is not about this job
         self.statusBar().showMessage(f"processing {Path(self.path).name}… (Esc cancels)")
+
+    def _pipeline_changed(self) -> None:
+        if self.live.isChecked():
+            self._live_timer.start()  # restarted by every change: sent once the user pauses
 
     def cancel(self) -> None:
         """Esc: withdraw the running request (the server stops it) and the batch."""
+        self._live_timer.stop()
         if self._job is not None:
             self.client.cancel(self._job[0])
-        self.cancel_batch()
+        self.batch_panel.cancel()
 
     def _on_processed(self, request_id: str, result: Any) -> None:
         if self._job is None or request_id != self._job[0]:
-            return
+            return  # a superseded or cancelled request's late reply
         _, started, pipeline = self._job
         self._end_job()
         try:
-            self.result = result_array(result.image)
-            self.result_view.set_image(self.result)
-            self.result_view.follow(self.original_view)
-            self._show_results(result.results)
+            self.show_result(result_array(result.image), result.results, result.result_kinds, self._format_of(result.image))
         except Exception as exc:  # whatever the result holds, the job ends with a message
             self._finish(False, explain(exc))
             return
@@ -496,84 +547,56 @@ class MainWindow(QMainWindow):
             self._end_job()
             self._finish(False, explain(error))
 
+    @staticmethod
+    def _format_of(image: np.ndarray | bytes) -> str:
+        if isinstance(image, np.ndarray):
+            return "raw pixels"
+        try:
+            return f"{sniff_format(image[:16])} from the server"
+        except ValueError:
+            return "encoded"
+
+    def show_result(self, image: np.ndarray, results: dict[str, Any], kinds: dict[str, str], how: str = "") -> None:
+        """The result in the views (zoom kept), what the ops found drawn over it and listed."""
+        self.result = image
+        self.compare.set_result(image, shapes(results, kinds), how)
+        self.results_list.clear()
+        self.results_list.addItems(result_lines(results, kinds) or ["(no results beside the image)"])
+
     def _end_job(self) -> None:
         self._job = None
-        self.process_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
     def _finish(self, ok: bool, message: str) -> None:
         self.notify(message, "ok" if ok else "error")
         self.jobFinished.emit(ok, message)
 
-    def _show_results(self, results: dict[str, Any]) -> None:
-        self.results_list.clear()
-        faces = results.get("faces")
-        if faces is not None:
-            self.results_list.addItem(f"{len(faces)} face(s) found")
-            for x, y, w, h in faces:
-                self.results_list.addItem(f"face at x={x}, y={y}, {w}×{h}")
-            self.result_view.set_boxes(faces)
-        for key, value in results.items():
-            if key != "faces":
-                self.results_list.addItem(f"{key}: {value}")
-
     # -- batch ----------------------------------------------------------------------------
 
-    def _fill_batch_table(self, paths: list[str]) -> None:
-        self.batch_paths = paths
-        self.batch_table.setRowCount(len(paths))
-        for row, path in enumerate(paths):
-            self.batch_table.setItem(row, 0, QTableWidgetItem(Path(path).name))
-            self.batch_table.setItem(row, 1, QTableWidgetItem("waiting"))
-            self.batch_table.setItem(row, 2, QTableWidgetItem(""))
-        self.batch_progress.setRange(0, len(paths))
-        self.batch_progress.setValue(0)
-        self.batch_summary.setText(f"{len(paths)} files ready: Process batch sends them all.")
-
     def start_batch(self) -> None:
-        paths = self.batch_paths
-        if not paths:
+        """Ctrl+B: every file in the batch list through the pipeline, results written as they arrive."""
+        if not self.batch_panel.paths:
             self.notify("Open several files (or a folder) to run a batch.", "warn")
             return
-        if self.batch is not None and self.batch.running:
-            return
-        self._fill_batch_table(paths)
-        reply_format = "png" if self.transfer_mode() == "encoded" else None
-        self.batch = Batch(self.client, paths, self.editor.steps(), lambda p: self._payload(p)[0], reply_format=reply_format, parent=self)
-        self.batch.itemChanged.connect(self._batch_item_changed)
-        self.batch.finished.connect(self._batch_finished)
-        self.batch_cancel.setEnabled(True)
-        self.batch_button.setEnabled(False)
-        self.tabs.setCurrentIndex(1)
-        self.batch.start()
+        if self.batch_panel.start(self.client, self.editor.steps(), self._payload) is not None:
+            self.tabs.setCurrentWidget(self.batch_panel)
 
     def cancel_batch(self) -> None:
-        if self.batch is not None and self.batch.running:
-            self.batch_summary.setText("cancelling…")
-            self.batch.cancel()
-
-    def _batch_item_changed(self, row: int) -> None:
-        assert self.batch is not None
-        item = self.batch.items[row]
-        detail = f"{item.elapsed:.2f} s, {item.message}" if item.elapsed else item.message
-        self.batch_table.setItem(row, 1, QTableWidgetItem(item.status))
-        self.batch_table.setItem(row, 2, QTableWidgetItem(detail))
-        self.batch_progress.setValue(self.batch.finished_count)
-
-    def _batch_finished(self, summary: str) -> None:
-        self.batch_cancel.setEnabled(False)
-        self.batch_button.setEnabled(True)
-        self.batch_summary.setText(summary)
-        self.notify(summary, "ok")
+        self.batch_panel.cancel()
 
     def show_batch_item(self, row: int) -> None:
-        if self.batch is None or not 0 <= row < len(self.batch.items):
+        """A double-clicked row: its file, and its result read back from where it was written."""
+        batch = self.batch_panel.batch
+        if batch is None or not 0 <= row < len(batch.items):
             return
-        item = self.batch.items[row]
-        if self.open_image(item.path) and item.result is not None:
-            self.result = result_array(item.result.image)
-            self.result_view.set_image(self.result)
-            self._show_results(item.result.results)
+        item = batch.items[row]
+        if not self.open_image(item.path) or item.output is None:
+            return
+        written = cv2.imread(str(item.output), cv2.IMREAD_UNCHANGED)
+        if written is None:
+            self.notify(f"The result {item.output.name} is no longer readable.", "warn")
+            return
+        self.show_result(written, item.results, item.result_kinds, f"written to {item.output}")
 
     # -- telling the user -------------------------------------------------------------------
 

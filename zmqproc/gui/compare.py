@@ -1,0 +1,191 @@
+"""The original and the result together: side by side, split by a divider, or flicked with Space; one zoom for both.
+
+The two :class:`ImageView` s follow each other in image coordinates (a result of
+another size shows the same part of the picture); the bar under them shows the
+zoom, the size and kind of the result, and the pixel under the cursor in both
+images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QSlider, QSplitter, QVBoxLayout, QWidget
+
+from .views import ImageView, to_pixmap
+
+MODES = {"side": "Side by side", "split": "Split", "flick": "Flick (Space)"}
+
+
+def pixel_text(image: np.ndarray, x: int, y: int) -> str:
+    """``x, y: B 1 G 2 R 3`` (gray: ``v 7``; float values with 3 decimals)."""
+    value = image[y, x]
+    values = np.atleast_1d(value).tolist()
+    names = {1: ["v"], 3: ["B", "G", "R"], 4: ["B", "G", "R", "A"]}[len(values)]
+    shown = " ".join(f"{n} {v:.3f}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(names, values, strict=True))
+    return f"{x}, {y}: {shown}"
+
+
+def describe(image: np.ndarray) -> str:
+    """``640×480, 3 channels, uint8``."""
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    return f"{image.shape[1]}×{image.shape[0]}, {channels} channel{'s' if channels > 1 else ''}, {image.dtype}"
+
+
+class CompareView(QWidget):
+    """``filesDropped(paths)`` when files are dropped on either view."""
+
+    filesDropped = Signal(list)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.original_view = ImageView("Open an image (File → Open, or File → Open sample), or drop files here")
+        self.result_view = ImageView("The result appears here")
+        self.original: np.ndarray | None = None
+        self.result: np.ndarray | None = None
+        self.mode = "side"
+        self.flicked = False  # flick mode: the result is the one shown
+        self._overlays: dict[str, Any] = {}
+        self.original_title, self.result_title = QLabel("Original"), QLabel("Result")
+        views = QSplitter(Qt.Orientation.Horizontal)
+        views.addWidget(_titled(self.original_title, self.original_view))
+        self._result_box = _titled(self.result_title, self.result_view)
+        views.addWidget(self._result_box)
+        views.setSizes([500, 500])
+        self.mode_buttons = QButtonGroup(self)
+        bar = QHBoxLayout()
+        for key, text in MODES.items():
+            button = QPushButton(text)
+            button.setCheckable(True)
+            button.setChecked(key == self.mode)
+            button.setObjectName(f"mode_{key}")
+            button.clicked.connect(lambda _checked=False, k=key: self.set_mode(k))
+            self.mode_buttons.addButton(button)
+            bar.addWidget(button)
+        self.split_slider = QSlider(Qt.Orientation.Horizontal)
+        self.split_slider.setRange(0, 1000)
+        self.split_slider.setValue(500)
+        self.split_slider.setToolTip("where the divider is: the result left of it, the original right")
+        self.split_slider.valueChanged.connect(lambda v: self.original_view.set_mode(self.original_view.mode, v / 1000))
+        bar.addWidget(self.split_slider, 1)
+        self.zoom_label = QLabel()
+        self.zoom_label.setMinimumWidth(60)
+        bar.addWidget(self.zoom_label)
+        self.readout = QLabel(" ")
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.result_info = QLabel("")
+        info = QHBoxLayout()
+        info.addWidget(self.readout, 1)
+        info.addWidget(self.result_info)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(views, 1)
+        layout.addLayout(bar)
+        layout.addLayout(info)
+        for view, other in ((self.original_view, self.result_view), (self.result_view, self.original_view)):
+            view.viewChanged.connect(lambda v=view, o=other: self._follow(v, o))
+            view.cursorMoved.connect(lambda point, v=view: self._show_pixel(v, point))
+            view.filesDropped.connect(self.filesDropped)
+        self._show_mode()
+
+    # -- content ----------------------------------------------------------------
+
+    def set_original(self, image: np.ndarray | None) -> None:
+        """A new picture: fitted, and the old result gone."""
+        self.original = image
+        self.original_view.set_image(image)
+        self.clear_result()
+
+    def set_result(self, image: np.ndarray, overlays: dict[str, Any] | None = None, info: str = "") -> None:
+        """Show a result; the zoom and the part of the picture shown stay as they are."""
+        self.result = image
+        self._overlays = overlays or {}
+        pixmap = to_pixmap(image)  # once, for both views
+        self.result_view.set_image(image, keep_view=True, pixmap=pixmap)
+        self.result_view.apply_view_state(self.original_view.view_state())
+        self.result_view.set_overlays(self._overlays)
+        self.original_view.set_other(image, pixmap)
+        self.original_view.set_overlays(self._overlays, on_other=True)
+        self.result_info.setText(f"result {describe(image)}" + (f" ({info})" if info else ""))
+        self._show_mode()
+
+    def clear_result(self) -> None:
+        self.result = None
+        self._overlays = {}
+        self.result_view.set_image(None)
+        self.original_view.set_other(None)
+        self.original_view.set_overlays({})
+        self.result_info.setText("")
+        self._show_zoom()
+
+    # -- modes and zoom -----------------------------------------------------------
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown compare mode {mode!r}")
+        self.mode = mode
+        self._show_mode()
+
+    def flick(self) -> None:
+        """Show the other one of original and result (switching to flick mode)."""
+        self.flicked = not self.flicked if self.mode == "flick" else True
+        self.set_mode("flick")
+
+    def fit(self) -> None:
+        self.original_view.fit()
+
+    def actual_size(self) -> None:
+        self.original_view.actual_size()
+
+    def zoom(self, factor: float) -> None:
+        self.original_view.zoom(factor)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _show_mode(self) -> None:
+        for button in self.mode_buttons.buttons():
+            button.setChecked(button.objectName() == f"mode_{self.mode}")
+        self._result_box.setVisible(self.mode == "side")
+        self.split_slider.setVisible(self.mode == "split")
+        if self.mode == "side":
+            self.original_view.set_mode("single")
+            self.original_title.setText("Original")
+        elif self.mode == "split":
+            self.original_view.set_mode("split", self.split_slider.value() / 1000)
+            self.original_title.setText("Result ◀ divider ▶ original")
+        else:
+            showing_result = self.flicked and self.result is not None
+            self.original_view.set_mode("flick" if showing_result else "single")
+            self.original_title.setText("Result (Space: original)" if showing_result else "Original (Space: result)")
+        self._show_zoom()
+
+    def _follow(self, source: ImageView, target: ImageView) -> None:
+        if target.has_image():
+            target.apply_view_state(source.view_state())
+        self._show_zoom()
+
+    def _show_zoom(self) -> None:
+        self.zoom_label.setText(f"{self.original_view.zoom_percent():.0f} %" if self.original is not None else "")
+
+    def _show_pixel(self, view: ImageView, point: tuple[int, int] | None) -> None:
+        if point is None or view.image is None:
+            self.readout.setText(" ")
+            return
+        fx, fy = (point[0] + 0.5) / view.image.shape[1], (point[1] + 0.5) / view.image.shape[0]
+        parts = []
+        for name, image in (("original", self.original), ("result", self.result)):
+            if image is not None:
+                x, y = min(int(fx * image.shape[1]), image.shape[1] - 1), min(int(fy * image.shape[0]), image.shape[0] - 1)
+                parts.append(f"{name} {pixel_text(image, x, y)}")
+        self.readout.setText("   ·   ".join(parts))
+
+
+def _titled(title: QLabel, widget: QWidget) -> QWidget:
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(title)
+    layout.addWidget(widget, 1)
+    return box

@@ -1,0 +1,143 @@
+"""The viewer's connection: endpoints, CURVE keys and SSH tunnels set up on the client, and its state in the status bar.
+
+Tunnels open on a background thread; a password or key passphrase is asked in a
+dialog (each at most once, kept in memory only), an unknown host key is shown
+for the user to trust. The state label says connecting / connected (with the
+ping) / slow / lost, and "SSH reconnecting" while a tunnel heals itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QLabel, QMessageBox, QWidget
+
+from ..errors import HostKeyUnknown, TunnelAuthFailed
+from ..security import ClientCurve
+from .connection import Background, ConnectionDialog, ConnectionSettings, SshSecrets, ask_secret, valid_endpoints
+from .messages import explain
+from .qt_client import CONNECTED, CONNECTING, LOST, SLOW, QtClient
+
+STATE_TEXT = {
+    CONNECTING: ("#999", "connecting…"),
+    CONNECTED: ("#2a2", "connected"),
+    SLOW: ("#d90", "slow"),
+    LOST: ("#d22", "lost"),
+    "ssh_reconnecting": ("#d90", "SSH reconnecting…"),
+}
+
+
+class ConnectionControl(QObject):
+    """``notice(message, level)`` for the window's notice; ``status(message, ms)`` for its status bar."""
+
+    notice = Signal(str, str)
+    status = Signal(str, int)
+
+    def __init__(self, client: QtClient, connection: ConnectionSettings, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.client = client
+        self.connection = connection
+        self.tunnels: list[Any] = []
+        self.label = QLabel()
+        self._window = parent
+        self._state, self._rtt = CONNECTING, -1.0
+        client.stateChanged.connect(self._on_state)
+        client.tunnelChanged.connect(self._show)
+        self._show()
+
+    @property
+    def state(self) -> str:
+        """connecting, connected, slow, lost, or ssh_reconnecting."""
+        if self._state != CONNECTED and any(getattr(t, "state", "open") == "reconnecting" for t in self.tunnels):
+            return "ssh_reconnecting"
+        return self._state
+
+    def connect_to(self, connection: ConnectionSettings, *, secrets: SshSecrets | None = None, accept_new: bool = False) -> None:
+        """Connect directly, or open SSH tunnels first (off the GUI thread)."""
+        self.connection = connection
+        secrets = secrets or SshSecrets()
+        self.close_tunnels()
+        endpoints, problems = valid_endpoints(connection.endpoints)
+        try:
+            curve = ClientCurve.load(connection.curve_server_key or None, connection.curve_secret or None)
+        except ValueError as exc:
+            curve = None
+            problems.append(f"CURVE keys: {exc}")
+        if problems:
+            self.client.set_endpoints([])
+            self.notice.emit("Cannot connect: " + "; ".join(problems) + " (Server → Connection… to fix it).", "error")
+            return
+        if not connection.use_ssh:
+            self.client.set_endpoints(endpoints, curve=curve)
+            self.client.request_ops()
+            return
+        from ..tunnel import open_tunnels
+
+        def open_all() -> list[Any]:
+            return open_tunnels(
+                connection.endpoints,
+                connection.ssh_target,
+                key=connection.ssh_key or None,
+                password=secrets.password,
+                key_passphrase=secrets.key_passphrase,
+                known_hosts=connection.known_hosts or None,
+                accept_new_host_key=accept_new,
+            )
+
+        self.client.set_endpoints([])
+        self.status.emit(f"opening an SSH tunnel through {connection.ssh_target}…", 0)
+        Background(lambda tunnels, error: self._tunnels_opened(connection, curve, tunnels, error, secrets, accept_new), self).run(open_all)
+
+    def dialog(self, settings: Any) -> None:
+        """Server → Connection…: edit, save and connect."""
+        dialog = ConnectionDialog(self.connection, self._window)
+        if dialog.exec():
+            chosen = dialog.settings()
+            chosen.save(settings)
+            self.connect_to(chosen)
+
+    def close_tunnels(self) -> None:
+        for tunnel in self.tunnels:
+            tunnel.close()
+        self.tunnels = []
+
+    def _tunnels_opened(
+        self, connection: ConnectionSettings, curve: ClientCurve | None, tunnels: Any, error: Any, secrets: SshSecrets, accept_new: bool
+    ) -> None:
+        if connection is not self.connection:  # the user chose another connection meanwhile
+            for tunnel in tunnels or []:
+                tunnel.close()
+            return
+        if error is None:
+            self.tunnels = tunnels
+            self.client.set_endpoints(connection.endpoints, curve=curve, tunnels=tunnels)
+            self.client.request_ops()
+            self.status.emit(f"tunnel through {connection.ssh_target} open", 5000)
+            return
+        if isinstance(error, TunnelAuthFailed):
+            wanted = secrets.to_ask(error, connection)  # the key's passphrase or the login password, each asked once
+            typed = ask_secret(self._window, wanted[1]) if wanted is not None else None
+            if wanted is not None and typed is not None:
+                self.connect_to(connection, secrets=secrets.answered(wanted[0], typed), accept_new=accept_new)
+                return
+        elif isinstance(error, HostKeyUnknown):
+            answer = QMessageBox.question(self._window, "Unknown SSH host", f"{error}\n\nTrust this host and remember its key?")
+            if answer == QMessageBox.StandardButton.Yes:
+                self.connect_to(connection, secrets=secrets, accept_new=True)
+                return
+        self.notice.emit(f"Could not open the SSH tunnel. {explain(error)}", "error")
+
+    def _on_state(self, state: str, rtt: float) -> None:
+        self._state, self._rtt = state, rtt
+        self._show()
+        if state == LOST:
+            self.status.emit("The server does not answer; the viewer keeps trying to reconnect.", 0)
+
+    def _show(self) -> None:
+        state = self.state
+        color, text = STATE_TEXT[state]
+        detail = f" ({self._rtt * 1000:.0f} ms)" if self._rtt >= 0 and state in (CONNECTED, SLOW) else ""
+        where = ", ".join(self.connection.endpoints)
+        self.label.setText(f"<span style='color:{color}'>●</span> {where} {text}{detail}")
+        self.label.setProperty("state", state)
