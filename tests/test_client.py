@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 
@@ -133,6 +135,31 @@ def test_silent_server_is_a_timeout():
                 future.result(timeout=5)
     finally:
         silent.close(linger=0)
+
+
+def test_a_port_that_hangs_up_on_every_handshake_is_named_as_the_cause() -> None:
+    """What a stopped container's docker-proxy does: accept, then close. The caller learns that, not a bare timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def hang_up() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                listener.accept()[0].close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    try:
+        with Client(f"tcp://127.0.0.1:{listener.getsockname()[1]}", timeout=10) as c:
+            started = time.monotonic()
+            with pytest.raises(ConnectionLost, match="closed every connection during the handshake"):
+                c.ping()
+            assert time.monotonic() - started < 8, "the grace ends it, not the request's timeout"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
 
 
 def test_late_reply_is_dropped_and_the_client_goes_on(start_server, coffee):

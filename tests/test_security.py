@@ -15,7 +15,7 @@ import zmq.auth
 
 from tests.conftest import ROOT, ServerProcess, free_port
 from zmqproc.client import Client
-from zmqproc.errors import AuthenticationFailed
+from zmqproc.errors import AuthenticationFailed, ConnectionLost
 from zmqproc.security import ClientCurve, generate_keypair, load_keypair, load_public_key
 
 
@@ -67,7 +67,8 @@ def test_unknown_key_is_refused_quickly(start_server, keys: Keys, astronaut: np.
         with pytest.raises(AuthenticationFailed):
             c.ping(timeout=0.5)
     # a client without CURVE is not served either, and is told why
-    with Client(srv.endpoint, timeout=5) as plain, pytest.raises(AuthenticationFailed, match="requires CURVE keys"):
+    # (the mismatch itself, or, when the server hangs up before the client's greeting is through, a handshake cut short)
+    with Client(srv.endpoint, timeout=5) as plain, pytest.raises((AuthenticationFailed, ConnectionLost), match="CURVE keys"):
         plain.ping()
     # nothing of theirs reached the server application: it counts only the allowed client's requests
     with Client(srv.endpoint, timeout=10, curve_server_key=keys.server_public, curve_client_key=keys.client_secret) as c:

@@ -102,8 +102,8 @@ def monitor_input(session: ClientSession, route: int, frames: list[Any], endpoin
         session.disconnected(route, now)
     elif event in _REFUSED:  # the key is not in the allow-list, or one side uses CURVE and the other does not
         session.refused(route, refusal(endpoint, event, value, curve), now)
-    elif event == _NO_DETAIL and curve:  # a wrong server key looks like a server still starting: libzmq retries
-        session.cut_short(route, refusal(endpoint, event, value))
+    elif event == _NO_DETAIL:  # a wrong server key, or a CURVE server hanging up on a plain client before its greeting
+        session.cut_short(route, refusal(endpoint, event, value, curve))  # is through (EPIPE): libzmq retries
 
 
 def tunnel_input(session: ClientSession, route: int, tunnel: Tunnel, now: float) -> None:

@@ -22,7 +22,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from .errors import AuthenticationFailed
+from .errors import AuthenticationFailed, ConnectionLost
 
 log = logging.getLogger("zmqproc.security")
 
@@ -114,10 +114,15 @@ class ServerCurve:
         return auth
 
 
-def refusal(endpoint: str, event: int, value: int, curve: bool = True) -> AuthenticationFailed:
+def refusal(endpoint: str, event: int, value: int, curve: bool = True) -> AuthenticationFailed | ConnectionLost:
     """The typed error for a failed handshake reported by a client socket's monitor (``curve``: the client uses CURVE)."""
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
         return AuthenticationFailed(f"{endpoint} refused this client's CURVE key (ZAP status {value}): not in the server's allow-list")
+    if not curve and event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # a CURVE server may hang up before the plain greeting
+        return ConnectionLost(  # is through (EPIPE), and so does docker-proxy with no server behind it
+            f"{endpoint} closed every connection during the handshake: the server may require CURVE keys (this client has "
+            "none), or no zmqproc server listens behind that port (a stopped container's docker-proxy)"
+        )
     if not curve:
         return AuthenticationFailed(f"handshake with {endpoint} failed: the server requires CURVE keys, and this client has none")
     return AuthenticationFailed(
