@@ -28,7 +28,7 @@ from .errors import ConnectionLost, RequestTimeout
 from .pipeline import PipelineSpec
 from .security import ClientCurve
 from .session import ClientOptions, ClientSession, Fail, Processed, Resolve
-from .zmqflags import POLLIN, POLLOUT, readable
+from .zmqflags import POLLIN, POLLOUT, readable, recv_frames
 
 if TYPE_CHECKING:
     from .tunnel import Tunnel
@@ -319,14 +319,14 @@ class Client:
             for route, (sock, monitor) in enumerate(self._links):
                 if ready is None or monitor in ready:
                     while readable(monitor):
-                        dealer.monitor_input(session, route, dealer.recv(monitor), self.endpoints[route], self._curve, now)
+                        dealer.monitor_input(session, route, recv_frames(monitor), self.endpoints[route], self._curve, now)
                 flags = POLLIN if ready is None else ready.get(sock, 0)
                 if flags & POLLOUT:
                     session.writable(route, now)
                 known = ready is not None  # the poll found it readable: no look before the first message
                 while flags & POLLIN and (known or readable(sock)):
                     known = False
-                    session.receive(route, [f.buffer for f in dealer.recv(sock)], now)
+                    session.receive(route, [f.buffer for f in recv_frames(sock)], now)
             for route, tunnel in enumerate(self.tunnels):
                 dealer.tunnel_input(session, route, tunnel, now)
             session.tick(now)

@@ -16,7 +16,7 @@ from zmq.utils.monitor import parse_monitor_message
 from .errors import TunnelError
 from .security import ClientCurve, refusal
 from .session import TUNNEL_FAILED, TUNNEL_OPEN, TUNNEL_RECONNECTING, ClientSession
-from .zmqflags import NOBLOCK
+from .zmqflags import send_frames
 
 if TYPE_CHECKING:
     from .tunnel import Tunnel
@@ -33,7 +33,6 @@ MONITOR_EVENTS = (
 _SUCCEEDED, _DISCONNECTED = int(zmq.EVENT_HANDSHAKE_SUCCEEDED), int(zmq.EVENT_DISCONNECTED)
 _REFUSED = (int(zmq.EVENT_HANDSHAKE_FAILED_AUTH), int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL))
 _NO_DETAIL = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-_MORE = int(zmq.SNDMORE) | NOBLOCK
 
 
 def configure(sock: zmq.Socket, curve: ClientCurve | None = None) -> None:
@@ -66,30 +65,15 @@ def close_dealer(sock: zmq.Socket, monitor: zmq.Socket) -> None:
 
 
 def send(sock: zmq.Socket, frames: list[Any]) -> bool:
-    """Send a message without blocking or copying big frames; False when the socket would block (or is closed).
-
-    Frame by frame with int flags: pyzmq's ``send_multipart`` combines enum flags per frame, microseconds a message.
-    """
+    """Send a message without blocking or copying big frames; False when the socket would block (or is closed)."""
     try:
-        for frame in frames[:-1]:
-            sock.send(frame, _MORE, copy=False)
-        sock.send(frames[-1], NOBLOCK, copy=False)
+        send_frames(sock, frames)
     except zmq.Again:
         return False
     except zmq.ZMQError as exc:  # the socket is closing (ETERM, ENOTSOCK): nothing more can go on it
         log.debug("send failed: %s", exc)
         return False
     return True
-
-
-def recv(sock: zmq.Socket) -> list[zmq.Frame]:
-    """One waiting message, its frames not copied (call only when the socket is readable)."""
-    frame = sock.recv(NOBLOCK, copy=False)
-    frames = [frame]
-    while frame.more:
-        frame = sock.recv(NOBLOCK, copy=False)
-        frames.append(frame)
-    return frames
 
 
 def monitor_input(session: ClientSession, route: int, frames: list[Any], endpoint: str, curve: bool, now: float) -> None:

@@ -27,7 +27,7 @@ from .core import CoreConfig, RunInline, Send, ServerCore, Start, Stop
 from .pool import CACHE_MAX_BYTES, SPARE_OUTPUTS, Died, Segment, WorkerPool
 from .protocol import Limits
 from .security import ServerCurve
-from .zmqflags import NOBLOCK, POLLIN, readable
+from .zmqflags import POLLIN, readable, recv_frames, send_frames
 
 log = logging.getLogger("zmqproc.server")
 
@@ -170,20 +170,14 @@ class Server:
     # -- the socket loop ------------------------------------------------------------------------
 
     def _loop(self, core: ServerCore, router: zmq.Socket, pool: WorkerPool) -> None:
-        poller = zmq.Poller()
-        poller.register(router, POLLIN)
-        polled: list[int] = []
+        items: list[tuple[Any, int]] = []
         spawned = -1
         next_summary = time.monotonic() + SUMMARY_INTERVAL_S
         stopped_at = 0.0
         while True:
             if pool.started != spawned:  # a worker was replaced: poll the new one's pipe and sentinel
-                for fd in polled:
-                    poller.unregister(fd)
-                polled, spawned = pool.fds(), pool.started
-                for fd in polled:
-                    poller.register(fd, POLLIN)
-            ready = poller.poll(self._poll_ms(core))
+                items, spawned = [(router, POLLIN), *((fd, POLLIN) for fd in pool.fds())], pool.started
+            ready = zmq.zmq_poll(items, self._poll_ms(core))
             now = time.monotonic()
             if self._stop.is_set() and not stopped_at:
                 stopped_at = now
@@ -206,7 +200,7 @@ class Server:
             for _ in range(RECEIVE_BATCH):
                 if not readable(router):
                     break
-                client, *frames = router.recv_multipart(flags=NOBLOCK, copy=False)
+                client, *frames = recv_frames(router)
                 self._act(core, router, pool, core.receive(client.bytes, [f.buffer for f in frames], now))
             self._act(core, router, pool, core.pump(now, pool.idle()))
             if now >= next_summary:
@@ -238,12 +232,10 @@ class Server:
 
     def _send(self, core: ServerCore, router: zmq.Socket, pool: WorkerPool, send: Send) -> None:
         try:
+            tracker = send_frames(router, [send.client, *send.frames], track=bool(send.held))  # tracks the payload
             if send.held:
-                tracker = router.send_multipart([send.client, *send.frames], flags=NOBLOCK, copy=False, track=True)
                 assert send.job is not None and tracker is not None
                 self._held.append((tracker, send.job, self._segments.pop(send.job, None)))
-            else:
-                router.send_multipart([send.client, *send.frames], flags=NOBLOCK, copy=False)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: client gone; EAGAIN: its pipe is full (it does not read)
             log.debug("reply to a gone or stalled client dropped (%s)", exc.strerror)
             core.send_failed(send, time.monotonic())
