@@ -18,6 +18,7 @@ Prints the table with ratios to zmqproc, writes docs/peers.png and the "## Peers
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import threading
 import time
@@ -312,6 +313,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="rounds; each figure is the best of its rounds")
     p.add_argument("--no-docs", action="store_true", help="print only; do not write docs/")
     args = p.parse_args()
+    missing = [name for name in ("imagezmq", "fastapi", "uvicorn", "requests", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(f"bench/peers.py needs the bench extras ({', '.join(missing)} missing): .venv/bin/pip install -e '.[bench]'")
     rng = np.random.default_rng(0)
     images = {name: rng.integers(0, 256, shape, dtype=np.uint8) for name, shape in SIZES.items()}
     results: dict[str, dict[str, float]] = {}

@@ -34,7 +34,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     defaults = Limits()
     p = argparse.ArgumentParser(prog="zmqproc-server", description="zmqproc processing server (ZeroMQ ROUTER).")
     p.add_argument("--bind", default="tcp://0.0.0.0:5555", help="endpoint to bind (default %(default)s)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker threads (default: CPU count, %(default)s)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count, %(default)s)")
     p.add_argument("--max-queue", type=int, default=64, help="queued requests before 'busy' (default %(default)s)")
     p.add_argument(
         "--max-client-queue",
