@@ -61,6 +61,13 @@ def http_server() -> Iterator[str]:
 # ---- clients: each peer's round trip, and how it keeps 8 requests in flight -----------------------------------------
 
 
+def echoed(sock: zmq.Socket) -> np.ndarray:
+    """The image of one reply from the raw echo or the zmqproc server (a header naming its shape, then the pixels)."""
+    frames = sock.recv_multipart(copy=False)
+    shape = msgpack.unpackb(frames[0].bytes)["image"]["shape"]
+    return np.frombuffer(frames[1].buffer, dtype=np.uint8).reshape(shape)
+
+
 def raw_pyzmq(endpoint: str, image: np.ndarray, inflight: int, seconds: float) -> float:
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -70,13 +77,8 @@ def raw_pyzmq(endpoint: str, image: np.ndarray, inflight: int, seconds: float) -
     def send() -> None:
         sock.send_multipart([header, image], copy=False)
 
-    def receive() -> np.ndarray:
-        frames = sock.recv_multipart(copy=False)
-        shape = msgpack.unpackb(frames[0].bytes)["image"]["shape"]
-        return np.frombuffer(frames[1].buffer, dtype=np.uint8).reshape(shape)
-
     try:
-        return pipelined(send, receive, image, inflight, seconds)
+        return pipelined(send, lambda: echoed(sock), image, inflight, seconds)
     finally:
         sock.close()
 
@@ -93,13 +95,8 @@ def bare_dealer(endpoint: str, image: np.ndarray, inflight: int, seconds: float)
     def send() -> None:
         sock.send_multipart([msgpack.packb({**fields, "id": f"r{next(ids)}"}), image], copy=False)
 
-    def receive() -> np.ndarray:
-        frames = sock.recv_multipart(copy=False)
-        shape = msgpack.unpackb(frames[0].bytes)["image"]["shape"]
-        return np.frombuffer(frames[1].buffer, dtype=np.uint8).reshape(shape)
-
     try:
-        return pipelined(send, receive, image, inflight, seconds)
+        return pipelined(send, lambda: echoed(sock), image, inflight, seconds)
     finally:
         sock.close()
 

@@ -29,6 +29,7 @@ from tests.fixtures.docker import (
     free_port_range,
     wait_healthy,
 )
+from tests.hostile import tiff_claiming
 from zmqproc import Client, ops
 from zmqproc.pipeline import to_steps
 
@@ -98,13 +99,12 @@ def test_the_container_is_hardened_and_the_image_has_no_setuid_programs(running:
 def test_a_hostile_tiff_does_not_kill_the_container(running: Container) -> None:
     """A float64 TIFF claiming 6324 x 6324 x 4 (1.2 GiB decoded) OOM-killed the old 1 GiB container: now refused unread."""
     from tests.rawwire import RawDealer
-    from tests.test_governance import float64_tiff_claiming
 
     dealer = RawDealer(running.endpoint, timeout_ms=20000)
     try:
         header = {"v": 1, "kind": "process", "pipeline": [{"op": "identity"}], "image": {"format": "tiff"}}
         for i in range(3):
-            reply, _ = dealer.call({**header, "id": f"t{i}"}, float64_tiff_claiming(6324, 6324))
+            reply, _ = dealer.call({**header, "id": f"t{i}"}, tiff_claiming(6324, 6324, np.zeros((4, 4, 4), np.float64)))
             assert reply["error"]["code"] == "decode_failed", reply
     finally:
         dealer.close()

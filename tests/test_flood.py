@@ -18,9 +18,9 @@ from collections import Counter
 from typing import Any
 
 import msgpack
-import numpy as np
 import zmq
 
+from tests.hostile import tiff_claiming
 from tests.rawwire import RawDealer
 from zmqproc.client import Client
 from zmqproc.ops import REGISTRY
@@ -55,23 +55,6 @@ def rss_bound(baseline: int) -> int:
     per_job = MAX_FRAME_BYTES
     per_running = 3 * MAX_PIXELS * 4 * 4 + MAX_FRAME_BYTES
     return baseline + (MAX_QUEUE + WORKERS) * per_job + WORKERS * per_running + 64 * MiB
-
-
-def tiff_claiming(width: int, height: int) -> bytes:
-    """A 4x4 TIFF whose header claims ``width`` x ``height``: TIFF sizes are not read before decoding."""
-    import cv2
-
-    ok, encoded = cv2.imencode(".tiff", np.zeros((4, 4, 3), np.uint8))
-    assert ok
-    data = bytearray(encoded.tobytes())
-    ifd = struct.unpack("<I", data[4:8])[0]
-    for i in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
-        entry = ifd + 2 + 12 * i
-        tag, kind = struct.unpack("<HH", data[entry : entry + 4])
-        value = {256: width, 257: height, 278: height}.get(tag)  # width, length, rows per strip
-        if value is not None:
-            data[entry + 8 : entry + 12] = struct.pack("<I", value) if kind == 4 else struct.pack("<HH", min(value, 65535), 0)
-    return bytes(data)
 
 
 TIFF_BOMB = tiff_claiming(30000, 30000)

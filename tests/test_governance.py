@@ -7,7 +7,6 @@ workers: shared pages split among them, the shared-memory segments included), sa
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 import zmq
 
 from tests.conftest import wait_until
+from tests.hostile import tiff_claiming
 from tests.rawwire import RawDealer, process_header, server_stats
 from zmqproc import Client
 from zmqproc.server import process_tree_pss
@@ -97,22 +97,8 @@ def test_growing_resize_steps_are_too_large_with_the_figures_before_anything_is_
     assert memory.peak < OVER_BUDGET_LIMIT, f"PSS peak {memory.peak / MiB:.0f} MiB"
 
 
-def float64_tiff_claiming(width: int, height: int) -> bytes:
-    """A small float64 RGBA TIFF whose header claims ``width`` x ``height`` (6324 x 6324 x 4 x 8 bytes = 1.2 GiB decoded)."""
-    ok, encoded = cv2.imencode(".tiff", np.zeros((4, 4, 4), np.float64))
-    assert ok
-    data = bytearray(encoded.tobytes())
-    ifd = struct.unpack("<I", data[4:8])[0]
-    for i in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
-        entry = ifd + 2 + 12 * i
-        tag, kind = struct.unpack("<HH", data[entry : entry + 4])
-        if tag in (256, 257, 278):
-            data[entry + 8 : entry + 12] = struct.pack("<I", width) if kind == 4 else struct.pack("<HH", width, 0)
-    return bytes(data)
-
-
 def test_float64_tiff_is_refused_from_its_header(governed):
-    bomb = float64_tiff_claiming(6324, 6324)
+    bomb = tiff_claiming(6324, 6324, np.zeros((4, 4, 4), np.float64))  # 1.2 GiB decoded
     a, b = RawDealer(governed.endpoint), RawDealer(governed.endpoint)
     header = {"v": 1, "kind": "process", "pipeline": [{"op": "identity"}], "image": {"format": "tiff"}}
     try:
