@@ -23,7 +23,7 @@ import cv2
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from PySide6.QtCore import QEventLoop  # noqa: E402
+from PySide6.QtCore import QEventLoop, QSettings  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from bench.harness import zmqproc_server  # noqa: E402
@@ -59,6 +59,7 @@ def main() -> None:
                 started = time.perf_counter()
                 lib.process(photo, f"{op}:{param}={values[i % 2]}")
                 baseline.append(time.perf_counter() - started)
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, tmp)  # not the user's viewer settings
         window = MainWindow([endpoint], timeout=60.0)
         window.resize(1400, 900)
         window.show()

@@ -121,3 +121,18 @@ def test_overlays_draw_boxes_points_and_polygons(compare):
     shapes = {"boxes": [[10, 10, 50, 40]], "points": [[5, 5], [100, 80]], "polygons": [[[0, 0], [60, 0], [60, 60]]]}
     compare.set_result(coffee, shapes)
     assert compare.result_view.overlay_count() == 4 and compare.original_view.overlay_count() == 4
+
+
+def test_the_placeholder_wraps_in_a_narrow_view_instead_of_scrolling(qtbot):
+    from zmqproc.gui.views import ImageView
+
+    view = ImageView("Open an image (File → Open, or File → Open sample), or drop files here")
+    qtbot.addWidget(view)
+    view.resize(900, 300)
+    view.show()
+    qtbot.waitExposed(view)
+    wide = view.scene().sceneRect().height()
+    view.resize(260, 300)
+    qtbot.waitUntil(lambda: view.scene().sceneRect().width() <= view.viewport().width())
+    assert not view.horizontalScrollBar().isVisible()
+    assert view.scene().sceneRect().height() > wide, "the text took more lines, not more width"

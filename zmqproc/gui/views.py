@@ -135,6 +135,9 @@ class ImageView(QGraphicsView):
         self._dragging = False
         self._placeholder = self.scene().addText(placeholder)
         self._placeholder.setDefaultTextColor(QColor(200, 200, 200))
+        centred = self._placeholder.document().defaultTextOption()
+        centred.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._placeholder.document().setDefaultTextOption(centred)
         self._touched = False  # the user is dragging, scrolling or pressing keys: scroll changes are theirs
         for bar in (self.horizontalScrollBar(), self.verticalScrollBar()):
             bar.actionTriggered.connect(lambda _action: self._touch())
@@ -222,7 +225,12 @@ class ImageView(QGraphicsView):
         self._apply(lambda: self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio), quiet)
 
     def _show_placeholder(self) -> None:
+        """The text wrapped to the view's width (a narrow view shows all of it, no scroll bar), centred."""
         self.resetTransform()
+        self._placeholder.setTextWidth(-1)
+        natural = self._placeholder.boundingRect().width()
+        self._placeholder.setTextWidth(min(natural, max(80.0, self.viewport().width() - 16.0)))
+        self.scene().setSceneRect(self._placeholder.boundingRect())
         self.centerOn(self._placeholder)
 
     def actual_size(self) -> None:
