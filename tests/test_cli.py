@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -48,10 +49,43 @@ def test_process_writes_the_result(endpoint, tmp_path, suffix, magic):
 
 def test_process_a_named_sample_reports_results(endpoint, tmp_path):
     out = zmqproc("process", "sample:astronaut", "-o", str(tmp_path / "f.jpg"), "--op", "detect_faces", "--server", endpoint)
-    assert out.returncode == 0 and "'faces': [[" in out.stdout
+    assert out.returncode == 0 and "faces=[[" in out.stdout
     listing = zmqproc("samples")
     assert listing.returncode == 0 and "sample:astronaut" in listing.stdout and str(IMAGES / "astronaut.png") in listing.stdout
     assert_one_clear_line(zmqproc("process", "sample:nope", "-o", str(tmp_path / "x.png"), "--server", endpoint))
+
+
+def test_long_results_are_summed_up_on_the_line_and_written_whole_as_json(start_server, tmp_path):
+    server = start_server("--workers", "1", "--ops", str(ROOT / "examples" / "ops"))
+    found = tmp_path / "found.json"
+    out = zmqproc(
+        "process",
+        "sample:hubble_deep_field",
+        "-o",
+        str(tmp_path / "b.png"),
+        "--op",
+        "count_blobs",
+        "--server",
+        server.endpoint,
+        "--results",
+        str(found),
+    )
+    results = json.loads(found.read_text())
+    assert out.returncode == 0 and f"count={results['count']}" in out.stdout
+    assert f"centroids: {len(results['centroids'])} points" in out.stdout and len(out.stdout) < 200
+    piped = zmqproc(
+        "process",
+        "sample:hubble_deep_field",
+        "-o",
+        str(tmp_path / "c.png"),
+        "--op",
+        "count_blobs",
+        "--server",
+        server.endpoint,
+        "--results",
+        "-",
+    )
+    assert json.loads(piped.stdout) == results, "stdout holds the JSON alone (the summary goes to stderr)"
 
 
 def test_ping_ops_stats(endpoint, server):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import socket
 import sys
@@ -66,9 +67,26 @@ def cmd_process(args: argparse.Namespace) -> int:
             result = client.process(data, steps, reply_format="raw", details=True)
             if not cv2.imwrite(args.output, result.image):
                 raise UserError(f"cannot write {args.output}: unknown extension {suffix!r}")
-    found = f", results {result.results}" if result.results else ""
-    print(f"wrote {args.output} (server {result.server_ms:.1f} ms{found})")
+    if args.results:
+        text = json.dumps(result.results, indent=2) + "\n"
+        if args.results == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.results).write_text(text)
+    found = f"; {_summary(result.results, result.result_kinds)}" if result.results else ""
+    print(f"wrote {args.output} (server {result.server_ms:.1f} ms{found})", file=sys.stderr if args.results == "-" else sys.stdout)
     return 0
+
+
+def _summary(results: dict[str, Any], kinds: dict[str, str]) -> str:
+    """What the ops found, one line: short values in full, long lists by their length (``--results`` has them all)."""
+    parts = []
+    for key, value in results.items():
+        if isinstance(value, list) and len(value) > 3:
+            parts.append(f"{key}: {len(value)} {kinds.get(key, 'values')}")
+        else:
+            parts.append(f"{key}={json.dumps(value)}")
+    return ", ".join(parts)
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
@@ -175,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("input", help="an image file, or sample:NAME (see `zmqproc samples`)")
     sp.add_argument("-o", "--output", required=True, help="output file; png/jpeg/webp are encoded by the server")
     sp.add_argument("--op", action="append", default=[], metavar="NAME[:k=v,...]", help="a pipeline step (repeatable, in order)")
+    sp.add_argument("--results", metavar="FILE", help="write what the ops found (faces, points, counts) as JSON to FILE, - for stdout")
     sp.set_defaults(run=cmd_process)
     with_server(sub.add_parser("ping", help="round-trip time to the server")).set_defaults(run=cmd_ping)
     with_server(sub.add_parser("ops", help="the server's operations and their parameters")).set_defaults(run=cmd_ops)
