@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES = samples.FOLDER  # the photos the package ships (zmqproc/samples, licenses beside them)
 
 # Fixture modules of the other areas (sshd, docker, qt) register themselves here.
-pytest_plugins: list[str] = ["tests.fixtures.sshd", "tests.fixtures.qt", "tests.fixtures.docker"]
+pytest_plugins: list[str] = ["tests.fixtures.sshd", "tests.fixtures.qt", "tests.fixtures.docker", "tests.fixtures.curve"]
 
 
 def free_port() -> int:

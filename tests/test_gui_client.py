@@ -193,16 +193,11 @@ def test_an_error_in_a_slot_or_in_reading_a_reply_loses_no_request(qtbot, qt_cli
     assert isinstance(failed[rid], MalformedReply) and "KeyError" in str(failed[rid]) and qt_client.in_flight == 0
 
 
-def test_processing_over_curve(qtbot, start_server, tmp_path, coffee):
-    from zmqproc.security import ClientCurve, generate_keypair
+def test_processing_over_curve(qtbot, start_server, keys, coffee):
+    from zmqproc.security import ClientCurve
 
-    server_public, server_secret = generate_keypair("server", tmp_path)
-    client_public, client_secret = generate_keypair("viewer", tmp_path)
-    allow = tmp_path / "allow"
-    allow.mkdir()
-    (allow / "viewer.key").write_bytes(client_public.read_bytes())
-    server = start_server("--workers", "1", "--curve-secret", str(server_secret), "--curve-allow", str(allow))
-    client = QtClient([server.endpoint], curve=ClientCurve.load(server_public, client_secret), timeout=10.0)
+    server = start_server("--workers", "1", *keys.server_args())
+    client = QtClient([server.endpoint], curve=ClientCurve.load(keys.server_public, keys.client_secret), timeout=10.0)
     try:
         done, failed = collect(client)
         rid = client.process(coffee, "invert")

@@ -339,17 +339,10 @@ def scripted(*args: str, tmp_path: Path, timeout: float = 60) -> subprocess.Comp
     return subprocess.run([sys.executable, "gui_app.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_scripted_mode_over_curve(start_server, tmp_path):
-    from zmqproc.security import generate_keypair
-
-    server_public, server_secret = generate_keypair("server", tmp_path)
-    viewer_public, viewer_secret = generate_keypair("viewer", tmp_path)
-    allow = tmp_path / "allow"
-    allow.mkdir()
-    (allow / "viewer.key").write_bytes(viewer_public.read_bytes())
-    server = start_server("--workers", "1", "--curve-secret", str(server_secret), "--curve-allow", str(allow))
-    keys = ["--curve-server-key", str(server_public), "--curve-secret", str(viewer_secret)]
-    done = scripted("--server", server.endpoint, *keys, "--open", "sample:coffee", "--pipeline", "invert", "--process",
+def test_scripted_mode_over_curve(start_server, keys, tmp_path):
+    server = start_server("--workers", "1", *keys.server_args())
+    curve = ["--curve-server-key", str(keys.server_public), "--curve-secret", str(keys.client_secret)]
+    done = scripted("--server", server.endpoint, *curve, "--open", "sample:coffee", "--pipeline", "invert", "--process",
                     "--quit-when-done", tmp_path=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Done: invert in ")

@@ -6,7 +6,6 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,33 +13,10 @@ import pytest
 import zmq.auth
 
 from tests.conftest import ROOT, ServerProcess, free_port
+from tests.fixtures.curve import Keys
 from zmqproc.client import Client
 from zmqproc.errors import AuthenticationFailed, ConnectionLost
 from zmqproc.security import ClientCurve, generate_keypair, load_keypair, load_public_key
-
-
-@dataclass
-class Keys:
-    dir: Path
-    server_public: Path
-    server_secret: Path
-    client_secret: Path  # in the allow-list
-    stranger_secret: Path  # not in the allow-list
-    allow: Path
-
-    def server_args(self) -> tuple[str, ...]:
-        return ("--curve-secret", str(self.server_secret), "--curve-allow", str(self.allow))
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Keys:
-    server_public, server_secret = generate_keypair("server", tmp_path)
-    client_public, client_secret = generate_keypair("client", tmp_path)
-    _, stranger_secret = generate_keypair("stranger", tmp_path)
-    allow = tmp_path / "allow"
-    allow.mkdir()
-    (allow / "client.key").write_bytes(client_public.read_bytes())  # only the public key travels
-    return Keys(tmp_path, server_public, server_secret, client_secret, stranger_secret, allow)
 
 
 def test_allowed_key_gets_served(start_server, keys: Keys, astronaut: np.ndarray) -> None:
