@@ -10,7 +10,7 @@ reply carries is a :class:`Credit` (docs/protocol.md, "Flow control").
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -49,6 +49,9 @@ class Limits:
 class Step:
     op: str
     params: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"op": self.op, "params": self.params}
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,10 +244,12 @@ def encode_error(request_id: str | None, epoch: str, err: ProcessingError, credi
     return [_pack(header)]
 
 
-def encode_request(kind: str, request_id: str, fields: dict[str, Any] | None = None, payload: Any = None) -> list[Any]:
-    """Frames of a request. Use :func:`process_fields` for a process request's keys."""
-    header = {"v": VERSION, "id": request_id, "kind": kind, **(fields or {})}
-    return [_pack(header)] if payload is None else [_pack(header), payload]
+def encode_request(
+    kind: str, request_id: str, fields: dict[str, Any] | None = None, payload: Any = None, pack: Callable[[Any], bytes] = _pack
+) -> list[Any]:
+    """Frames of a request (``pack``: the caller's own msgpack packer). :func:`process_fields` gives a process request's keys."""
+    head = pack({"v": VERSION, "id": request_id, "kind": kind, **(fields or {})})
+    return [head] if payload is None else [head, payload]
 
 
 def process_fields(
@@ -255,7 +260,7 @@ def process_fields(
     credit_seq: int | None = None,
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "pipeline": [{"op": s.op, "params": s.params} for s in pipeline],
+        "pipeline": [step.to_wire() for step in pipeline],
         "image": image.to_wire(),
     }
     if reply_format is not None:
@@ -265,13 +270,6 @@ def process_fields(
     if credit_seq is not None:
         fields["credit_seq"] = credit_seq
     return fields
-
-
-def with_header(frames: Sequence[Any], **keys: Any) -> list[Any]:
-    """The same message with these header keys set (a resend's time left, a reply's credit); the payload is not copied."""
-    header = msgpack.unpackb(frames[0], raw=False, strict_map_key=False)
-    header.update(keys)
-    return [_pack(header), *frames[1:]]
 
 
 def decode_reply(frames: Sequence[Buffer]) -> Reply:

@@ -67,16 +67,15 @@ from .errors import (
     ServerCrashed,
     TunnelError,
 )
-from .images import CHANNELS, RAW_DTYPES, describe_array, parse_descriptor, sniff_format
+from .images import CHANNELS, RAW_DTYPES, ImageDescriptor, describe_array, parse_descriptor, sniff_format
 from .pipeline import PipelineSpec, to_steps
-from .protocol import VERSION, Buffer, Credit, Reply, decode_reply
+from .protocol import Buffer, Credit, Reply, Step, decode_reply, encode_request, process_fields
 
 log = logging.getLogger("zmqproc.client")
 
 CONNECTING, CONNECTED, SLOW, LOST = "connecting", "connected", "slow", "lost"
 TUNNEL_OPEN, TUNNEL_RECONNECTING, TUNNEL_FAILED = "open", "reconnecting", "failed"
 BACKOFF_MAX_S = 1.0
-_INF = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +166,7 @@ class _Request:
     id: str
     kind: str
     seq: int
-    header: dict[str, Any]
+    fields: dict[str, Any]  # the request's own keys (protocol.encode_request adds v, id and kind)
     payload: Any
     size: int  # payload bytes, what credit counts
     deadline: float
@@ -300,14 +299,12 @@ class ClientSession:
         payload: Any
         if isinstance(image, np.ndarray):
             desc, payload = describe_array(image)
-            size, image_wire = payload.nbytes, desc.to_wire()
+            size = payload.nbytes
         else:
             payload = image
-            size, image_wire = memoryview(image).nbytes, {"format": sniff_format(bytes(memoryview(image)[:16]))}
-        fields: dict[str, Any] = {"pipeline": _wire_pipeline(pipeline), "image": image_wire}
-        if reply_format is not None:
-            fields["reply_format"] = reply_format
-        return self._add("process", fields, payload, size, timeout, now).id
+            size, desc = memoryview(image).nbytes, ImageDescriptor(sniff_format(bytes(memoryview(image)[:16])))
+        steps = _text_steps(pipeline) if isinstance(pipeline, str) else to_steps(pipeline)
+        return self._add("process", process_fields(steps, desc, reply_format), payload, size, timeout, now).id
 
     def submit(self, kind: str, timeout: float, now: float) -> str:
         """A ``ping``, ``ops`` or ``stats`` request (to any connected route); its id."""
@@ -533,8 +530,7 @@ class ClientSession:
             raise ConnectionLost(self._closed)
         seq = next(self._counter)
         request_id = f"{self._prefix}-{seq}"
-        header = {"v": VERSION, "id": request_id, "kind": kind, **(fields or {})}
-        request = _Request(request_id, kind, seq, header, payload, size, now + timeout, internal=internal)
+        request = _Request(request_id, kind, seq, fields or {}, payload, size, now + timeout, internal=internal)
         self._requests[request_id] = request
         heapq.heappush(self._deadlines, (request.deadline, request_id))
         if not internal:
@@ -569,16 +565,15 @@ class ClientSession:
         if not request.internal and not r.assigned:  # silence counts from here: a ping if nothing is heard for a heartbeat
             r.ping_due = max(r.ping_due, now + self.options.heartbeat)
         r.assigned[request.id] = request
-        header = request.header
+        fields = request.fields
         if request.kind == "process":
             r.work += 1
             r.work_bytes += request.size
             r.suspects += request.deaths > 0
-            header = {**header, "deadline_ms": max(0, round((request.deadline - now) * 1000))}
+            fields = {**fields, "deadline_ms": max(0, round((request.deadline - now) * 1000))}
             if r.credit is not None:
-                header["credit_seq"] = r.credit.seq
-        head = self._pack(header)
-        return Send(index, [head] if request.payload is None else [head, request.payload], request.id)
+                fields["credit_seq"] = r.credit.seq
+        return Send(index, encode_request(request.kind, request.id, fields, request.payload, self._pack), request.id)
 
     def _pick(self, request: _Request) -> int | None:
         """The route for a process request: usable, with room in its grant, fewest outstanding (and not the one that said busy)."""
@@ -895,15 +890,9 @@ def _raw_image(desc: dict[str, Any], payload: Buffer) -> np.ndarray | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _text_pipeline(text: str) -> tuple[dict[str, Any], ...]:
-    return tuple({"op": step.op, "params": step.params} for step in to_steps(text))
-
-
-def _wire_pipeline(spec: PipelineSpec) -> tuple[dict[str, Any], ...] | list[dict[str, Any]]:
-    """A request's ``pipeline`` key; pipeline text is parsed once (the maps are packed, never changed)."""
-    if isinstance(spec, str):
-        return _text_pipeline(spec)
-    return [{"op": step.op, "params": step.params} for step in to_steps(spec)]
+def _text_steps(text: str) -> tuple[Step, ...]:
+    """Pipeline text parsed once (its steps are only read)."""
+    return tuple(to_steps(text))
 
 
 def _peek_id(frames: Sequence[Buffer]) -> str | None:
