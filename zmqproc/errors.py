@@ -139,7 +139,6 @@ ERROR_CLASSES: dict[str, type[ProcessingError]] = {
 }
 
 ERROR_CODES: tuple[str, ...] = tuple(ERROR_CLASSES)
-RETRYABLE_CODES = frozenset({"busy"})  # everything else a server answers is final for that request
 
 
 def error_from_wire(error: object, request_id: str | None = None) -> ProcessingError:

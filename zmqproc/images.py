@@ -93,12 +93,6 @@ def parse_descriptor(value: object, payload: Any, max_pixels: int) -> ImageDescr
     return ImageDescriptor("raw", dtype, tuple(shape))
 
 
-def encoded_size(fmt: str, data: Any) -> tuple[int, int]:
-    """(width, height) read from an encoded file's header."""
-    (height, width, _), _ = decoded_geometry(fmt, data)
-    return width, height
-
-
 def decoded_geometry(fmt: str, data: Any) -> tuple[tuple[int, int, int], str]:
     """((height, width, channels), dtype) that OpenCV's decoder will make of an encoded file, from its header alone.
 
@@ -268,13 +262,6 @@ def encode_image(image: np.ndarray, fmt: str) -> tuple[ImageDescriptor, Any]:
     if not ok:
         raise BadParams(f"a {image.dtype} image with shape {list(image.shape)} cannot be encoded as {fmt}")
     return ImageDescriptor(fmt), data
-
-
-def payload_to_image(desc: dict[str, Any], payload: Any) -> np.ndarray | bytes:
-    """Client side: a reply's payload as an array (raw) or the encoded file's bytes."""
-    if desc.get("format") == "raw":
-        return np.frombuffer(payload, dtype=desc["dtype"]).reshape(desc["shape"])
-    return bytes(payload)
 
 
 def sniff_format(data: bytes) -> str:

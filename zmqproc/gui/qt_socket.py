@@ -10,7 +10,6 @@ thread blocking on ``recv``: any Qt application can reuse this class.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, cast
 
 import zmq
@@ -60,10 +59,6 @@ class QZmqSocket(QObject):
     def connect_to(self, endpoint: str) -> None:
         self.socket.connect(endpoint)
         self._schedule_drain(force=True)
-
-    def disconnect_from(self, endpoint: str) -> None:
-        with contextlib.suppress(zmq.ZMQError):  # it was not connected
-            self.socket.disconnect(endpoint)
 
     def send(self, frames: list[Any]) -> bool:
         """Send without blocking and without copies; False if no peer can take it now (retry on ``writable``)."""
