@@ -247,9 +247,6 @@ class PipelineEditor(QWidget):
         self.add_button.setEnabled(bool(ops))
         self._show_params(self.steps_list.currentRow())
 
-    def declaration(self, name: str) -> dict[str, Any] | None:
-        return self._decls.get(name)
-
     def steps(self) -> list[Step]:
         """The steps to send: those switched on, in order."""
         return [e.step for e in self._entries if e.enabled]
