@@ -327,12 +327,7 @@ class Client:
                 while flags & POLLIN and (known or readable(sock)):
                     known = False
                     session.receive(route, [f.buffer for f in recv_frames(sock)], now)
-            for route, tunnel in enumerate(self.tunnels):
-                dealer.tunnel_input(session, route, tunnel, now)
-            session.tick(now)
-            for send in session.sends(now):  # non-blocking: a socket that would block is the session's input
-                if session.blocked(send.route) or not dealer.send(self._links[send.route][0], send.frames):
-                    session.send_failed(send, now)
+            dealer.turn(session, self.tunnels, lambda route, frames: dealer.send(self._links[route][0], frames), now)
             self._fresh = False
             if self.options.max_waiting_bytes is not None:
                 self._room.notify_all()

@@ -1,13 +1,14 @@
 """A client's sockets: the DEALER's options, CURVE, its monitor, and what the monitor and the SSH tunnel tell the session.
 
-Shared by :class:`zmqproc.client.Client` and :class:`zmqproc.gui.qt_client.QtClient`, so both configure and read their
-sockets alike; neither decides anything from what they see: every event becomes an input of the
+Shared by :class:`zmqproc.client.Client` and :class:`zmqproc.gui.qt_client.QtClient`, so both configure, read and
+turn their sockets alike; neither decides anything from what they see: every event becomes an input of the
 :class:`~zmqproc.session.ClientSession`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -98,3 +99,17 @@ def tunnel_input(session: ClientSession, route: int, tunnel: Tunnel, now: float)
         session.tunnel(route, TUNNEL_RECONNECTING if tunnel.state == TUNNEL_RECONNECTING else TUNNEL_FAILED, now, why)
         return
     session.tunnel(route, TUNNEL_OPEN, now)
+
+
+def turn(session: ClientSession, tunnels: Sequence[Tunnel], send: Callable[[int, list[Any]], bool], now: float) -> None:
+    """A driver's turn once the sockets are read: the tunnels' states in, time passes, the session's sends out.
+
+    ``send(route, frames)`` is False when that socket would block; such a send, and any on a route known to block,
+    goes back to the session, which waits for the route to be writable.
+    """
+    for route, tunnel in enumerate(tunnels):
+        tunnel_input(session, route, tunnel, now)
+    session.tick(now)
+    for out in session.sends(now):
+        if session.blocked(out.route) or not send(out.route, out.frames):
+            session.send_failed(out, now)

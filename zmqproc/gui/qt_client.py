@@ -171,13 +171,7 @@ class QtClient(QObject):
         """Let time pass, send what the session says, emit what it decided, and set the timer to its next wakeup."""
         session = self._session
         try:
-            now = time.monotonic()
-            for route, tunnel in enumerate(self._tunnels):
-                dealer.tunnel_input(session, route, tunnel, now)
-            session.tick(now)
-            for send in session.sends(now):
-                if session.blocked(send.route) or not self._links[send.route][0].send(send.frames):
-                    session.send_failed(send, now)
+            dealer.turn(session, self._tunnels, lambda route, frames: self._links[route][0].send(frames), time.monotonic())
         except Exception:
             log.exception("the client session failed a turn")
         finally:
