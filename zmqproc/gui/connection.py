@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -179,16 +180,11 @@ class ConnectionDialog(QDialog):
         self.ssh_key.setPlaceholderText("optional: a private key file (its passphrase is asked when needed)")
         self.known_hosts = QLineEdit(settings.known_hosts)
         self.known_hosts.setPlaceholderText("~/.ssh/known_hosts")
-        browse = QPushButton("…")
-        browse.clicked.connect(self._browse_key)
-        key_row = QHBoxLayout()
-        key_row.addWidget(self.ssh_key, 1)
-        key_row.addWidget(browse)
         ssh_form = QFormLayout(self.ssh_box)
         ssh_form.addRow("Host", self.ssh_host)
         ssh_form.addRow("User", self.ssh_user)
         ssh_form.addRow("Port", self.ssh_port)
-        ssh_form.addRow("Key file", key_row)
+        ssh_form.addRow("Key file", self._with_browse(self.ssh_key, "SSH private key", os.path.expanduser("~/.ssh")))
         ssh_form.addRow("Known hosts", self.known_hosts)
         self.curve_box = QGroupBox("CURVE encryption and authentication (zmqproc keygen makes the keys)")
         self.curve_server_key = QLineEdit(settings.curve_server_key)
@@ -264,20 +260,16 @@ class ConnectionDialog(QDialog):
         self.test_button.setEnabled(True)
         self.test_result.setText(result if error is None else explain(error))
 
-    def _with_browse(self, edit: QLineEdit, title: str) -> QHBoxLayout:
+    def _with_browse(self, edit: QLineEdit, title: str, start: str = "") -> QHBoxLayout:
+        """``edit`` with a "…" button that picks a file into it (the dialog opens at its path, else at ``start``)."""
         button = QPushButton("…")
-        button.clicked.connect(lambda: self._browse_into(edit, title))
+        button.clicked.connect(lambda: self._browse_into(edit, title, start))
         row = QHBoxLayout()
         row.addWidget(edit, 1)
         row.addWidget(button)
         return row
 
-    def _browse_into(self, edit: QLineEdit, title: str) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, title, edit.text())
+    def _browse_into(self, edit: QLineEdit, title: str, start: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, title, edit.text() or start)
         if path:
             edit.setText(path)
-
-    def _browse_key(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "SSH private key", self.ssh_key.text() or "~/.ssh")
-        if path:
-            self.ssh_key.setText(path)
