@@ -81,19 +81,24 @@ def result_array(image: np.ndarray | bytes) -> np.ndarray:
     return decoded
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files in ``folder``, by name."""
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def expand_paths(paths: list[str]) -> list[str]:
     """Files as given; a folder stands for the images in it (sorted)."""
     files: list[str] = []
     for path in paths:
         p = Path(path)
-        files += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [path]
+        files += [str(f) for f in images_in(p)] if p.is_dir() else [path]
     return files
 
 
 def neighbour(path: str, step: int) -> str | None:
     """The image ``step`` places after ``path`` in its folder (by name, wrapping around); None if it is the only one."""
     p = Path(path)
-    folder = sorted(f for f in p.parent.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if p.parent.is_dir() else []
+    folder = images_in(p.parent) if p.parent.is_dir() else []
     if p not in folder or len(folder) < 2:
         return None
     return str(folder[(folder.index(p) + step) % len(folder)])
