@@ -24,3 +24,26 @@ def tiff_claiming(width: int, height: int, pixels: np.ndarray | None = None) -> 
         if value is not None:
             data[entry + 8 : entry + 12] = struct.pack("<I", value) if kind == 4 else struct.pack("<HH", min(value, 65535), 0)
     return bytes(data)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose IHDR claims ``width`` x ``height`` (CRC fixed): 100000 x 100000 is 30 GB decoded."""
+    import zlib
+
+    data = bytearray(cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def client_side_files() -> dict[str, tuple[bytes, str]]:
+    """Broken files a user may open or send, each with the words the client answers them with."""
+    good = cv2.imencode(".png", np.full((64, 64, 3), 7, np.uint8))[1].tobytes()
+    return {
+        "empty.jpg": (b"", "it is empty"),
+        "text.png": (b"hello, not an image", "it is not a png, jpeg, webp, bmp or tiff file"),
+        "header-cut.png": (good[:20], "it is not a readable png file"),
+        "truncated.png": (good[: len(good) // 2], "truncated or corrupt"),
+        "bomb.png": (png_claiming(100_000, 100_000), "100000x100000 = 10000000000 pixels"),
+        "float64.tiff": (cv2.imencode(".tiff", np.zeros((6, 5, 4), np.float64))[1].tobytes(), "64-bit float samples"),
+    }

@@ -144,6 +144,17 @@ def test_missing_input_and_unreadable_input(endpoint, tmp_path):
     assert "not a png" in out.stderr
 
 
+@pytest.mark.parametrize("name", ["empty.jpg", "header-cut.png", "bomb.png", "float64.tiff"])
+def test_a_broken_or_bomb_input_is_one_line_before_anything_is_sent(endpoint, tmp_path, name):
+    from tests.hostile import client_side_files
+
+    data, words = client_side_files()[name]
+    (tmp_path / name).write_bytes(data)
+    out = zmqproc("process", str(tmp_path / name), "-o", str(tmp_path / "o.png"), "--server", endpoint)
+    assert_one_clear_line(out)
+    assert f"{name}: {words}" in out.stderr or words in out.stderr
+
+
 def test_no_server_is_one_line_after_the_timeout():
     out = zmqproc("ping", "--server", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5")
     assert_one_clear_line(out)

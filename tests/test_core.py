@@ -158,13 +158,34 @@ def test_cancel_of_queued_and_of_running_work_of_the_same_client_only():
     assert core.stats(0.2)["in_flight"] == 0
 
 
-def test_a_dead_worker_answers_its_job_internal():
-    core = make_core()
+def test_a_job_whose_worker_dies_starts_again_first_and_is_given_up_at_the_second_death():
+    core = make_core(workers=1)
     core.receive(A, request("poison", ops=[HEAVY]), 0.0)
+    core.receive(B, request("next", ops=[HEAVY]), 0.0)
     (start,) = core.pump(0.0, idle_workers=1)
-    (reply,) = replies(core.worker_died(start.job, -9, 1.0))
-    assert code(reply) == "internal" and "signal 9" in reply["error"]["message"] and "OOM" in reply["error"]["message"]
-    assert core.worker_died(None, 1, 1.0) == [], "an idle worker's death answers nothing"
+    assert core.worker_died(start.job, -9, 1.0) == [], "the first death costs the job nothing: it starts again"
+    (again,) = core.pump(1.0, idle_workers=1)
+    assert again == start, "ahead of the job that was queued before it died, with the same pixels"
+    (reply,) = replies(core.worker_died(again.job, -9, 2.0))
+    assert code(reply) == "internal" and reply["id"] == "poison"
+    assert "died 2 times" in reply["error"]["message"] and "OOM" in reply["error"]["message"]
+    assert core.stats(2.0)["restarted_jobs"] == 1 and core.stats(2.0)["workers_died"] == 2
+    (following,) = core.pump(2.0, idle_workers=1)
+    assert following.job != start.job
+    assert core.worker_died(None, 1, 3.0) == [], "an idle worker's death answers nothing"
+
+
+def test_a_job_that_never_reached_its_dead_worker_is_not_blamed():
+    core = make_core()
+    core.receive(A, request("unlucky", ops=[HEAVY]), 0.0)
+    for now in (1.0, 2.0, 3.0):  # its worker was already gone when it was handed over: a broken pipe
+        (start,) = core.pump(now, idle_workers=1)
+        assert core.worker_died(start.job, -9, now, delivered=False) == []
+    (start,) = core.pump(4.0, idle_workers=1)
+    assert core.worker_died(start.job, -9, 4.0) == [], "one death it was running for: it starts again"
+    (start,) = core.pump(5.0, idle_workers=1)
+    (reply,) = replies(core.finished(start.job, work.run(start.spec, start.payload), 5.5))
+    assert code(reply) == "ok"
 
 
 def test_an_op_that_raises_is_internal():

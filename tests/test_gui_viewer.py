@@ -86,6 +86,21 @@ def test_save_adds_the_chosen_formats_suffix_and_writes_tiff_and_bmp(qtbot, wind
         assert np.array_equal(cv2.imread(str(tmp_path / name)), 255 - load_image("coffee.png"))
 
 
+def test_broken_empty_and_bomb_files_are_refused_in_words_at_once(qtbot, window, tmp_path):
+    import time
+
+    from tests.hostile import client_side_files
+
+    window.open_files([str(IMAGES / "coffee.png")])
+    for name, (data, words) in client_side_files().items():
+        (tmp_path / name).write_bytes(data)
+        started = time.monotonic()
+        window.open_files([str(tmp_path / name)])
+        assert window.notice.text().startswith(f"Cannot open {name}: ") and words in window.notice.text()
+        assert time.monotonic() - started < 2, "sized from the header, never decoded as claimed"
+    assert window.original is not None and window.path == str(IMAGES / "coffee.png"), "the open image stays"
+
+
 def test_words_a_user_reads_name_no_library_no_path_twice_no_byte_count(qtbot, window, tmp_path):
     from zmqproc.errors import ServerCrashed, TooLarge
     from zmqproc.gui.messages import explain
@@ -93,7 +108,7 @@ def test_words_a_user_reads_name_no_library_no_path_twice_no_byte_count(qtbot, w
     fake = tmp_path / "fake.png"
     fake.write_text("not an image")
     window.open_files([str(fake)])
-    assert window.notice.text() == "Cannot open fake.png: it is not an image file the viewer can read (png, jpeg, bmp, tiff or webp)."
+    assert window.notice.text() == "Cannot open fake.png: it is not a png, jpeg, webp, bmp or tiff file."
     pixels = TooLarge.over("pixels", 45_000_000, 40_000_000, "image is 9000x5000 = 45000000 pixels, the limit is 40000000")
     assert (
         explain(pixels)

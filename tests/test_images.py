@@ -8,11 +8,13 @@ import pytest
 
 from zmqproc.errors import BadParams, DecodeFailed, TooLarge
 from zmqproc.images import (
+    MAX_CLIENT_PIXELS,
     MAX_JPEG_SCANS,
     ImageDescriptor,
     decode_image,
     decoded_geometry,
     describe_array,
+    describe_file,
     encode_image,
     sniff_format,
 )
@@ -125,3 +127,16 @@ def test_describe_array_copies_only_non_contiguous_arrays():
         describe_array(np.zeros((4, 4), np.int64))
     with pytest.raises(ValueError):
         describe_array(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_describe_file_sizes_a_file_by_the_servers_rule_before_anything_is_decoded():
+    from tests.hostile import client_side_files
+
+    png = cv2.imencode(".png", np.zeros((5, 7), np.uint16))[1].tobytes()
+    assert describe_file(png, 35) == ImageDescriptor("png", "uint16", (5, 7, 1))
+    with pytest.raises(TooLarge, match="7x5 = 35 pixels, the limit is 34"):
+        describe_file(png, 34)
+    for name, (data, words) in client_side_files().items():
+        if name != "truncated.png":  # its header is whole: only decoding finds the cut
+            with pytest.raises((DecodeFailed, TooLarge), match=words):
+                describe_file(data, MAX_CLIENT_PIXELS)

@@ -98,3 +98,56 @@ def test_a_worker_that_dies_by_itself_is_reported_with_its_job(pool):
         died += next_events(pool)
     assert Died(6, -signal.SIGSEGV) in died and Died(None, -signal.SIGSEGV) in died
     wait_idle(pool, 2)
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("size", [(4, 4, 3), (1200, 1600, 3)], ids=["cached-segments", "new-segments"])
+def test_a_job_given_to_a_worker_already_dead_is_reported_undelivered(pool, size):
+    image = np.zeros(size, np.uint8)
+    for pid in pool.pids():
+        os.kill(pid, signal.SIGKILL)  # between jobs: nothing has noticed yet
+    deadline = time.monotonic() + 10
+    while not all(gone(pid) for pid in pool.pids()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    pool.submit(7, spec(image, Step("invert")), image, image.nbytes)  # the pipe is broken: no exception reaches the caller
+    died: list = []
+    while len(died) < 2:
+        died += next_events(pool)
+    assert Died(7, -signal.SIGKILL, delivered=False) in died and Died(None, -signal.SIGKILL) in died
+    wait_idle(pool, 2)
+    pool.submit(8, spec(image, Step("invert")), image, image.nbytes)
+    (done,) = next_events(pool)
+    assert done.job == 8 and done.outcome.code == "ok"
+
+
+def test_a_segment_is_unmapped_after_a_failed_job_whatever_it_raised(pool):
+    """The reproducer's cause: an error's traceback held a view of the input segment, so the next remap failed."""
+    import cv2
+
+    small = cv2.imencode(".png", np.full((64, 64, 3), 7, np.uint8))[1]
+    broken = small[: len(small) // 2]
+    big = cv2.imencode(".png", np.random.default_rng(4).integers(0, 256, (1500, 2000, 3), dtype=np.uint8))[1]
+    for job, payload, expected in (
+        (1, small, "ok"),
+        (2, broken, "decode_failed"),
+        (3, big, "ok"),
+        (4, broken, "decode_failed"),
+        (5, big, "ok"),
+    ):
+        pool.submit(
+            job, work.Spec.of(ImageDescriptor("png"), ops.validate_pipeline([Step("identity")]), "raw", 10**8), payload, 2000 * 1500 * 3
+        )
+        (done,) = next_events(pool)
+        assert (done.job, done.outcome.code) == (job, expected)
+        if done.segment is not None:
+            done.outcome.result.release()
+            pool.release(done.segment)
+    assert pool.started == 2, "no worker died"

@@ -52,3 +52,14 @@ def test_withdraw_where():
     assert [j.request_id for j in q.withdraw_where(lambda j: j.client == b"a")] == ["1", "3"]
     assert len(q) == 1 and [j.request_id for j in q] == ["2"]
     assert len(q.withdraw_where(lambda _: True)) == 1 and len(q) == 0 and q.take() is None
+
+
+def test_put_first_goes_ahead_of_every_client():
+    q: WorkQueue[J] = WorkQueue()
+    q.put(J(b"a", "1"))
+    q.put(J(b"b", "1"))
+    q.put(J(b"b", "2"))
+    q.put_first(J(b"b", "0"))
+    q.put_first(J(b"c", "0"))
+    order = [(j.client, j.request_id) for j in iter(q.take, None)]
+    assert order == [(b"c", "0"), (b"b", "0"), (b"a", "1"), (b"b", "1"), (b"b", "2")]

@@ -15,8 +15,8 @@ from typing import Any
 from . import samples
 from .client import Client
 from .endpoints import Endpoint
-from .errors import ZmqprocError
-from .images import sniff_format
+from .errors import ProcessingError, ZmqprocError
+from .images import MAX_CLIENT_PIXELS, describe_file
 from .pipeline import parse_step
 from .security import generate_keypair
 
@@ -52,9 +52,9 @@ def _secret(ask: bool, variable: str, prompt: str) -> str | None:
 def cmd_process(args: argparse.Namespace) -> int:
     data = Path(samples.resolve(args.input)).read_bytes()
     try:
-        sniff_format(data[:16])
-    except ValueError as exc:
-        raise UserError(f"{args.input}: {exc}") from None
+        describe_file(data, MAX_CLIENT_PIXELS)
+    except ProcessingError as exc:
+        raise UserError(f"{args.input}: {exc.message}") from None
     steps = [parse_step(text) for text in args.op] or [parse_step("identity")]
     suffix = Path(args.output).suffix.lower()
     with _client(args) as client:

@@ -43,6 +43,7 @@ INLINE_TURN_NS = 2_000_000  # ...and at most this much inline work runs between 
 INLINE_JOB_NS = 30_000  # what any inline job costs beside its ops (header, checks, reply)
 TRACK_MIN_BYTES = 64 * 1024  # replies this large are held (and counted against their client) until libzmq lets go
 SHUTDOWN_GRACE_S = 3.0  # after SIGTERM, running work may finish this long
+WORKER_DEATHS = 2  # a job whose workers died this many times under it is given up (internal); before that it starts again
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ class Job:
     deadline: float | None
     light: bool
     started: float | None = None
+    deaths: int = 0  # workers that died running it
 
 
 @dataclass(slots=True)
@@ -120,6 +122,7 @@ class _Counters:
     started: int = 0
     stopped: int = 0
     workers_died: int = 0
+    restarted: int = 0
 
 
 class ServerCore:
@@ -236,9 +239,8 @@ class ServerCore:
             idle_workers -= 1
             self._begin(job, now)
             self.counters.started += 1
-            assert job.payload is not None
+            assert job.payload is not None  # kept until the job is answered: a job whose worker dies starts again from it
             actions.append(Start(job.id, job.spec, job.payload, job.estimate.reply))
-            job.payload = None  # the pool copies it into shared memory now: the received frame can go
         return actions
 
     def _run_inline(self, job: Job, now: float) -> RunInline:
@@ -327,15 +329,28 @@ class ServerCore:
         self._check_reader(job.client, reader, now)
         return [Send(job.client, frames, job.id, size)]
 
-    def worker_died(self, job_id: int | None, exitcode: int | None, now: float) -> list[Action]:
+    def worker_died(self, job_id: int | None, exitcode: int | None, now: float, delivered: bool = True) -> list[Action]:
+        """A worker ended without answering ``job_id``; ``delivered`` False: the job never reached it (a broken pipe).
+
+        The job starts again on a fresh worker, first in line, unless this is the
+        :data:`WORKER_DEATHS`-th worker that died running it: then it is answered
+        ``internal`` (a poison job cannot kill workers forever).
+        """
         self.counters.workers_died += 1
         job = self._running.get(job_id) if job_id is not None else None
         if job is None:
             return []
         self._end(job)
+        job.deaths += delivered
+        if job.deaths < WORKER_DEATHS:
+            self.counters.restarted += 1
+            job.started = None
+            (self._light if job.light else self._heavy).put_first(job)
+            return []
         how = f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
         cause = " (SIGKILL: perhaps the OOM killer)" if exitcode == -9 else ""
-        return [self._answer(job, InternalError(f"the worker running it died ({how}{cause}); it was replaced"), now)]
+        message = f"the workers running it died {job.deaths} times (last: {how}{cause}); they were replaced, it is given up"
+        return [self._answer(job, InternalError(message), now)]
 
     def reply_released(self, job_id: int, now: float) -> None:
         held = self._held.pop(job_id, None)
@@ -439,6 +454,7 @@ class ServerCore:
             "inline_jobs": c.inline,
             "stopped_jobs": c.stopped,
             "workers_died": c.workers_died,
+            "restarted_jobs": c.restarted,
             "memory": {
                 "budget_bytes": plan.total,
                 "jobs_bytes": plan.jobs,

@@ -51,6 +51,7 @@ def _positive_int(value: object) -> bool:
     return type(value) is int and value > 0
 
 
+MAX_CLIENT_PIXELS = 1 << 28  # the most a client decodes to show or sends as a file (268 Mpx; OpenCV's own ceiling is 1 << 30)
 MAX_JPEG_SCANS = 128  # a progressive JPEG re-decodes the whole image per scan: 6000 empty scans took 28 s of CPU
 
 
@@ -65,16 +66,7 @@ def parse_descriptor(value: object, payload: Any, max_pixels: int) -> ImageDescr
         raise BadRequest("'image' must be a map describing frame 1")
     fmt = value.get("format")
     if fmt in ENCODED_FORMATS:
-        decoded, decoded_dtype = decoded_geometry(fmt, payload)
-        height, width, _ = decoded
-        if width * height > max_pixels:
-            raise TooLarge.over(
-                "pixels",
-                width * height,
-                max_pixels,
-                f"{fmt} image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}",
-            )
-        return ImageDescriptor(fmt, decoded_dtype, decoded)
+        return _sized(fmt, payload, max_pixels)
     if fmt != "raw":
         raise BadRequest(f"image format must be one of {', '.join(FORMATS)}")
     dtype, shape = value.get("dtype"), value.get("shape")
@@ -93,7 +85,29 @@ def parse_descriptor(value: object, payload: Any, max_pixels: int) -> ImageDescr
     return ImageDescriptor("raw", dtype, tuple(shape))
 
 
-def decoded_geometry(fmt: str, data: Any) -> tuple[tuple[int, int, int], str]:
+def describe_file(data: Any, max_pixels: int) -> ImageDescriptor:
+    """An image file's format and what it decodes to, from its header alone: how a client checks a file before it decodes
+    or sends it, by the rule the server applies before decoding (DecodeFailed: not an accepted image file, or a broken
+    header; TooLarge: over ``max_pixels``)."""
+    head = bytes(memoryview(data).cast("B")[:16])
+    try:
+        fmt = sniff_format(head)
+    except ValueError as exc:
+        raise DecodeFailed(f"it is {exc}" if head else "it is empty") from None
+    return _sized(fmt, data, max_pixels, "it")
+
+
+def _sized(fmt: str, payload: Any, max_pixels: int, what: str = "frame 1") -> ImageDescriptor:
+    decoded, decoded_dtype = decoded_geometry(fmt, payload, what)
+    height, width, _ = decoded
+    if width * height > max_pixels:
+        raise TooLarge.over(
+            "pixels", width * height, max_pixels, f"{fmt} image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}"
+        )
+    return ImageDescriptor(fmt, decoded_dtype, decoded)
+
+
+def decoded_geometry(fmt: str, data: Any, what: str = "frame 1") -> tuple[tuple[int, int, int], str]:
     """((height, width, channels), dtype) that OpenCV's decoder will make of an encoded file, from its header alone.
 
     ``channels`` is an upper bound where the header leaves it open (a PNG
@@ -115,7 +129,7 @@ def decoded_geometry(fmt: str, data: Any) -> tuple[tuple[int, int, int], str]:
             return _jpeg_geometry(view)
         return _tiff_geometry(view)
     except (ValueError, struct.error, IndexError):
-        raise DecodeFailed(f"frame 1 is not a readable {fmt} file") from None
+        raise DecodeFailed(f"{what} is not a readable {fmt} file") from None
 
 
 def _png_geometry(head: bytes) -> tuple[tuple[int, int, int], str]:
@@ -210,7 +224,7 @@ def _tiff_geometry(view: memoryview) -> tuple[tuple[int, int, int], str]:
     if dtype is None or samples > 4:
         kind = {1: "unsigned", 2: "signed", 3: "float"}.get(sample_format, f"format-{sample_format}")
         raise DecodeFailed(
-            f"tiff with {samples} x {bits}-bit {kind} samples, refused before decoding: this server takes 1-16 bit unsigned "
+            f"tiff with {samples} x {bits}-bit {kind} samples, refused before decoding: zmqproc takes 1-16 bit unsigned "
             "or 32-bit float samples (uint8, uint16, float32), at most 4 a pixel"
         )
     channels = 3 if tags.get(262) == 3 else {1: 1, 2: 4, 3: 3, 4: 4}[samples]  # palette: BGR; grey+alpha: BGRA

@@ -11,18 +11,24 @@ copy, and the segment is reused once libzmq has let go of it (:meth:`release`).
 
 Nothing here decides: the server core says what to start and what to stop; the
 pool reports what finished and which worker died (:meth:`events`). It never
-blocks on a worker.
+blocks on a worker, and no fault of a worker reaches its caller: a worker that
+dies, or whose pipe breaks, at any moment (starting, being given a job or a
+segment, running, answering) is reported once as :class:`Died` and replaced.
+A worker dies with the forkserver it was forked from, and the forkserver with
+the server, so a killed server leaves no worker computing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import gc
 import logging
 import mmap
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
+import time
 from dataclasses import dataclass
 from multiprocessing import reduction
 from typing import Any
@@ -30,13 +36,15 @@ from typing import Any
 import numpy as np
 
 from . import plugins, work
-from .errors import error_from_wire
+from .errors import InternalError, error_from_wire
 
 log = logging.getLogger("zmqproc.pool")
 
 CACHE_MAX_BYTES = 8 << 20  # a segment up to this size is kept for the next job (a 1080p BGR frame is 6.2 MB); larger ones go
 SPARE_OUTPUTS = 2  # free output segments kept per worker (one may still be on its way to a client)
 MIN_SEGMENT = 64 * 1024
+RESPAWN_DELAY_S = 0.1  # a worker that could not be started is tried again this much later
+PR_SET_PDEATHSIG = 1
 
 
 def tune_malloc() -> None:
@@ -53,7 +61,31 @@ def tune_malloc() -> None:
 # -- the worker process ----------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """SIGKILL this process when its parent (the forkserver) ends: a worker never outlives the server it works for.
+
+    The forkserver ends when the last holder of its "alive" pipe's write end does;
+    multiprocessing hands that end to every child (so that it could fork more), and
+    a worker holding it would keep its forkserver, and so itself, alive forever
+    after the server died. A worker forks nothing: it lets go of it.
+    """
+    from multiprocessing import forkserver
+
+    server: Any = forkserver._forkserver  # a private attribute of multiprocessing (3.8-3.13); test_worker_faults holds it
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    parent = os.getppid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it ended before the request took effect
+        os._exit(1)
+
+
 def _worker_main(conn: multiprocessing.connection.Connection, opencv_threads: int) -> None:
+    _die_with_parent()
     import cv2
 
     tune_malloc()
@@ -71,10 +103,22 @@ def _worker_main(conn: multiprocessing.connection.Connection, opencv_threads: in
             segments[seg_id] = mmap.mmap(fd, size)
             os.close(fd)
         elif message[0] == "unmap":
-            segments.pop(message[1]).close()
+            _unmap(segments.pop(message[1]))
         else:
             _, job_id, spec, in_id, in_len, out_id, out_size = message
             conn.send(("done", job_id, *_run(spec, memoryview(segments[in_id])[:in_len].toreadonly(), segments[out_id], out_size)))
+
+
+def _unmap(segment: mmap.mmap) -> None:
+    """Unmap now if nothing views the segment any more; else (an op kept a view) when the last view goes."""
+    try:
+        segment.close()
+    except BufferError:
+        gc.collect()  # a view held only by a reference cycle
+        try:
+            segment.close()
+        except BufferError:
+            log.warning("a view of a finished job's pixels is still held (by an op?): unmapped when it is let go")
 
 
 def _run(spec: work.Spec, payload: memoryview, out: mmap.mmap, out_size: int) -> tuple[Any, ...]:
@@ -102,17 +146,24 @@ class Segment:
     def __init__(self, seg_id: int, size: int) -> None:
         self.id, self.size = seg_id, size
         self.fd = os.memfd_create(f"zmqproc-{seg_id}", os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, size)
-        self.mm = mmap.mmap(self.fd, size)
+        try:
+            os.ftruncate(self.fd, size)
+            self.mm = mmap.mmap(self.fd, size)
+        except OSError:
+            os.close(self.fd)
+            raise
         self.sending = False
 
     def close(self) -> bool:
-        """Unmap; False while a reply frame still exports the buffer (try again later)."""
+        """Unmap and close (once; again is a no-op); False while a reply frame still exports the buffer (try again later)."""
+        if self.fd < 0:
+            return True
         try:
             self.mm.close()
         except BufferError:
             return False
         os.close(self.fd)
+        self.fd = -1
         return True
 
 
@@ -127,10 +178,14 @@ class Finished:
 
 @dataclass(slots=True)
 class Died:
-    """The worker running ``job`` (None: an idle one) ended without answering; ``exitcode`` is -N for signal N."""
+    """The worker holding ``job`` (None: an idle one) ended without answering; ``exitcode`` is -N for signal N.
+
+    ``delivered`` False: its pipe was already broken when the job was given, so the job never ran.
+    """
 
     job: int | None
     exitcode: int | None
+    delivered: bool = True
 
 
 class _Worker:
@@ -138,7 +193,8 @@ class _Worker:
         self.proc, self.conn = proc, conn
         self.ready = False
         self.job: int | None = None
-        self.killed = False
+        self.delivered = False  # the job's message went down the pipe
+        self.killed = False  # by the pool (a stopped job, or a broken pipe): nothing more is read from it
         self.input: Segment | None = None
         self.outputs: list[Segment] = []
         self.job_output: Segment | None = None
@@ -156,20 +212,40 @@ class WorkerPool:
         os.environ[plugins.WORKER_ENV] = plugins.for_workers()
         self._ctx.set_forkserver_preload(["__main__", "cv2", "zmqproc.pool", "zmqproc.worker_ops"])
         self._workers: list[_Worker] = []
+        self._missing = 0  # workers that could not be started yet
+        self._respawn_at = 0.0
+        self._found: list[Finished | Died] = []  # events met outside events(), reported by the next call
         self._next_segment = 0
         self._closing: list[Segment] = []  # unmapped once their last reply frame is gone
         self.started = 0  # workers started, replacements included
+        self.generation = 0  # changes whenever the set of workers (and so fds()) changes
 
     def start(self) -> None:
-        for _ in range(self.size):
-            self._workers.append(self._spawn())
+        self._missing = self.size
+        self._fill()
 
-    def _spawn(self) -> _Worker:
+    def _fill(self) -> None:
+        while self._missing and time.monotonic() >= self._respawn_at:
+            worker = self._spawn()
+            if worker is None:
+                self._respawn_at = time.monotonic() + RESPAWN_DELAY_S
+                return
+            self._workers.append(worker)
+            self._missing -= 1
+
+    def _spawn(self) -> _Worker | None:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_worker_main, args=(child, self.opencv_threads), name="zmqproc-worker", daemon=True)
-        proc.start()
-        child.close()
+        try:
+            proc.start()
+        except Exception as exc:  # the forkserver is gone or going (multiprocessing starts a new one next time)
+            log.warning("a worker could not be started (%s: %s); trying again", type(exc).__name__, exc)
+            parent.close()
+            return None
+        finally:
+            child.close()
         self.started += 1
+        self.generation += 1
         return _Worker(proc, parent)
 
     def pids(self) -> list[int]:
@@ -179,31 +255,46 @@ class WorkerPool:
         """What to poll: each worker's pipe and its process sentinel."""
         return [fd for w in self._workers for fd in (w.conn.fileno(), w.proc.sentinel)]
 
+    def due_in(self) -> float | None:
+        """Seconds until :meth:`events` has something to report or do although no worker's descriptor is ready (None: never)."""
+        if self._found:
+            return 0.0
+        return max(0.0, self._respawn_at - time.monotonic()) if self._missing else None
+
     def idle(self) -> int:
         return sum(1 for w in self._workers if w.ready and w.job is None)
 
     def submit(self, job: int, spec: work.Spec, payload: Any, reply_bytes: int) -> None:
         """Copy ``payload`` into an idle worker's input segment and start ``job`` there (call only while :meth:`idle`)."""
         worker = next(w for w in self._workers if w.ready and w.job is None)
+        worker.job, worker.delivered = job, False
         data = memoryview(payload).cast("B")
-        if worker.input is None or worker.input.size < len(data):
-            self._unmap(worker, worker.input)
-            worker.input = self._map(worker, max(MIN_SEGMENT, len(data)))
-        worker.input.mm[: len(data)] = data
-        out = next((s for s in worker.outputs if not s.sending and s.size >= reply_bytes), None)
-        if out is None:
-            out = self._map(worker, max(MIN_SEGMENT, reply_bytes))
-            worker.outputs.append(out)
-        worker.job, worker.job_output = job, out
-        with contextlib.suppress(OSError):  # it died since the last events(): the next one reports the job's worker dead
-            worker.conn.send(("job", job, spec, worker.input.id, len(data), out.id, out.size))
+        try:
+            if worker.input is None or worker.input.size < len(data):
+                self._unmap(worker, worker.input)
+                worker.input = self._map(worker, max(MIN_SEGMENT, len(data)))
+                if worker.input is None:
+                    return
+            worker.input.mm[: len(data)] = data
+            out = next((s for s in worker.outputs if not s.sending and s.size >= reply_bytes), None)
+            if out is None:
+                out = self._map(worker, max(MIN_SEGMENT, reply_bytes))
+                if out is None:
+                    return
+                worker.outputs.append(out)
+        except OSError as exc:  # memfd_create, ftruncate or mmap: no memory or descriptors for a segment
+            worker.job = None
+            error = InternalError(f"the server could not make shared memory for it ({exc.strerror}); it keeps serving")
+            self._found.append(Finished(job, work.Outcome(error.code, error=error)))
+            return
+        worker.job_output = out
+        worker.delivered = self._tell(worker, ("job", job, spec, worker.input.id, len(data), out.id, out.size))
 
     def kill(self, job: int) -> None:
         """Stop ``job`` now: SIGKILL its worker (replaced once reaped by :meth:`events`)."""
         for worker in self._workers:
-            if worker.job == job and not worker.killed:
-                worker.killed = True
-                worker.proc.kill()
+            if worker.job == job:
+                self._drop(worker)
 
     def release(self, segment: Segment) -> None:
         """libzmq has let go of a reply sent from ``segment``: it may take the next job's result."""
@@ -215,22 +306,27 @@ class WorkerPool:
             self._trim(owner)
 
     def events(self) -> list[Finished | Died]:
-        """What the workers did since the last call (never blocks)."""
-        found: list[Finished | Died] = []
-        for i, worker in enumerate(self._workers):
+        """What the workers did since the last call (never blocks, never raises for a worker's fault)."""
+        found, self._found = self._found, []
+        alive = []
+        for worker in self._workers:
             while not worker.killed and worker.conn.poll(0):
                 try:
                     message = worker.conn.recv()
-                except (EOFError, OSError):
+                except Exception:  # EOF, a reset, or half a message: it died while answering
+                    self._drop(worker)
                     break
                 if message[0] == "ready":
                     worker.ready = True
                 else:
                     found.append(self._finished(worker, message))
-            if worker.proc.exitcode is not None or (worker.killed and not worker.proc.is_alive()):
-                if not worker.killed or worker.job is not None:
-                    found.append(Died(worker.job, worker.proc.exitcode))
-                self._replace(i)
+            if worker.proc.exitcode is None:
+                alive.append(worker)
+                continue
+            found.append(Died(worker.job, worker.proc.exitcode, worker.job is None or worker.delivered))
+            self._bury(worker)
+        self._workers = alive
+        self._fill()
         self._closing = [s for s in self._closing if not s.close()]
         return found
 
@@ -248,25 +344,45 @@ class WorkerPool:
         out.sending = True
         return Finished(job, work.Outcome("ok", fields_or_error, memoryview(out.mm)[:value]), out)
 
-    def _replace(self, i: int) -> None:
-        old = self._workers[i]
-        old.proc.join(0)
-        old.conn.close()
-        for segment in [old.input, *old.outputs]:
+    def _tell(self, worker: _Worker, message: tuple[Any, ...], fd: int | None = None) -> bool:
+        """Send ``message`` (and ``fd``) down the worker's pipe; False (and the worker dropped) if the pipe is broken."""
+        try:
+            worker.conn.send(message)
+            if fd is not None:
+                reduction.send_handle(worker.conn, fd, worker.proc.pid)
+        except (OSError, EOFError):  # BrokenPipeError, ConnectionResetError: it died, or is dying
+            self._drop(worker)
+            return False
+        return True
+
+    def _drop(self, worker: _Worker) -> None:
+        """SIGKILL a worker whose job is stopped or whose pipe broke; :meth:`events` reports and replaces it once reaped."""
+        if not worker.killed:
+            worker.killed = True
+            worker.proc.kill()
+
+    def _bury(self, worker: _Worker) -> None:
+        """A reaped worker's pipe and segments go; a replacement is started by :meth:`_fill`."""
+        worker.proc.join(0)
+        worker.conn.close()
+        for segment in [worker.input, *worker.outputs]:
             if segment is not None:
                 self._retire(segment)
-        self._workers[i] = self._spawn()
+        self._missing += 1
+        self.generation += 1
 
-    def _map(self, worker: _Worker, size: int) -> Segment:
+    def _map(self, worker: _Worker, size: int) -> Segment | None:
+        """A new segment mapped in ``worker`` too; None if the worker turned out to be gone (it is dropped)."""
         self._next_segment += 1
         segment = Segment(self._next_segment, size)
-        worker.conn.send(("map", segment.id, size))
-        reduction.send_handle(worker.conn, segment.fd, worker.proc.pid)
+        if not self._tell(worker, ("map", segment.id, size), segment.fd):
+            segment.close()
+            return None
         return segment
 
     def _unmap(self, worker: _Worker, segment: Segment | None) -> None:
         if segment is not None:
-            worker.conn.send(("unmap", segment.id))
+            self._tell(worker, ("unmap", segment.id))
             self._retire(segment)
 
     def _retire(self, segment: Segment) -> None:

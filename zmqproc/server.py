@@ -171,13 +171,13 @@ class Server:
 
     def _loop(self, core: ServerCore, router: zmq.Socket, pool: WorkerPool) -> None:
         items: list[tuple[Any, int]] = []
-        spawned = -1
+        generation = -1
         next_summary = time.monotonic() + SUMMARY_INTERVAL_S
         stopped_at = 0.0
         while True:
-            if pool.started != spawned:  # a worker was replaced: poll the new one's pipe and sentinel
-                items, spawned = [(router, POLLIN), *((fd, POLLIN) for fd in pool.fds())], pool.started
-            ready = zmq.zmq_poll(items, self._poll_ms(core))
+            if pool.generation != generation:  # a worker was replaced: poll the new one's pipe and sentinel
+                items, generation = [(router, POLLIN), *((fd, POLLIN) for fd in pool.fds())], pool.generation
+            ready = zmq.zmq_poll(items, self._poll_ms(core, pool))
             now = time.monotonic()
             if self._stop.is_set() and not stopped_at:
                 stopped_at = now
@@ -185,11 +185,11 @@ class Server:
                 self._act(core, router, pool, core.shutdown(now))
             if self._held:
                 self._check_held(core, pool, now)
-            workers_ready = any(socket is not router for socket, _ in ready)
+            workers_ready = pool.due_in() == 0.0 or any(socket is not router for socket, _ in ready)
             for event in pool.events() if workers_ready else ():
                 if isinstance(event, Died):
-                    log.warning("a worker died (exit code %s) running job %s; replaced", event.exitcode, event.job)
-                    self._act(core, router, pool, core.worker_died(event.job, event.exitcode, now))
+                    log.warning("a worker died (exit code %s) holding job %s; replaced", event.exitcode, event.job)
+                    self._act(core, router, pool, core.worker_died(event.job, event.exitcode, now, event.delivered))
                     continue
                 if event.outcome.traceback:
                     self._tracebacks(str(event.job), event.outcome.traceback, now)
@@ -209,11 +209,12 @@ class Server:
             if stopped_at and ((core.done() and not self._held) or now - stopped_at >= EXIT_LIMIT_S):
                 return
 
-    def _poll_ms(self, core: ServerCore) -> int:
+    def _poll_ms(self, core: ServerCore, pool: WorkerPool) -> int:
         if core.busy() or self._stop.is_set() and core.stopping_since is None:
             return 0
         wake = core.next_wakeup(time.monotonic())
-        ms = IDLE_POLL_MS if wake is None else min(IDLE_POLL_MS, int(wake * 1000) + 1)
+        due = pool.due_in()
+        ms = min([IDLE_POLL_MS, *(int(s * 1000) + 1 for s in (wake, due) if s is not None)])
         return min(ms, TRACKING_POLL_MS) if self._held else ms
 
     def _act(self, core: ServerCore, router: zmq.Socket, pool: WorkerPool, actions: list[Any]) -> None:

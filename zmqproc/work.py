@@ -5,7 +5,9 @@ through shared memory, see :mod:`zmqproc.pool`); ops are named, not pickled, and
 found in the worker's own registry. :func:`run` never raises: its
 :class:`Outcome` is either the reply's fields and result, or a typed error (an
 unexpected exception becomes ``internal`` with its traceback, for the server's
-rate-limited log).
+rate-limited log). An error comes back without its traceback: the traceback's
+frames hold the job's pixels, which in a worker are a view of shared memory that
+must be unmapped when the job ends.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def run(spec: Spec, payload: Any) -> Outcome:
                 fields["result_kinds"] = kinds
         return Outcome("ok", fields, data)
     except ProcessingError as err:
+        err.__traceback__ = err.__context__ = err.__cause__ = None
         return Outcome(err.code, error=err)
     except Exception as exc:
         bug = InternalError(f"{type(exc).__name__} inside the server (logged); it keeps serving")

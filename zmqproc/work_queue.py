@@ -44,6 +44,17 @@ class WorkQueue(Generic[J]):
         mine.append(job)
         self._size += 1
 
+    def put_first(self, job: J) -> None:
+        """Queue ``job`` ahead of everything (work that was started and must start again)."""
+        mine = self._by_client.get(job.client)
+        if mine is None:
+            mine = self._by_client[job.client] = deque()
+        else:
+            self._turns.remove(job.client)
+        self._turns.appendleft(job.client)
+        mine.appendleft(job)
+        self._size += 1
+
     def take(self, ready: Callable[[J], bool] = lambda _: True) -> J | None:
         """The first client's oldest job, round-robin; a client whose oldest job is not ``ready`` keeps its turn for later."""
         for _ in range(len(self._turns)):

@@ -34,7 +34,8 @@ from PySide6.QtWidgets import (
 )
 
 from .. import samples
-from ..images import sniff_format
+from ..errors import ProcessingError
+from ..images import MAX_CLIENT_PIXELS, describe_file, sniff_format
 from ..pipeline import to_text
 from .batch_panel import BatchPanel
 from .compare import CompareView
@@ -61,15 +62,32 @@ DRAWN_KINDS = ("boxes", "points", "polygons")
 
 
 def read_image(path: str) -> np.ndarray:
-    """Decode an image file as OpenCV does (8-bit BGR; gray stays gray); ValueError in words for anything else."""
+    """Decode an image file as OpenCV does (8-bit BGR; gray stays gray); ValueError in words for anything else.
+
+    The file is sized from its header first (the server's rule), so an empty,
+    broken or bomb file costs neither the memory nor the time it claims.
+    """
+    data = read_file(path)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR)
+    except cv2.error:
+        image = None
+    if image is None:
+        raise ValueError("it is truncated or corrupt: OpenCV cannot decode it")
+    return image
+
+
+def read_file(path: str) -> np.ndarray:
+    """An image file's bytes, checked by :func:`describe_file` (ValueError in words)."""
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise ValueError(exc.strerror or "the file cannot be read") from None
-    image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR)
-    if image is None:
-        raise ValueError("it is not an image file the viewer can read (png, jpeg, bmp, tiff or webp)")
-    return image
+    try:
+        describe_file(data, MAX_CLIENT_PIXELS)
+    except ProcessingError as exc:
+        raise ValueError(exc.message) from None
+    return data
 
 
 def result_array(image: np.ndarray | bytes) -> np.ndarray:
@@ -493,9 +511,7 @@ class MainWindow(QMainWindow):
             return read_image(path) if image is None else image
         if image is not None and self.original_in_memory:
             return bytes(cv2.imencode(".png", image)[1])
-        data = Path(path).read_bytes()
-        sniff_format(data[:16])
-        return data
+        return read_file(path).tobytes()
 
     def process(self, live: bool = False) -> None:
         """Send the original through the pipeline; a job in flight is superseded (cancelled, its reply ignored)."""
