@@ -25,7 +25,7 @@ DOCKER_RUN_FLAGS = --read-only --tmpfs /tmp:rw,nosuid,nodev,noexec,size=16m --ca
   --log-driver json-file --log-opt max-size=10m --log-opt max-file=3
 
 .PHONY: install test run run-server run-server-local lint wheel-check bench bench-peers bench-ssh bench-docker clean wheels docker-build docker-test \
-  docker-run-flags
+  docker-run-flags fuzz soak
 
 install: $(VENV)/.installed
 
@@ -94,6 +94,15 @@ bench-ssh: install  # needs root and openssh-server (an sshd is started on a loo
 
 bench-docker: install docker-build  # a server process vs the container (published port, host network)
 	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/docker.py --image $(IMAGE)
+
+SECONDS ?= 600
+fuzz: install  # mutated files of every format among valid 12 MP ones, 8 in flight, at a server with --max-memory 600M --job-timeout 5
+	flock /tmp/zmqproc-bench.lock $(BIN)/python scripts/fuzz.py --spawn --seconds $(SECONDS) --seed $${SEED:-0} \
+	  --max-tree-mib 700 --max-ping-ms 100
+
+soak: install  # the same mix at a server with default settings; its RSS, descriptors and threads printed every 5 s
+	flock /tmp/zmqproc-bench.lock $(BIN)/python scripts/fuzz.py --spawn --server-args "" --seconds $(SECONDS) --sample-s 5 \
+	  --json build/soak.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

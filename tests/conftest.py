@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -62,6 +64,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         ]
         parts += [f"{counts['other']} others (see -rs)"] if counts["other"] else []
         terminalreporter.write_line("skipped: " + "; ".join(parts), yellow=True)
+
+
+def load_script(name: str) -> Any:
+    """A script of scripts/ as a module (they are not a package: they stand alone, without zmqproc)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "the condition") -> None:

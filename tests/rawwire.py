@@ -55,28 +55,3 @@ def process_header(request_id: str, shape: list[int], pipeline: list[dict[str, A
         "image": {"format": "raw", "dtype": "uint8", "shape": shape},
         **extra,
     }
-
-
-class PoliteDealer(RawDealer):
-    """A raw DEALER that follows the credit contract (docs/protocol.md, Flow control), so a healthy server never says busy."""
-
-    def __init__(self, endpoint: str, timeout_ms: int = 60000) -> None:
-        super().__init__(endpoint, timeout_ms)
-        self.outstanding: dict[str, int] = {}  # request id -> payload bytes
-        self.grant: dict[str, int] = {"seq": 0, "requests": 1, "bytes": 0}  # unknown until the first reply: one at a time
-        self.call({"v": 1, "id": "credit?", "kind": "ping"})
-
-    def fits(self, nbytes: int) -> bool:
-        if not self.outstanding:
-            return True
-        return len(self.outstanding) < self.grant["requests"] and sum(self.outstanding.values()) + nbytes <= self.grant["bytes"]
-
-    def submit(self, header: dict[str, Any], payload: bytes) -> None:
-        self.send({**header, "credit_seq": self.grant["seq"]}, payload)
-        self.outstanding[header["id"]] = len(payload)
-
-    def recv(self) -> tuple[dict[str, Any], list[bytes]]:
-        header, frames = super().recv()
-        self.grant = header.get("credit", self.grant)
-        self.outstanding.pop(header["id"], None)
-        return header, frames

@@ -270,3 +270,17 @@ def test_a_failed_send_is_counted_and_releases_what_it_held():
     core.send_failed(send, 0.1)
     stats = core.stats(0.1)
     assert stats["dropped_replies"] == 1 and stats["memory"]["unread_reply_bytes"] == 0
+
+
+def test_a_bug_a_request_meets_is_its_internal_answer_never_the_loops_end(monkeypatch):
+    core = make_core()
+
+    def broken(*_: Any) -> None:
+        raise KeyError(0)  # as _tiff_geometry once did for a TIFF with 0 samples a pixel
+
+    monkeypatch.setattr("zmqproc.core.decode_request", broken)
+    (reply,) = replies(core.receive(A, request("r"), 0.0))
+    assert code(reply) == "internal" and "logged" in reply["error"]["message"]
+    assert len(core.bugs) == 1 and "KeyError: 0" in core.bugs[0]
+    monkeypatch.undo()
+    assert code(replies(core.receive(A, control("ping", "p"), 0.1))[0]) == "ok"

@@ -11,6 +11,7 @@ from zmqproc.images import (
     MAX_CLIENT_PIXELS,
     MAX_JPEG_SCANS,
     ImageDescriptor,
+    check_lengths,
     decode_image,
     decoded_geometry,
     describe_array,
@@ -140,3 +141,29 @@ def test_describe_file_sizes_a_file_by_the_servers_rule_before_anything_is_decod
         if name != "truncated.png":  # its header is whole: only decoding finds the cut
             with pytest.raises((DecodeFailed, TooLarge), match=words):
                 describe_file(data, MAX_CLIENT_PIXELS)
+
+
+def test_a_tiff_with_zero_samples_a_pixel_is_decode_failed_from_its_header():
+    """Found by scripts/fuzz.py: a KeyError here once ended the server's socket loop."""
+    import struct
+
+    data = bytearray(cv2.imencode(".tiff", np.zeros((4, 4, 3), np.uint8))[1].tobytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for i in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack("<H", data[entry : entry + 2])[0] == 277:  # SamplesPerPixel
+            data[entry + 8 : entry + 10] = b"\0\0"
+    with pytest.raises(DecodeFailed, match="not a readable tiff"):
+        decoded_geometry("tiff", bytes(data))
+
+
+def test_a_png_chunk_claiming_more_than_the_file_is_refused_before_opencv_allocates_it():
+    """Found by scripts/fuzz.py: an 18 KB PNG whose IDAT claims 2 GiB cost OpenCV 2 GiB and 4 s."""
+    import struct
+
+    good = cv2.imencode(".png", np.full((64, 64, 3), 9, np.uint8))[1].tobytes()
+    check_lengths("png", good)
+    idat = good.index(b"IDAT") - 4
+    bad = good[:idat] + struct.pack(">I", (1 << 31) - 1) + good[idat + 4 :]
+    with pytest.raises(DecodeFailed, match="claims 2147483647 bytes, past the end"):
+        decode_image(ImageDescriptor("png"), bad)

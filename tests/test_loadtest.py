@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 import zmq.auth
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, load_script
 from tests.rawwire import RawDealer
 
 SCRIPT = ROOT / "scripts" / "loadtest.py"
@@ -22,11 +21,7 @@ WITHOUT_ZMQPROC = (
     f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
 )
 
-spec = importlib.util.spec_from_file_location("loadtest", SCRIPT)
-assert spec and spec.loader
-loadtest = importlib.util.module_from_spec(spec)
-sys.modules["loadtest"] = loadtest  # dataclasses look their module up
-spec.loader.exec_module(loadtest)
+loadtest = load_script("loadtest")
 
 
 def run(tmp_path: Path, *args: str, timeout: float = 60) -> tuple[int, dict[str, Any], str]:

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import load_image, wait_until
-from tests.rawwire import PoliteDealer, RawDealer, process_header, server_stats
+from tests.conftest import load_image, load_script, wait_until
+from tests.rawwire import RawDealer, process_header, server_stats
 
 FORMATS = {
     "png": (".png", []),
@@ -132,7 +132,7 @@ class Load(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        dealer = PoliteDealer(self.endpoint, timeout_ms=60000)
+        dealer = load_script("fuzz").PoliteDealer(self.endpoint, timeout_ms=60000)
         try:
             while not self.stop.is_set() or dealer.outstanding:
                 while not self.stop.is_set() and len(dealer.outstanding) < self.in_flight:
@@ -143,7 +143,7 @@ class Load(threading.Thread):
                     dealer.submit(header(request_id, image, self.rng.choice(["identity", "invert"])), data)
                     self.sent.append(request_id)
                 if dealer.outstanding:
-                    self.replies.append(dealer.recv()[0])
+                    self.replies.append(dealer.recv())
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
         finally:

@@ -25,6 +25,7 @@ deadlines, ``--job-timeout``, ``cancel`` and shutdown stop work and answer it.
 from __future__ import annotations
 
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -147,22 +148,31 @@ class ServerCore:
         self.counters = _Counters()
         self._ops_reply = {"ops": ops.describe()}
         self._started_at = now
+        self.bugs: list[str] = []  # tracebacks of bugs met by requests, taken by the server for its log
 
     # -- requests ---------------------------------------------------------------------------
 
     def receive(self, client: bytes, frames: Sequence[Buffer], now: float) -> list[Action]:
-        """One request message from ``client``: its answer now, or nothing yet (work admitted)."""
+        """One request message from ``client``: its answer now, or nothing yet (work admitted).
+
+        A bug that a request meets here is that request's ``internal`` answer (its
+        traceback in :attr:`bugs`, for the server's rate-limited log), never the
+        end of the loop.
+        """
         self.counters.requests += 1
         self._now = now
+        request_id = None
         try:
             request = decode_request(frames, self.config.limits)
-            try:
-                return self._handle(client, request, now)
-            except ProcessingError as err:
-                err.request_id = request.id
-                raise
+            request_id = request.id
+            return self._handle(client, request, now)
         except ProcessingError as err:
-            return [self._error(client, err.request_id, err, now)]
+            return [self._error(client, err.request_id if request_id is None else request_id, err, now)]
+        except Exception:
+            self.bugs.append(traceback.format_exc())
+            return [
+                self._error(client, request_id, InternalError("a bug inside the server met this request (logged); it keeps serving"), now)
+            ]
 
     def _handle(self, client: bytes, request: Request, now: float) -> list[Action]:
         if request.kind == "process":

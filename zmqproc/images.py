@@ -128,7 +128,7 @@ def decoded_geometry(fmt: str, data: Any, what: str = "frame 1") -> tuple[tuple[
         if fmt == "jpeg":
             return _jpeg_geometry(view)
         return _tiff_geometry(view)
-    except (ValueError, struct.error, IndexError):
+    except (ValueError, struct.error, LookupError, OverflowError):
         raise DecodeFailed(f"{what} is not a readable {fmt} file") from None
 
 
@@ -238,6 +238,7 @@ def decode_image(desc: ImageDescriptor, payload: Any) -> np.ndarray:
         return np.frombuffer(payload, dtype=desc.dtype).reshape(desc.shape)
     import cv2
 
+    check_lengths(desc.format, payload)
     try:
         image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # OpenCV raises (not returns None) past OPENCV_IO_MAX_IMAGE_PIXELS, e.g. a TIFF bomb
@@ -249,6 +250,31 @@ def decode_image(desc: ImageDescriptor, payload: Any) -> np.ndarray:
     if dtype_name(image) is None:
         raise DecodeFailed(f"decoded {desc.format} has dtype {image.dtype}, not one of {', '.join(RAW_DTYPES)}")
     return image
+
+
+MAX_PNG_CHUNKS = 1 << 20  # a 128 MiB PNG written by libpng has 16384; walking a million takes about 0.4 s
+
+
+def check_lengths(fmt: str, data: Any, what: str = "frame 1") -> None:
+    """Refuse (DecodeFailed) a PNG whose chunk lengths point past the file's end, before OpenCV decodes it.
+
+    OpenCV's PNG reader allocates what a chunk's length claims before it reads
+    it: an 18 KB file whose IDAT claims 2 GiB costs 2 GiB and 4 s, then fails.
+    """
+    if fmt != "png":
+        return
+    view = memoryview(data).cast("B")
+    at, chunks = 8, 0
+    while at + 8 <= len(view):
+        (length,) = struct.unpack_from(">I", view, at)
+        if at + 12 + length > len(view):
+            raise DecodeFailed(f"{what} is a truncated or corrupt png: a chunk at byte {at} claims {length} bytes, past the end")
+        if view[at + 4 : at + 8] == b"IEND":
+            return
+        at += 12 + length
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            raise DecodeFailed(f"{what} is a png of more than {MAX_PNG_CHUNKS} chunks, refused before decoding")
 
 
 def describe_array(image: np.ndarray) -> tuple[ImageDescriptor, np.ndarray]:

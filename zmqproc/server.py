@@ -202,6 +202,8 @@ class Server:
                     break
                 client, *frames = recv_frames(router)
                 self._act(core, router, pool, core.receive(client.bytes, [f.buffer for f in frames], now))
+                while core.bugs:
+                    self._tracebacks("request", core.bugs.pop(), now)
             self._act(core, router, pool, core.pump(now, pool.idle()))
             if now >= next_summary:
                 log.info("summary: %s", self._summary(core.stats(now)))

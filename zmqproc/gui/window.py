@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 
 from .. import samples
 from ..errors import ProcessingError
-from ..images import MAX_CLIENT_PIXELS, describe_file, sniff_format
+from ..images import MAX_CLIENT_PIXELS, check_lengths, describe_file, sniff_format
 from ..pipeline import to_text
 from .batch_panel import BatchPanel
 from .compare import CompareView
@@ -69,7 +69,10 @@ def read_image(path: str) -> np.ndarray:
     """
     data = read_file(path)
     try:
+        check_lengths(sniff_format(data[:16].tobytes()), data, "it")
         image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR)
+    except ProcessingError as exc:
+        raise ValueError(exc.message) from None
     except cv2.error:
         image = None
     if image is None:
