@@ -269,7 +269,7 @@ def check_lengths(fmt: str, data: Any, what: str = "frame 1") -> None:
         (length,) = struct.unpack_from(">I", view, at)
         if at + 12 + length > len(view):
             raise DecodeFailed(f"{what} is a truncated or corrupt png: a chunk at byte {at} claims {length} bytes, past the end")
-        if view[at + 4 : at + 8] == b"IEND":
+        if bytes(view[at + 4 : at + 8]) == b"IEND":
             return
         at += 12 + length
         chunks += 1
