@@ -104,7 +104,7 @@ def gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(") ")[1][0] in "ZX"
-    except FileNotFoundError:
+    except OSError:  # gone between the open and the read (ProcessLookupError), or before it
         return True
 
 
