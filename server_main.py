@@ -2,7 +2,7 @@
 
 import sys
 
-from zmqproc.server_cli import main
+from zmqproc.server.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,10 +24,10 @@ from PySide6.QtCore import QCoreApplication, QTimer  # noqa: E402
 from PySide6.QtGui import QGuiApplication  # noqa: E402
 
 from bench.harness import zmqproc_server  # noqa: E402
-from zmqproc.client import Processed  # noqa: E402
+from zmqproc.client.threaded import Processed  # noqa: E402
+from zmqproc.gui.helpers import result_array  # noqa: E402
 from zmqproc.gui.qt_client import CONNECTED, QtClient  # noqa: E402
 from zmqproc.gui.views import to_pixmap  # noqa: E402
-from zmqproc.gui.window import result_array  # noqa: E402
 
 
 class Ticks:

@@ -2,8 +2,8 @@
 
     flock /tmp/zmqproc-bench.lock .venv/bin/python bench/pool_kind.py [--seconds 3]
 
-Both run ``zmqproc.work.run`` (decode, pipeline, encode) on the same job with 2 x workers in flight. Threads share the
-frame (OpenCV releases the GIL), as the server did before issue 12. Processes are ``zmqproc.pool.WorkerPool``, the
+Both run ``zmqproc.server.work.run`` (decode, pipeline, encode) on the same job with 2 x workers in flight. Threads share the
+frame (OpenCV releases the GIL), as the server did before issue 12. Processes are ``zmqproc.server.pool.WorkerPool``, the
 server's: the frame is copied into the worker's shared-memory segment, the result out of it, and the parent reads it
 from there (one copy each way). Prints jobs/s for 1 and 2 workers of each kind, threads/processes, and 2-over-1 scaling.
 """
@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from zmqproc import ops, work  # noqa: E402
+from zmqproc.client.pipeline import to_steps  # noqa: E402
 from zmqproc.images import ImageDescriptor  # noqa: E402
-from zmqproc.pipeline import to_steps  # noqa: E402
-from zmqproc.pool import Finished, WorkerPool  # noqa: E402
+from zmqproc.server.pool import Finished, WorkerPool  # noqa: E402
 
 JOBS = {
     "1080p identity": ((1080, 1920, 3), "identity"),

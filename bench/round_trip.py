@@ -29,8 +29,8 @@ from zmq.sugar.socket import Socket
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import best_of, inflight_rate, rate, raw_echo_server, zmqproc_server  # noqa: E402
 from zmqproc import Client  # noqa: E402
+from zmqproc.client.session import ClientSession  # noqa: E402
 from zmqproc.protocol import Credit, encode_reply  # noqa: E402
-from zmqproc.session import ClientSession  # noqa: E402
 
 
 def bare_rate(endpoint: str, image: np.ndarray, seconds: float) -> float:

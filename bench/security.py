@@ -14,7 +14,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import best_of, rate, zmqproc_server  # noqa: E402
-from zmqproc.client import Client  # noqa: E402
+from zmqproc.client.threaded import Client  # noqa: E402
 from zmqproc.security import generate_keypair  # noqa: E402
 
 SIZES = {"64x64": (64, 64, 3), "VGA": (480, 640, 3), "1080p": (1080, 1920, 3)}

@@ -96,7 +96,7 @@ def far_unix(far: str) -> Way:
 
 
 def undone(**tuning: object) -> Way:
-    """Our paramiko backend with some module-level tuning of zmqproc.tunnel_paramiko replaced, for the ablation."""
+    """Our paramiko backend with some module-level tuning of zmqproc.ssh.backend_paramiko replaced, for the ablation."""
     plain = ours("paramiko")
 
     @contextmanager

@@ -1,6 +1,6 @@
 """zmqproc: remote image processing over ZeroMQ (DEALER/ROUTER, msgpack headers, raw image frames)."""
 
-from .client import Client, ClientOptions, Processed
+from .client.threaded import Client, ClientOptions, Processed
 from .errors import (
     AuthenticationFailed,
     BadParams,
@@ -36,11 +36,16 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
-    """``op`` and ``Range`` (writing plugin ops) load OpenCV: only when asked for, so a client's import stays light."""
+    """``op`` and ``Range`` (writing plugin ops) and ``plugins`` load OpenCV: only when asked for, so a client's import
+    stays light."""
     if name in ("op", "Range", "OpDeclarationError"):
-        from . import signature
+        from .ops import declare
 
-        return getattr(signature, name)
+        return getattr(declare, name)
+    if name == "plugins":
+        from .ops import plugins
+
+        return plugins
     raise AttributeError(f"module 'zmqproc' has no attribute {name!r}")
 
 

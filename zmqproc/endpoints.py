@@ -1,4 +1,4 @@
-"""ZeroMQ endpoints as users type them: the one parser (no sockets, no paramiko), used by the library, CLI and viewer.
+"""ZeroMQ endpoints as users type them: the one parser (no paramiko), used by the library, CLI and viewer; and a TCP probe.
 
 zmqproc speaks ``tcp://HOST:PORT`` and ``ipc://PATH``. A mistake gets a message
 that says what would work: ``localhost:5599`` has no transport, so the message
@@ -8,10 +8,12 @@ suggests ``tcp://localhost:5599``.
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 
 from .errors import InvalidEndpoint
 
+DEFAULT_SERVER = "tcp://127.0.0.1:5555"  # where the command line and the viewer look first
 SCHEMES = ("tcp", "ipc")
 MAX_IPC_PATH = 107  # sun_path holds 108 bytes with the terminating NUL (Linux)
 _HOST = r"\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+)"
@@ -77,3 +79,14 @@ def _suggestion(text: str) -> str:
     if re.fullmatch(_HOST, text):
         return f"{text!r} has no transport and no port: write tcp://{text}:PORT, e.g. tcp://{text}:5555"
     return f"{text!r} is not an endpoint: write tcp://HOST:PORT, e.g. tcp://127.0.0.1:5555"
+
+
+def port_state(host: str, port: int, timeout: float) -> str:
+    """``open``, ``closed`` (refused) or ``filtered`` (no answer, or unreachable), as nmap names them."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return "open"
+    except ConnectionRefusedError:
+        return "closed"
+    except (TimeoutError, OSError):
+        return "filtered"

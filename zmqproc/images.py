@@ -15,10 +15,8 @@ from typing import Any
 import numpy as np
 
 from .errors import BadParams, BadRequest, DecodeFailed, TooLarge
+from .formats import BY_NAME, ENCODED_FORMATS, FORMATS, RAW_DTYPES
 
-RAW_DTYPES = ("uint8", "uint16", "float32")
-ENCODED_FORMATS = ("png", "jpeg", "webp", "bmp", "tiff")
-FORMATS = ("raw", *ENCODED_FORMATS)
 CHANNELS = (1, 3, 4)
 _DTYPE_NAMES = {np.dtype(name): name for name in RAW_DTYPES}  # numpy's dtype.name is slow for a hot path
 
@@ -26,11 +24,6 @@ _DTYPE_NAMES = {np.dtype(name): name for name in RAW_DTYPES}  # numpy's dtype.na
 def dtype_name(image: np.ndarray) -> str | None:
     """The wire name of an array's dtype, or None when it cannot travel raw."""
     return _DTYPE_NAMES.get(image.dtype)
-
-
-_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tiff"}
-# What each encoded format holds without OpenCV silently converting the pixels.
-_ENCODABLE_DTYPES = {"png": ("uint8", "uint16"), "jpeg": ("uint8",), "webp": ("uint8",), "bmp": ("uint8",), "tiff": RAW_DTYPES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,10 +286,10 @@ def encode_image(image: np.ndarray, fmt: str) -> tuple[ImageDescriptor, Any]:
         return describe_array(image)
     import cv2
 
-    if dtype_name(image) not in _ENCODABLE_DTYPES[fmt]:
+    if dtype_name(image) not in BY_NAME[fmt].dtypes:
         raise BadParams(f"{fmt} cannot hold {image.dtype} pixels; ask for reply_format raw (or png for uint16)")
     try:
-        ok, data = cv2.imencode(_EXTENSIONS[fmt], image)
+        ok, data = cv2.imencode(BY_NAME[fmt].suffix, image)
     except cv2.error:
         ok = False
     if not ok:

@@ -25,12 +25,14 @@ from .errors import (
     UnsupportedVersion,
     error_from_wire,
 )
+from .formats import REPLY_FORMATS
 from .images import ImageDescriptor, parse_descriptor
 
 VERSION = 1
 KINDS = ("ping", "ops", "process", "cancel", "stats")
-REPLY_FORMATS = ("raw", "png", "jpeg", "webp")
+
 MAX_ID_LENGTH = 128
+RESULT_KINDS = ("boxes", "points", "polygons")  # the kinds of results a viewer draws (see Results); others are listed
 MAX_PIPELINE_STEPS = 16
 
 Buffer = bytes | bytearray | memoryview

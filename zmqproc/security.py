@@ -16,6 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -100,7 +101,7 @@ class ServerCurve:
         log.info("CURVE on: server public key %s, %d client keys allowed from %s", curve.public.decode(), allowed, folder)
         return curve
 
-    def secure(self, router: zmq.Socket) -> ThreadAuthenticator:
+    def secure(self, router: zmq.Socket[Any]) -> ThreadAuthenticator:
         """Make ``router`` a CURVE server checked by a ZAP handler; call before bind, stop the handler after close.
 
         The allow-list is read once, here: restart the server after adding keys.
@@ -147,7 +148,7 @@ class ClientCurve:
             raise ValueError("CURVE needs both the server's public key and this client's secret key file")
         return cls(load_public_key(server_key), *load_keypair(client_secret))
 
-    def secure(self, dealer: zmq.Socket) -> None:
+    def secure(self, dealer: zmq.Socket[Any]) -> None:
         """Make ``dealer`` a CURVE client; call before connect. Its monitor reports refusals (see :func:`refusal`)."""
         dealer.curve_serverkey = self.server_key
         dealer.curve_publickey = self.public

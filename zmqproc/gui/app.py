@@ -22,12 +22,13 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from ..endpoints import check as check_endpoint
+from ..formats import ENCODED_FORMATS
 from ..security import ClientCurve
-from .batch import FORMATS
 from .compare import MODES
 from .connection import ConnectionSettings
+from .helpers import expand_paths
 from .pipeline_editor import load_pipeline
-from .window import MainWindow, expand_paths
+from .window import MainWindow
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live", action="store_true", help="start with Live on: every pipeline change is processed at once")
     p.add_argument("--output-dir", metavar="DIR", help="--batch: write the results here (default: a new folder in the cache)")
     p.add_argument("--name-pattern", metavar="PAT", help="--batch: result file names, e.g. {stem}_{pipeline}.{ext}")
-    p.add_argument("--format", choices=list(FORMATS), help="--batch: the results' file format (default png)")
+    p.add_argument("--format", choices=ENCODED_FORMATS, help="--batch: the results' file format (default png)")
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once the result is shown")
     p.add_argument("--quit-when-done", action="store_true", help="exit after processing (0 ok, 1 failed)")
     return p

@@ -8,7 +8,6 @@ wants to see it.
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -21,54 +20,14 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from ..client.pipeline import PipelineSpec
 from ..errors import Cancelled
-from ..pipeline import PipelineSpec, to_steps
+from ..formats import BY_NAME
+from .helpers import BatchOutput, encode_for_disk
 from .messages import explain
 from .qt_client import QtClient
 
 WAITING, SENT, DONE, FAILED, CANCELLED = "waiting", "sent", "done", "failed", "cancelled"
-FORMATS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff", "bmp": ".bmp"}
-SERVER_ENCODES = ("png", "jpeg", "webp")  # asked of the server as reply_format: its bytes are written as they come
-DEFAULT_PATTERN = "{stem}_{pipeline}.{ext}"
-FIELDS = ("stem", "pipeline", "ext", "index")
-
-
-def check_pattern(pattern: str) -> str:
-    """A file-name pattern with only known fields; ValueError naming the fields otherwise."""
-    names = re.findall(r"{([^{}]*)}", pattern)
-    unknown = [n for n in names if n not in FIELDS]
-    if unknown or not pattern.strip() or "/" in pattern:
-        raise ValueError(f"a name pattern is a file name with fields among {{{'}, {'.join(FIELDS)}}}, e.g. {DEFAULT_PATTERN}")
-    return pattern
-
-
-@dataclass(frozen=True)
-class BatchOutput:
-    """Where results go: ``folder``, named by ``pattern`` (fields: stem, pipeline, ext, index), in ``fmt``."""
-
-    folder: Path
-    pattern: str = DEFAULT_PATTERN
-    fmt: str = "png"
-
-    def __post_init__(self) -> None:
-        check_pattern(self.pattern)
-        if self.fmt not in FORMATS:
-            raise ValueError(f"the output format is one of {', '.join(FORMATS)}")
-
-    def name(self, source: str, pipeline: PipelineSpec, index: int) -> str:
-        ops = "-".join(step.op for step in to_steps(pipeline)) or "identity"
-        name = self.pattern.format(stem=Path(source).stem, pipeline=ops, ext=FORMATS[self.fmt].lstrip("."), index=index + 1)
-        return re.sub(r"[\\/:*?\"<>|]", "_", name)
-
-
-def encode_for_disk(image: np.ndarray | bytes, fmt: str) -> bytes:
-    """The bytes of a result file: the server's own encoding as it came, or the pixels encoded here."""
-    if isinstance(image, bytes):
-        return image
-    ok, data = cv2.imencode(FORMATS[fmt], image)
-    if not ok:
-        raise ValueError(f"a {image.dtype} image with {1 if image.ndim == 2 else image.shape[2]} channels cannot be saved as {fmt}")
-    return bytes(data)
 
 
 @dataclass
@@ -177,7 +136,7 @@ class Batch(QObject):
 
     def reply_format(self) -> str:
         """What to ask the server for: the output format itself when it can encode it, else raw pixels."""
-        return self.output.fmt if self.output.fmt in SERVER_ENCODES else "raw"
+        return self.output.fmt if BY_NAME[self.output.fmt].server_encodes else "raw"  # the server's bytes are written as they come
 
     # -- internals ----------------------------------------------------------------------
 

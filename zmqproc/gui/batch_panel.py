@@ -27,8 +27,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..pipeline import PipelineSpec
-from .batch import CANCELLED, DEFAULT_PATTERN, DONE, FAILED, FORMATS, Batch, BatchOutput, check_pattern
+from ..client.pipeline import PipelineSpec
+from ..formats import TABLE
+from .batch import CANCELLED, DONE, FAILED, Batch
+from .helpers import DEFAULT_PATTERN, BatchOutput, check_pattern
 from .qt_client import QtClient
 
 STATUS_COLORS = {DONE: "#1b5e20", FAILED: "#8b1a1a", CANCELLED: "#8a5300"}
@@ -74,8 +76,8 @@ class BatchPanel(QWidget):
         self.pattern = QLineEdit(str(settings.value("batch/pattern", DEFAULT_PATTERN)))
         self.pattern.setToolTip("fields: {stem} (the file's name), {pipeline} (its ops), {ext}, {index}")
         self.format = QComboBox()
-        for fmt in FORMATS:
-            self.format.addItem(fmt, fmt)
+        for fmt in TABLE:
+            self.format.addItem(fmt.name, fmt.name)
         self.format.setCurrentIndex(max(0, self.format.findData(settings.value("batch/format", "png"))))
         folder_row = QHBoxLayout()
         folder_row.addWidget(self.folder, 1)

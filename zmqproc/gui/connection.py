@@ -28,8 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from .. import endpoints as endpoint_parser
-from ..cli import DEFAULT_SERVER, port_state
-from ..client import Client
+from ..client.threaded import Client
+from ..endpoints import DEFAULT_SERVER, port_state
 from ..errors import InvalidEndpoint, TunnelAuthFailed, TunnelKeyLocked
 from ..security import ClientCurve
 from .messages import explain

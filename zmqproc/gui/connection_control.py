@@ -72,7 +72,7 @@ class ConnectionControl(QObject):
             self.client.set_endpoints(endpoints, curve=curve)
             self.client.request_ops()
             return
-        from ..tunnel import open_tunnels
+        from ..ssh.tunnel import open_tunnels
 
         def open_all() -> list[Any]:
             return open_tunnels(

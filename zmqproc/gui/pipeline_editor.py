@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..pipeline import to_steps, to_text
+from ..client.pipeline import to_steps, to_text
 from ..protocol import Step
 
 INT_LIMIT = 2**31 - 1

@@ -18,26 +18,16 @@ import numpy as np
 import zmq
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from .. import dealer
-from ..pipeline import PipelineSpec
+from ..client import dealer
+from ..client.events import Fail, Resolve, ServerRestarted, StateChanged
+from ..client.pipeline import PipelineSpec
+from ..client.replies import Processed
+from ..client.session import CONNECTED, CONNECTING, LOST, SLOW, ClientOptions, ClientSession
 from ..security import ClientCurve
-from ..session import (
-    CONNECTED,
-    CONNECTING,
-    LOST,
-    SLOW,
-    ClientOptions,
-    ClientSession,
-    Fail,
-    Processed,
-    Resolve,
-    ServerRestarted,
-    StateChanged,
-)
 from .qt_socket import QZmqSocket
 
 if TYPE_CHECKING:
-    from ..tunnel import Tunnel
+    from ..ssh.tunnel import Tunnel
 
 __all__ = ["CONNECTED", "CONNECTING", "LOST", "SLOW", "QtClient"]
 
@@ -62,7 +52,7 @@ class QtClient(QObject):
         timeout: float = 60.0,
         options: ClientOptions = VIEWER_OPTIONS,
         curve: ClientCurve | None = None,
-        context: zmq.Context | None = None,
+        context: zmq.Context[Any] | None = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -84,7 +74,7 @@ class QtClient(QObject):
 
     @property
     def state(self) -> str:
-        """connecting, connected, slow or lost (see :class:`~zmqproc.session.StateChanged`)."""
+        """connecting, connected, slow or lost (see :class:`~zmqproc.client.session.StateChanged`)."""
         return self._session.state[0]
 
     @property

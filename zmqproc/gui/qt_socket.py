@@ -15,7 +15,7 @@ from typing import Any, cast
 import zmq
 from PySide6.QtCore import QObject, QSocketNotifier, QTimer, Signal
 
-from .. import dealer
+from ..client import dealer
 
 
 class QZmqSocket(QObject):
@@ -31,8 +31,8 @@ class QZmqSocket(QObject):
         self,
         socket_type: int = zmq.DEALER,
         *,
-        socket: zmq.Socket | None = None,
-        context: zmq.Context | None = None,
+        socket: zmq.Socket[Any] | None = None,
+        context: zmq.Context[Any] | None = None,
         max_batch: int = 8,
         parent: QObject | None = None,
     ) -> None:

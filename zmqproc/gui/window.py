@@ -34,22 +34,21 @@ from PySide6.QtWidgets import (
 )
 
 from .. import samples
-from ..errors import ProcessingError
-from ..images import MAX_CLIENT_PIXELS, check_lengths, describe_file, sniff_format
-from ..pipeline import to_text
+from ..client.pipeline import to_text
+from ..formats import SUFFIXES, TABLE
+from ..images import sniff_format
 from .batch_panel import BatchPanel
 from .compare import CompareView
 from .connection import ConnectionSettings, string_list
 from .connection_control import ConnectionControl
+from .helpers import expand_paths, neighbour, read_file, read_image, result_array, result_lines, shapes
 from .messages import explain
 from .pipeline_editor import PipelineEditor, load_pipeline, read_preset
 from .qt_client import QtClient
 from .views import to_qimage
 
-OPEN_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All files (*)"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-SAVE_FILTERS = {"PNG (*.png)": ".png", "JPEG (*.jpg)": ".jpg", "WebP (*.webp)": ".webp", "TIFF (*.tiff)": ".tiff", "BMP (*.bmp)": ".bmp"}
-SAVE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+OPEN_FILTER = f"Images ({' '.join('*' + s for s in sorted(SUFFIXES))});;All files (*)"
+SAVE_FILTERS = {f"{f.label} (*{f.suffix})": f.suffix for f in TABLE}
 TRANSFERS = {
     "auto": "Auto (encoded through SSH, else raw)",
     "raw": "Raw pixels (fast link)",
@@ -58,99 +57,6 @@ TRANSFERS = {
 LIVE_DELAY_MS = 150  # Live: a parameter change waits this long for the next one before the pipeline is sent
 MAX_RECENT = 8
 DEFAULT_PIPELINE = "grayscale;gaussian_blur:ksize=5"
-DRAWN_KINDS = ("boxes", "points", "polygons")
-
-
-def read_image(path: str) -> np.ndarray:
-    """Decode an image file as OpenCV does (8-bit BGR; gray stays gray); ValueError in words for anything else.
-
-    The file is sized from its header first (the server's rule), so an empty,
-    broken or bomb file costs neither the memory nor the time it claims.
-    """
-    data = read_file(path)
-    try:
-        check_lengths(sniff_format(data[:16].tobytes()), data, "it")
-        image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR)
-    except ProcessingError as exc:
-        raise ValueError(exc.message) from None
-    except cv2.error:
-        image = None
-    if image is None:
-        raise ValueError("it is truncated or corrupt: OpenCV cannot decode it")
-    return image
-
-
-def read_file(path: str) -> np.ndarray:
-    """An image file's bytes, checked by :func:`describe_file` (ValueError in words)."""
-    try:
-        data = np.fromfile(path, np.uint8)
-    except OSError as exc:
-        raise ValueError(exc.strerror or "the file cannot be read") from None
-    try:
-        describe_file(data, MAX_CLIENT_PIXELS)
-    except ProcessingError as exc:
-        raise ValueError(exc.message) from None
-    return data
-
-
-def result_array(image: np.ndarray | bytes) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        return image
-    decoded = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_UNCHANGED)
-    if decoded is None:
-        raise ValueError("the server's encoded result does not decode")
-    return decoded
-
-
-def images_in(folder: Path) -> list[Path]:
-    """The image files in ``folder``, by name."""
-    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def expand_paths(paths: list[str]) -> list[str]:
-    """Files as given; a folder stands for the images in it (sorted)."""
-    files: list[str] = []
-    for path in paths:
-        p = Path(path)
-        files += [str(f) for f in images_in(p)] if p.is_dir() else [path]
-    return files
-
-
-def neighbour(path: str, step: int) -> str | None:
-    """The image ``step`` places after ``path`` in its folder (by name, wrapping around); None if it is the only one."""
-    p = Path(path)
-    folder = images_in(p.parent) if p.parent.is_dir() else []
-    if p not in folder or len(folder) < 2:
-        return None
-    return str(folder[(folder.index(p) + step) % len(folder)])
-
-
-def shapes(results: dict[str, Any], kinds: dict[str, str]) -> dict[str, list[Any]]:
-    """What the view draws: every result of a drawn kind, by kind."""
-    drawn: dict[str, list[Any]] = {kind: [] for kind in DRAWN_KINDS}
-    for key, kind in kinds.items():
-        if kind in drawn and isinstance(results.get(key), list):
-            drawn[kind] += results[key]
-    return drawn
-
-
-def result_lines(results: dict[str, Any], kinds: dict[str, str]) -> list[str]:
-    """The results as the Results tab lists them."""
-    lines = []
-    for key, value in results.items():
-        kind = kinds.get(key)
-        if kind in DRAWN_KINDS and isinstance(value, list):
-            noun = {"boxes": "box", "points": "point", "polygons": "polygon"}[kind]
-            lines.append(f"{key}: {len(value)} {noun}{'' if len(value) == 1 else ('es' if noun == 'box' else 's')} (drawn)")
-            lines += [f"    {_short(item)}" for item in value[:50]]
-        else:
-            lines.append(f"{key}: {_short(value)}")
-    return lines
-
-
-def _short(value: Any, limit: int = 200) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class MainWindow(QMainWindow):
@@ -452,7 +358,7 @@ class MainWindow(QMainWindow):
         if self.result is None:
             return None
         target = Path(path)
-        if target.suffix.lower() not in SAVE_SUFFIXES:
+        if target.suffix.lower() not in SUFFIXES:
             target = target.with_name(target.name + default_suffix)
         try:
             ok, data = cv2.imencode(target.suffix.lower(), self.result)

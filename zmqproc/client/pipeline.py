@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .protocol import Step
+from ..protocol import Step
 
 PipelineSpec = str | Iterable[Any]
 

@@ -15,7 +15,7 @@ worker, :class:`Stop` a started job (kill its worker). The time is always
 passed in.
 
 What it decides (docs/protocol.md is the contract): admission by the credit
-ledger (:mod:`zmqproc.credit`) and the memory budget (:mod:`zmqproc.budget`);
+ledger (:mod:`zmqproc.server.credit`) and the memory budget (:mod:`zmqproc.server.budget`);
 light work (raw pixels, no heavy op, a small estimated cost) runs inline, at
 most :data:`INLINE_TURN_NS` of it per turn so a ping never waits long; other
 work waits in the fair queue until a worker is idle and its peak bytes fit;
@@ -31,11 +31,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import budget, ops
+from ..errors import Busy, Cancelled, DeadlineExceeded, InternalError, ProcessingError
+from ..ops import registry as ops
+from ..protocol import Buffer, Limits, Request, decode_request, encode_error, encode_reply
+from . import budget
 from .budget import BudgetPlan, Estimate
 from .credit import CreditLedger
-from .errors import Busy, Cancelled, DeadlineExceeded, InternalError, ProcessingError
-from .protocol import Buffer, Limits, Request, decode_request, encode_error, encode_reply
 from .work import Outcome, Spec, result_bytes
 from .work_queue import WorkQueue
 

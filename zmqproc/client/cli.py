@@ -6,22 +6,19 @@ import argparse
 import getpass
 import json
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import samples
-from .client import Client
-from .endpoints import Endpoint
-from .errors import ProcessingError, ZmqprocError
-from .images import MAX_CLIENT_PIXELS, describe_file
+from .. import samples
+from ..endpoints import DEFAULT_SERVER, Endpoint, port_state
+from ..errors import ProcessingError, ZmqprocError
+from ..formats import TABLE, for_path
+from ..images import MAX_CLIENT_PIXELS, describe_file, encode_image
+from ..security import generate_keypair
 from .pipeline import parse_step
-from .security import generate_keypair
-
-DEFAULT_SERVER = "tcp://127.0.0.1:5555"
-_WRITE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+from .threaded import Client
 
 
 class UserError(Exception):
@@ -56,17 +53,15 @@ def cmd_process(args: argparse.Namespace) -> int:
     except ProcessingError as exc:
         raise UserError(f"{args.input}: {exc.message}") from None
     steps = [parse_step(text) for text in args.op] or [parse_step("identity")]
-    suffix = Path(args.output).suffix.lower()
+    fmt = for_path(args.output)
+    if fmt is None:
+        raise UserError(f"cannot write {args.output}: name it .{', .'.join(s.lstrip('.') for f in TABLE for s in f.suffixes)}")
     with _client(args) as client:
-        if suffix in _WRITE_FORMATS:
-            result = client.process(data, steps, reply_format=_WRITE_FORMATS[suffix], details=True)
-            Path(args.output).write_bytes(result.image)
-        else:  # bmp, tiff, ...: take raw pixels and let OpenCV write the file
-            import cv2
-
-            result = client.process(data, steps, reply_format="raw", details=True)
-            if not cv2.imwrite(args.output, result.image):
-                raise UserError(f"cannot write {args.output}: unknown extension {suffix!r}")
+        result = client.process(data, steps, reply_format=fmt.name if fmt.server_encodes else "raw", details=True)
+    try:
+        Path(args.output).write_bytes(result.image if isinstance(result.image, bytes) else bytes(encode_image(result.image, fmt.name)[1]))
+    except ProcessingError as exc:  # the result's pixels do not fit the file's format (float32 as bmp, ...)
+        raise UserError(f"cannot write {args.output}: {exc.message}") from None
     if args.results:
         text = json.dumps(result.results, indent=2) + "\n"
         if args.results == "-":
@@ -131,17 +126,6 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return 0
 
 
-def port_state(host: str, port: int, timeout: float) -> str:
-    """``open``, ``closed`` (refused) or ``filtered`` (no answer, or unreachable), as nmap names them."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return "open"
-    except ConnectionRefusedError:
-        return "closed"
-    except (TimeoutError, OSError):
-        return "filtered"
-
-
 def cmd_check_port(args: argparse.Namespace) -> int:
     state = port_state(args.host, args.port, args.timeout)
     print(f"{args.host}:{args.port} tcp {state}")
@@ -191,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = with_server(sub.add_parser("process", help="process an image file"))
     sp.add_argument("input", help="an image file, or sample:NAME (see `zmqproc samples`)")
-    sp.add_argument("-o", "--output", required=True, help="output file; png/jpeg/webp are encoded by the server")
+    sp.add_argument("-o", "--output", required=True, help="output file (png, jpeg, webp: encoded by the server; bmp, tiff: here)")
     sp.add_argument("--op", action="append", default=[], metavar="NAME[:k=v,...]", help="a pipeline step (repeatable, in order)")
     sp.add_argument("--results", metavar="FILE", help="write what the ops found (faces, points, counts) as JSON to FILE, - for stdout")
     sp.set_defaults(run=cmd_process)

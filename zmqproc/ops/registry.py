@@ -2,8 +2,8 @@
 
 Validation, the ``ops`` reply, the viewer's controls and the server's memory and
 CPU estimates all come from these declarations. Ops are written as typed
-functions with :func:`zmqproc.op` (:mod:`zmqproc.signature`), the built-in ones
-(:mod:`zmqproc.builtin_ops`) as much as plugins. An op takes an image (never
+functions with :func:`zmqproc.op` (:mod:`zmqproc.ops.declare`), the built-in ones
+(:mod:`zmqproc.ops.builtin`) as much as plugins. An op takes an image (never
 modified in place: raw input is a read-only view of the received frame) and
 returns a new image, or an image and a dict of structured results.
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadParams, TooLarge, UnknownOp
-from .images import dtype_name
-from .protocol import Limits, Step
+from ..errors import BadParams, TooLarge, UnknownOp
+from ..images import dtype_name
+from ..protocol import Limits, Step
 
 DEFAULT_MAX_PIXELS = Limits().max_pixels
 
@@ -85,7 +85,7 @@ class Op:
     nanoseconds per input byte at the default params, growing in proportion to
     the param named ``cost_param``. ``heavy`` ops never run inline in the
     server's socket loop; ``alias`` ops return their input itself (no new memory).
-    The server sizes every job from these before it runs (:mod:`zmqproc.budget`).
+    The server sizes every job from these before it runs (:mod:`zmqproc.server.budget`).
     """
 
     name: str
@@ -100,7 +100,7 @@ class Op:
     cost_param: str | None = None
     alias: bool = False
     result_kinds: dict[str, str] = field(default_factory=dict)  # result key -> boxes, points or polygons (drawn by the viewer)
-    source: str = "builtin"  # where it came from: builtin, or the plugin file, module or package (zmqproc.plugins)
+    source: str = "builtin"  # where it came from: builtin, or the plugin file, module or package (zmqproc.ops.plugins)
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every value checked; unknown names are an error."""
@@ -231,5 +231,3 @@ OUTPUT_RULES: dict[str, Callable[[Shape, dict[str, Any]], Shape]] = {
 
 
 ALL_DTYPES = ("uint8", "uint16", "float32")
-
-from . import builtin_ops  # noqa: E402, F401  (registers the built-in ops; it needs the registry above)

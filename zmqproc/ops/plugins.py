@@ -25,11 +25,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import ops
+from . import registry as ops
 
 ENTRY_POINT_GROUP = "zmqproc.ops"
-WORKER_ENV = "ZMQPROC_WORKER_PLUGINS"  # what this process loaded, for its worker processes (zmqproc.worker_ops)
-log = logging.getLogger("zmqproc.plugins")
+WORKER_ENV = "ZMQPROC_WORKER_PLUGINS"  # what this process loaded, for its worker processes (zmqproc.ops.preload)
+log = logging.getLogger("zmqproc.ops.plugins")
 _loaded: dict[str, Any] = {"specs": [], "entry_points": False}
 
 
@@ -67,7 +67,7 @@ def load(specs: Sequence[str], *, entry_points: bool = True) -> dict[str, str]:
 
 
 def for_workers() -> str:
-    """What :mod:`zmqproc.worker_ops` loads in a worker process: the plugins loaded here (JSON, for an environment variable)."""
+    """What :mod:`zmqproc.ops.preload` loads in a worker process: the plugins loaded here (JSON, for an environment variable)."""
     return json.dumps(_loaded)
 
 

@@ -1,7 +1,7 @@
 """The OpenSSH backend: one ``ssh -N -L LOCAL.sock:FAR`` child per SSH session, checked end to end before it counts as open.
 
 The child runs without a terminal (stdin /dev/null, ``BatchMode``), in the watchdog's process group (so it ends with
-this process, even one killed by SIGKILL: zmqproc/tunnel_local.py), and what it prints on stderr becomes the typed error.
+this process, even one killed by SIGKILL: zmqproc/ssh/local.py), and what it prints on stderr becomes the typed error.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import threading
 import time
 from typing import IO
 
-from .endpoints import Endpoint
-from .errors import TunnelAuthFailed, TunnelDied, TunnelError, TunnelUnreachable
-from .tunnel_local import local_ends
-from .tunnel_spec import SshOptions, key_is_encrypted, key_locked, openssh_command, openssh_version, ssh_failure
+from ..endpoints import Endpoint
+from ..errors import TunnelAuthFailed, TunnelDied, TunnelError, TunnelUnreachable
+from .local import local_ends
+from .rules import SshOptions, key_is_encrypted, key_locked, openssh_command, openssh_version, ssh_failure
 
 POLL = 0.02  # seconds between tries of the local socket while ssh starts
 

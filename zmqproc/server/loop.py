@@ -1,9 +1,9 @@
 """The processing server's shell: one ROUTER socket loop driving the sans-I/O core and the worker pool.
 
 The loop only moves frames and events: requests from the ROUTER go to
-:class:`zmqproc.core.ServerCore`, which answers at once or admits work; each turn
+:class:`zmqproc.server.core.ServerCore`, which answers at once or admits work; each turn
 the core says what to run inline (light work, here in the loop), what to start
-on a worker process (:class:`zmqproc.pool.WorkerPool`) and what to stop; the
+on a worker process (:class:`zmqproc.server.pool.WorkerPool`) and what to stop; the
 pool's outcomes go back to the core, whose replies the loop sends. Reply
 payloads go out without a copy and are tracked until libzmq lets go of them, so
 unread replies count against their client. See docs/architecture.md.
@@ -21,13 +21,13 @@ from typing import Any
 
 import zmq
 
+from ..protocol import Limits
+from ..security import ServerCurve
+from ..zmqflags import POLLIN, readable, recv_frames, send_frames
 from . import work
 from .budget import BudgetPlan, format_size
 from .core import CoreConfig, RunInline, Send, ServerCore, Start, Stop
 from .pool import CACHE_MAX_BYTES, SPARE_OUTPUTS, Died, Segment, WorkerPool
-from .protocol import Limits
-from .security import ServerCurve
-from .zmqflags import POLLIN, readable, recv_frames, send_frames
 
 log = logging.getLogger("zmqproc.server")
 
@@ -78,7 +78,7 @@ class Server:
     """Serve the wire contract on ``bind`` until :meth:`stop` (thread- and signal-safe).
 
     OpenCV's own decoder limit (``OPENCV_IO_MAX_IMAGE_PIXELS``) is read when cv2
-    is loaded: :func:`zmqproc.server_cli.main` sets it from ``--max-pixels``
+    is loaded: :func:`zmqproc.server.cli.main` sets it from ``--max-pixels``
     first; a program embedding this class sets it before importing zmqproc.
     ``max_memory`` is the whole server's budget in bytes (processes included).
     """
@@ -90,7 +90,7 @@ class Server:
         max_queue: int = 64,
         limits: Limits = Limits(),
         max_client_queue: int | None = None,
-        context: zmq.Context | None = None,
+        context: zmq.Context[Any] | None = None,
         curve: ServerCurve | None = None,
         max_memory: int = 2 << 30,
         job_timeout: float = 60.0,
@@ -169,7 +169,7 @@ class Server:
 
     # -- the socket loop ------------------------------------------------------------------------
 
-    def _loop(self, core: ServerCore, router: zmq.Socket, pool: WorkerPool) -> None:
+    def _loop(self, core: ServerCore, router: zmq.Socket[Any], pool: WorkerPool) -> None:
         items: list[tuple[Any, int]] = []
         generation = -1
         next_summary = time.monotonic() + SUMMARY_INTERVAL_S
@@ -219,7 +219,7 @@ class Server:
         ms = min([IDLE_POLL_MS, *(int(s * 1000) + 1 for s in (wake, due) if s is not None)])
         return min(ms, TRACKING_POLL_MS) if self._held else ms
 
-    def _act(self, core: ServerCore, router: zmq.Socket, pool: WorkerPool, actions: list[Any]) -> None:
+    def _act(self, core: ServerCore, router: zmq.Socket[Any], pool: WorkerPool, actions: list[Any]) -> None:
         for action in actions:
             if isinstance(action, Send):
                 self._send(core, router, pool, action)
@@ -233,7 +233,7 @@ class Server:
             elif isinstance(action, Stop):
                 pool.kill(action.job)
 
-    def _send(self, core: ServerCore, router: zmq.Socket, pool: WorkerPool, send: Send) -> None:
+    def _send(self, core: ServerCore, router: zmq.Socket[Any], pool: WorkerPool, send: Send) -> None:
         try:
             tracker = send_frames(router, [send.client, *send.frames], track=bool(send.held))  # tracks the payload
             if send.held:

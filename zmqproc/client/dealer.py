@@ -2,7 +2,7 @@
 
 Shared by :class:`zmqproc.client.Client` and :class:`zmqproc.gui.qt_client.QtClient`, so both configure, read and
 turn their sockets alike; neither decides anything from what they see: every event becomes an input of the
-:class:`~zmqproc.session.ClientSession`.
+:class:`~zmqproc.client.session.ClientSession`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .errors import TunnelError
-from .security import ClientCurve, refusal
+from ..errors import TunnelError
+from ..security import ClientCurve, refusal
+from ..zmqflags import send_frames
 from .session import TUNNEL_FAILED, TUNNEL_OPEN, TUNNEL_RECONNECTING, ClientSession
-from .zmqflags import send_frames
 
 if TYPE_CHECKING:
-    from .tunnel import Tunnel
+    from ..ssh.tunnel import Tunnel
 
 log = logging.getLogger("zmqproc.client")
 
@@ -36,7 +36,7 @@ _REFUSED = (int(zmq.EVENT_HANDSHAKE_FAILED_AUTH), int(zmq.EVENT_HANDSHAKE_FAILED
 _NO_DETAIL = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
-def configure(sock: zmq.Socket, curve: ClientCurve | None = None) -> None:
+def configure(sock: zmq.Socket[Any], curve: ClientCurve | None = None) -> None:
     """Options every zmqproc DEALER uses: queue only to connected servers, ZMTP heartbeats, quick reconnects, no linger."""
     sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.setsockopt(zmq.LINGER, 0)
@@ -49,7 +49,7 @@ def configure(sock: zmq.Socket, curve: ClientCurve | None = None) -> None:
         curve.secure(sock)
 
 
-def open_dealer(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None = None) -> tuple[zmq.Socket, zmq.Socket]:
+def open_dealer(ctx: zmq.Context[Any], endpoint: str, curve: ClientCurve | None = None) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
     """A configured DEALER connecting to ``endpoint``, and its monitor socket (watching :data:`MONITOR_EVENTS`)."""
     sock = ctx.socket(zmq.DEALER)
     configure(sock, curve)
@@ -58,14 +58,14 @@ def open_dealer(ctx: zmq.Context, endpoint: str, curve: ClientCurve | None = Non
     return sock, monitor
 
 
-def close_dealer(sock: zmq.Socket, monitor: zmq.Socket) -> None:
+def close_dealer(sock: zmq.Socket[Any], monitor: zmq.Socket[Any]) -> None:
     if not sock.closed:
         sock.disable_monitor()
         sock.close(linger=0)
     monitor.close(linger=0)
 
 
-def send(sock: zmq.Socket, frames: list[Any]) -> bool:
+def send(sock: zmq.Socket[Any], frames: list[Any]) -> bool:
     """Send a message without blocking or copying big frames; False when the socket would block (or is closed)."""
     try:
         send_frames(sock, frames)

@@ -19,8 +19,8 @@ import subprocess
 import tempfile
 import threading
 
-from . import endpoints
-from .errors import InvalidEndpoint
+from .. import endpoints
+from ..errors import InvalidEndpoint
 
 # $1: the directory. `read` returns when the pipe's last writer (this process) is gone; then clean up, end the group.
 WATCHDOG = 'read -r _; rm -rf -- "$1"; kill -TERM 0'

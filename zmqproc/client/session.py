@@ -15,8 +15,8 @@ Inputs (each takes the time, ``now``, from a monotonic clock):
 :meth:`~ClientSession.tick` (time passes) and :meth:`~ClientSession.close`.
 
 Outputs: :meth:`~ClientSession.sends` (the frames to send now, each on its route),
-:meth:`~ClientSession.events` (:class:`Resolve`, :class:`Fail`, :class:`RouteChanged`,
-:class:`StateChanged`, :class:`ServerRestarted`) and :meth:`~ClientSession.next_wakeup`
+:meth:`~ClientSession.events` (:mod:`zmqproc.client.events`; replies become values in
+:mod:`zmqproc.client.replies`) and :meth:`~ClientSession.next_wakeup`
 (when to call :meth:`~ClientSession.tick` at the latest).
 
 A route is one connection to one endpoint. The rules (docs/protocol.md, "Flow control" and "Stopping work"):
@@ -46,7 +46,6 @@ import functools
 import heapq
 import itertools
 import logging
-import sys
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -56,20 +55,21 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from .errors import (
+from ..errors import (
     AuthenticationFailed,
     Busy,
     Cancelled,
     ConnectionLost,
     MalformedReply,
-    ProcessingError,
     RequestTimeout,
     ServerCrashed,
     TunnelError,
 )
-from .images import CHANNELS, RAW_DTYPES, ImageDescriptor, describe_array, parse_descriptor, sniff_format
+from ..images import ImageDescriptor, describe_array, sniff_format
+from ..protocol import Buffer, Credit, Reply, Step, decode_reply, encode_request, process_fields
+from .events import Event, Fail, Resolve, RouteChanged, Send, ServerRestarted, StateChanged
 from .pipeline import PipelineSpec, to_steps
-from .protocol import Buffer, Credit, Reply, Step, decode_reply, encode_request, process_fields
+from .replies import reply_value
 
 log = logging.getLogger("zmqproc.client")
 
@@ -89,73 +89,6 @@ class ClientOptions:
     slow_after: float = 0.5  # a ping round trip over this shows the route as slow
     backoff: float = 0.05  # first delay before a `busy` request is sent again (doubling, up to 1 s)
     max_waiting_bytes: int | None = None  # Client.submit blocks while more payload than this waits unsent
-
-
-@dataclass(frozen=True, slots=True)
-class Processed:
-    """A ``process`` reply in full: the image plus what the server said about it."""
-
-    image: np.ndarray | bytes
-    results: dict[str, Any]
-    server_ms: float
-    epoch: str | None
-    result_kinds: dict[str, str] = field(default_factory=dict)  # result key -> boxes, points or polygons
-
-
-# -- outputs ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Send ``frames`` on ``route`` now (and report :meth:`ClientSession.send_failed` if the socket would block)."""
-
-    route: int
-    frames: list[Any]
-    request_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Resolve:
-    """Request ``request_id`` succeeded: ``value`` is a :class:`Processed`, a ping's round trip (s), the op list or the stats."""
-
-    request_id: str
-    value: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Fail:
-    """Request ``request_id`` ended with ``error`` (a ProcessingError from the server, or a ClientError)."""
-
-    request_id: str
-    error: BaseException
-
-
-@dataclass(frozen=True, slots=True)
-class RouteChanged:
-    """Route ``route`` is now ``state`` (connecting, connected, slow, lost); ``rtt`` is its last ping round trip (-1: unknown)."""
-
-    route: int
-    state: str
-    rtt: float
-
-
-@dataclass(frozen=True, slots=True)
-class StateChanged:
-    """The client as a whole: connected or slow if some route answers (``rtt``: the best), else connecting or lost."""
-
-    state: str
-    rtt: float
-
-
-@dataclass(frozen=True, slots=True)
-class ServerRestarted:
-    """A new server instance (``epoch``) answers on ``route``; what the old one held is sent again."""
-
-    route: int
-    epoch: str
-
-
-Event = Resolve | Fail | RouteChanged | StateChanged | ServerRestarted
 
 
 # -- state ------------------------------------------------------------------------------
@@ -225,6 +158,15 @@ class _Route:
     @property
     def cause(self) -> BaseException | None:
         return self.lost_for_good or self.tunnel_error or self.cut_short
+
+    def new_instance(self) -> None:
+        """Forget what the server instance on this connection said: its grant, and that it was leaving."""
+        self.told, self.credit, self.credit_wire, self.leaving = False, None, None, False
+
+    def new_connection(self, now: float) -> None:
+        """Forget the connection before this one: its instance, whether it was blocked or silent, its pings."""
+        self.new_instance()
+        self.epoch, self.blocked, self.silent, self.ping, self.ping_due, self.rtt = None, False, False, None, now, -1.0
 
     def admits(self, size: int) -> bool:
         """One more process request of ``size`` bytes fits this connection's grant (one at a time until told)."""
@@ -343,8 +285,7 @@ class ClientSession:
             return
         r.up = r.ever_up = True
         r.refused = r.cut_short = None
-        r.told, r.credit, r.credit_wire, r.leaving, r.blocked, r.silent = False, None, None, False, False, False
-        r.epoch, r.ping, r.ping_due, r.rtt = None, None, now, -1.0
+        r.new_connection(now)
         self._refresh(now)
 
     def disconnected(self, route: int, now: float) -> None:
@@ -357,7 +298,7 @@ class ClientSession:
         self._orphan(route, died=True, now=now, why="disconnected")
         r.ghosts.clear()
         r.work = r.work_bytes = r.suspects = 0
-        r.epoch, r.credit, r.credit_wire, r.told, r.ping, r.rtt, r.blocked = None, None, None, False, None, -1.0, False
+        r.new_connection(now)
         for pending in r.pinned:
             self._forget(pending)
         r.pinned.clear()
@@ -648,8 +589,7 @@ class ClientSession:
         epoch = reply.epoch
         if epoch is not None and epoch != r.epoch:
             if r.epoch is not None:  # a new instance on the same connection: the old one's work is lost
-                r.credit = r.credit_wire = None
-                r.told = r.leaving = False
+                r.new_instance()
                 self._orphan(route, died=True, now=now, why=f"restarted (epoch {epoch})", keep=reply.id)
             r.epoch = epoch
             if r.last_epoch is not None and r.last_epoch != epoch:
@@ -678,7 +618,7 @@ class ClientSession:
             return
         error = reply.error
         if error is None:
-            self._resolve(request, rtt if request.kind == "ping" else _value(request.kind, reply))
+            self._resolve(request, rtt if request.kind == "ping" else reply_value(request.kind, reply))
         elif not isinstance(error, Busy) or request.cancelling:
             self._fail(request, error)
         elif here:
@@ -827,66 +767,6 @@ class ClientSession:
         if isinstance(first, AuthenticationFailed | TunnelError) and all(type(c) is type(first) for c in causes):
             return type(first)(text)  # every server refused the key, or every tunnel failed alike
         return ConnectionLost(f"no server reachable for {grace:g} s ({text})")
-
-
-# -- replies as typed values -------------------------------------------------------------------
-
-
-def _value(kind: str, reply: Reply) -> Any:
-    """The typed value of an ok process, ops or stats reply; MalformedReply when its content breaks the contract."""
-    header = reply.header
-    if kind == "process":
-        return decode_processed(reply)
-    if kind == "ops":
-        listing = header.get("ops")
-        if not isinstance(listing, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in listing):
-            raise MalformedReply("an ops reply needs 'ops', a list of maps with a 'name'")
-        return listing
-    return {k: v for k, v in header.items() if k not in ("v", "id", "status")}  # stats
-
-
-def decode_processed(reply: Reply) -> Processed:
-    """An ok ``process`` reply as a :class:`Processed`; MalformedReply when its image or other keys break the contract."""
-    header = reply.header
-    payload = reply.payload
-    if payload is None:
-        raise MalformedReply("an ok process reply carries the image as frame 1; this one has no frame 1")
-    desc = header.get("image")
-    raw = _raw_image(desc, payload) if type(desc) is dict and desc.get("format") == "raw" else None
-    image: np.ndarray | bytes
-    if raw is not None:
-        image = raw
-    else:  # encoded, or a raw descriptor that does not fit: the full check says what is wrong
-        try:
-            parsed = parse_descriptor(desc, payload, sys.maxsize)
-        except ProcessingError as exc:
-            raise MalformedReply(f"the process reply's 'image' does not describe frame 1: {exc.message}") from None
-        if parsed.format == "raw":
-            raise MalformedReply(f"the process reply's 'image' does not describe frame 1: {desc}")
-        image = bytes(payload)
-    results = header.get("results") or {}
-    kinds = header.get("result_kinds") or {}
-    server_ms = header.get("server_ms", 0.0)
-    if not isinstance(results, dict) or not isinstance(kinds, dict) or not isinstance(server_ms, int | float):
-        raise MalformedReply("a process reply's 'results' and 'result_kinds' must be maps and 'server_ms' a number")
-    return Processed(image, results, float(server_ms), reply.epoch, kinds)
-
-
-_DTYPES = {name: np.dtype(name) for name in RAW_DTYPES}
-
-
-def _raw_image(desc: dict[str, Any], payload: Buffer) -> np.ndarray | None:
-    """The pixels of a raw reply as a view of its frame, when the descriptor fits it exactly (the hot path); else None."""
-    dtype, shape = _DTYPES.get(str(desc.get("dtype"))), desc.get("shape")
-    if dtype is None or type(shape) is not list or not 2 <= len(shape) <= 3:
-        return None
-    if not all(type(n) is int and n > 0 for n in shape) or (len(shape) == 3 and shape[2] not in CHANNELS):
-        return None
-    count = shape[0] * shape[1] * (shape[2] if len(shape) == 3 else 1)
-    view = memoryview(payload)
-    if view.nbytes != count * dtype.itemsize:
-        return None
-    return np.frombuffer(view, dtype=dtype).reshape(shape)
 
 
 @functools.lru_cache(maxsize=256)

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import TooLarge
-from .images import ImageDescriptor
-from .ops import Op, check_pixels
+from ..errors import TooLarge
+from ..images import ImageDescriptor
+from ..ops.registry import Op, check_pixels
 
 MiB = 1 << 20
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from . import endpoints
-from .endpoints import Endpoint
-from .errors import (
+from .. import endpoints
+from ..endpoints import Endpoint
+from ..errors import (
     HostKeyChanged,
     HostKeyUnknown,
     InvalidEndpoint,

@@ -8,9 +8,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import endpoints
+from .. import endpoints
+from ..protocol import Limits
 from .budget import default_budget, format_size, parse_size
-from .protocol import Limits
 
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # cgroup v2, v1
 
@@ -99,14 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("--max-memory not given: %s (%s)", format_size(args.max_memory), where)
     # OpenCV reads its decoder limit when it is loaded: set it before cv2 (or anything importing it) is imported.
     os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(args.max_pixels)
-    import cv2
     import zmq
 
-    from .plugins import PluginError, load
-    from .security import ServerCurve
-    from .server import Server, serve_until_signalled
+    from ..ops.plugins import PluginError, load
+    from ..security import ServerCurve
+    from .loop import Server, serve_until_signalled
+    from .work import set_opencv_threads
 
-    cv2.setNumThreads(args.opencv_threads)
+    set_opencv_threads(args.opencv_threads)  # the socket loop runs light jobs itself
     try:
         load(args.ops)  # before the server: its ops reply lists them
     except PluginError as exc:  # one line naming the plugin and the problem, no traceback

@@ -5,8 +5,8 @@
 failure to open is a :class:`~zmqproc.errors.TunnelError` subclass raised within ``timeout``; nothing is asked on a
 terminal. When the SSH session drops, the tunnel reopens it with backoff on the same local socket (the DEALER reconnects
 by itself) until a final refusal (login refused, host key changed or unknown) ends it. The rules are in
-:mod:`zmqproc.tunnel_spec`, the backends in :mod:`zmqproc.tunnel_openssh` and :mod:`zmqproc.tunnel_paramiko`, the
-owner-only local ends in :mod:`zmqproc.tunnel_local`.
+:mod:`zmqproc.ssh.rules`, the backends in :mod:`zmqproc.ssh.backend_openssh` and :mod:`zmqproc.ssh.backend_paramiko`, the
+owner-only local ends in :mod:`zmqproc.ssh.local`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .endpoints import Endpoint
-from .errors import TunnelDied, TunnelError
-from .tunnel_local import local_ends, shutdown_local_ends, tcp_listener, unix_listener, unix_sockets
-from .tunnel_openssh import OpenSSHSession, installed_version
-from .tunnel_spec import Reopen, SshOptions, State, choose_backend, server_endpoint
+from ..endpoints import Endpoint
+from ..errors import TunnelDied, TunnelError
+from .backend_openssh import OpenSSHSession, installed_version
+from .local import local_ends, shutdown_local_ends, tcp_listener, unix_listener, unix_sockets
+from .rules import Reopen, SshOptions, State, choose_backend, server_endpoint
 
-log = logging.getLogger("zmqproc.tunnel")
+log = logging.getLogger("zmqproc.ssh.tunnel")
 StateCallback = Callable[["Tunnel", State], None]
 
 
@@ -70,7 +70,7 @@ class _Paramiko:
     name = "paramiko"
 
     def __init__(self, options: SshOptions, endpoint: str, remote: Endpoint) -> None:
-        from .tunnel_paramiko import ParamikoSession  # paramiko loads for paramiko tunnels only
+        from .backend_paramiko import ParamikoSession  # paramiko loads for paramiko tunnels only
 
         self._session = ParamikoSession
         self._args = (options, endpoint, remote)

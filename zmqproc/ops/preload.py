@@ -1,6 +1,6 @@
 """Imported by the worker pool's forkserver: the plugin ops the server loaded, loaded again there, so every worker has them.
 
-The server validated them at start (:mod:`zmqproc.plugins`), so loading cannot fail here in a way it did not there.
+The server validated them at start (:mod:`zmqproc.ops.plugins`), so loading cannot fail here in a way it did not there.
 """
 
 import json

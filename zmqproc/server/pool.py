@@ -35,10 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from . import plugins, work
-from .errors import InternalError, error_from_wire
+from ..errors import InternalError, error_from_wire
+from ..ops import plugins
+from . import work
 
-log = logging.getLogger("zmqproc.pool")
+log = logging.getLogger("zmqproc.server.pool")
 
 CACHE_MAX_BYTES = 8 << 20  # a segment up to this size is kept for the next job (a 1080p BGR frame is 6.2 MB); larger ones go
 SPARE_OUTPUTS = 2  # free output segments kept per worker (one may still be on its way to a client)
@@ -86,10 +87,8 @@ def _die_with_parent() -> None:
 
 def _worker_main(conn: multiprocessing.connection.Connection, opencv_threads: int) -> None:
     _die_with_parent()
-    import cv2
-
     tune_malloc()
-    cv2.setNumThreads(opencv_threads)
+    work.set_opencv_threads(opencv_threads)
     segments: dict[int, mmap.mmap] = {}
     conn.send(("ready",))
     while True:
@@ -208,9 +207,9 @@ class WorkerPool:
         self.opencv_threads = opencv_threads
         self._ctx = multiprocessing.get_context("forkserver")
         # The forkserver imports these once; each worker forked from it has OpenCV loaded, __main__'s own ops and the
-        # plugin ops this process loaded (zmqproc.worker_ops reads them from the environment the forkserver inherits).
+        # plugin ops this process loaded (zmqproc.ops.preload reads them from the environment the forkserver inherits).
         os.environ[plugins.WORKER_ENV] = plugins.for_workers()
-        self._ctx.set_forkserver_preload(["__main__", "cv2", "zmqproc.pool", "zmqproc.worker_ops"])
+        self._ctx.set_forkserver_preload(["__main__", "cv2", "zmqproc.server.pool", "zmqproc.ops.preload"])
         self._workers: list[_Worker] = []
         self._missing = 0  # workers that could not be started yet
         self._respawn_at = 0.0

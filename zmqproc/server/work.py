@@ -1,7 +1,7 @@
 """What one ``process`` job does: decode the pixels, run the pipeline, encode the reply. Inline or in a worker process.
 
 A job travels to a worker as a small picklable :class:`Spec` (the pixels go
-through shared memory, see :mod:`zmqproc.pool`); ops are named, not pickled, and
+through shared memory, see :mod:`zmqproc.server.pool`); ops are named, not pickled, and
 found in the worker's own registry. :func:`run` never raises: its
 :class:`Outcome` is either the reply's fields and result, or a typed error (an
 unexpected exception becomes ``internal`` with its traceback, for the server's
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from . import ops
-from .errors import InternalError, ProcessingError
-from .images import ImageDescriptor, decode_image, encode_image
+from ..errors import InternalError, ProcessingError
+from ..images import ImageDescriptor, decode_image, encode_image
+from ..ops import registry as ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +71,10 @@ def run(spec: Spec, payload: Any) -> Outcome:
 
 def result_bytes(result: Any) -> int:
     return int(result.nbytes) if isinstance(result, np.ndarray) else len(result)
+
+
+def set_opencv_threads(count: int) -> None:
+    """How many threads OpenCV's own calls use in this process (parallelism comes from the worker processes)."""
+    import cv2
+
+    cv2.setNumThreads(count)

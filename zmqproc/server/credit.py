@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .protocol import Credit
+from ..protocol import Credit
 
 IDLE_AFTER_S = 10.0  # no work outstanding or sent for this long: the connection no longer takes a share
 RETAIN_S = 300.0  # an account not heard from for this long (and with nothing outstanding) is forgotten

@@ -3,7 +3,7 @@
 ``process`` blocks for one result; ``submit`` returns a :class:`concurrent.futures.Future` so many requests can be in
 flight. Every request ends with its result, a typed :class:`~zmqproc.errors.ProcessingError` from the server, or a
 :class:`~zmqproc.errors.ClientError` (RequestTimeout, ConnectionLost, ServerCrashed, ...), never a hang. What is sent
-where and when, retries, resends and giving up are the :class:`~zmqproc.session.ClientSession`'s rules; this module only
+where and when, retries, resends and giving up are the :class:`~zmqproc.client.session.ClientSession`'s rules; this module only
 moves frames, time and futures.
 """
 
@@ -22,16 +22,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zmq
 
+from ..endpoints import check as check_endpoint
+from ..errors import ConnectionLost, RequestTimeout
+from ..security import ClientCurve
+from ..zmqflags import POLLIN, POLLOUT, readable, recv_frames
 from . import dealer
-from .endpoints import check as check_endpoint
-from .errors import ConnectionLost, RequestTimeout
+from .events import Fail, Resolve
 from .pipeline import PipelineSpec
-from .security import ClientCurve
-from .session import ClientOptions, ClientSession, Fail, Processed, Resolve
-from .zmqflags import POLLIN, POLLOUT, readable, recv_frames
+from .replies import Processed
+from .session import ClientOptions, ClientSession
 
 if TYPE_CHECKING:
-    from .tunnel import Tunnel
+    from ..ssh.tunnel import Tunnel
 
 __all__ = ["Client", "ClientOptions", "Processed"]
 
@@ -54,7 +56,7 @@ class Client:
         timeout: float = 10.0,
         *,
         options: ClientOptions | None = None,
-        context: zmq.Context | None = None,
+        context: zmq.Context[Any] | None = None,
         curve_server_key: str | os.PathLike[str] | None = None,
         curve_client_key: str | os.PathLike[str] | None = None,
         ssh: str | None = None,
@@ -81,7 +83,7 @@ class Client:
         self._wake_w.setblocking(False)
         self.tunnels: list[Tunnel] = []
         if ssh:
-            from .tunnel import open_tunnels  # paramiko loads only for SSH users: a health probe stays light
+            from ..ssh.tunnel import open_tunnels  # paramiko loads only for SSH users: a health probe stays light
 
             self.tunnels = open_tunnels(
                 self.endpoints,

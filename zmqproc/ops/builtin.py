@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 import cv2
 import numpy as np
 
-from .ops import ALL_DTYPES, resized_shape, rotated_shape, shape_of
-from .signature import Range, op
+from .declare import Range, op
+from .registry import ALL_DTYPES, resized_shape, rotated_shape, shape_of
 
 # --- helpers -----------------------------------------------------------------
 

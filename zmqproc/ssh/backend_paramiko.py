@@ -24,8 +24,8 @@ from typing import Any
 import paramiko
 from paramiko.auth_strategy import AuthStrategy, InMemoryPrivateKey, OnDiskPrivateKey, Password
 
-from .endpoints import Endpoint
-from .errors import (
+from ..endpoints import Endpoint
+from ..errors import (
     HostKeyChanged,
     HostKeyUnknown,
     TunnelAuthFailed,
@@ -35,7 +35,7 @@ from .errors import (
     TunnelTargetRefused,
     TunnelUnreachable,
 )
-from .tunnel_spec import PREFERRED_CIPHERS, SshOptions, key_is_encrypted
+from .rules import PREFERRED_CIPHERS, SshOptions, key_is_encrypted
 
 READ_SIZE = 256 * 1024  # what the relay reads from a channel or the local socket at a time
 READ_AHEAD = 256 * 1024  # what the transport socket reads at a time (paramiko asks for one packet's parts)
@@ -44,7 +44,7 @@ CHANNEL_PACKET = 256 * 1024  # the largest data packet we take (sshd sends 32 Ki
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 KEEPALIVE_MISSES = 3
-PARAMIKO_LOG = "zmqproc.tunnel.paramiko"  # paramiko's own messages; failures are raised as typed errors, not only logged
+PARAMIKO_LOG = "zmqproc.ssh.tunnel.paramiko"  # paramiko's own messages; failures are raised as typed errors, not only logged
 logging.getLogger(PARAMIKO_LOG).addHandler(logging.NullHandler())
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 
@@ -85,7 +85,7 @@ def _transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
     return transport
 
 
-class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # paramiko is untyped
     def __init__(self, ssh: str) -> None:
         self.ssh = ssh
 
@@ -96,7 +96,7 @@ class _RejectUnknown(paramiko.MissingHostKeyPolicy):
         )
 
 
-class _AcceptNew(paramiko.MissingHostKeyPolicy):
+class _AcceptNew(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # paramiko is untyped
     """Like OpenSSH's ``StrictHostKeyChecking=accept-new``: add an unknown key to known_hosts, still reject a changed one."""
 
     def __init__(self, path: str) -> None:
@@ -109,7 +109,7 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
-class _Logins(AuthStrategy):
+class _Logins(AuthStrategy):  # type: ignore[misc]  # paramiko is untyped
     """Exactly what the options allow, in order: the key (or ssh-agent's keys, then the default keys), then the password.
 
     The key passphrase only unlocks key files; it is never offered to the server as a password.
@@ -352,7 +352,7 @@ class ParamikoSession:
         try:
             chan = self._open_channel(origin if isinstance(origin, tuple) else ("127.0.0.1", 0), self.options.timeout)
         except TunnelError as exc:  # the server end refused this one: its client retries; the session stays up
-            logging.getLogger("zmqproc.tunnel").info("%s", exc)
+            logging.getLogger("zmqproc.ssh.tunnel").info("%s", exc)
             conn.close()
             return
         sel.register(conn, selectors.EVENT_READ, (conn, chan))

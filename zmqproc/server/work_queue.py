@@ -1,7 +1,7 @@
 """The server's fair work queue (no sockets, no threads): one FIFO per client, served round-robin across clients.
 
 How much each client may have queued is the credit ledger's business
-(:mod:`zmqproc.credit`); this only orders the admitted work, so a client with
+(:mod:`zmqproc.server.credit`); this only orders the admitted work, so a client with
 many queued jobs waits its turn while another client's job goes next.
 """
 

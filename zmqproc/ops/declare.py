@@ -24,14 +24,13 @@ import math
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, overload
+from typing import Annotated, Any, Literal, TypeVar, overload
 
-if TYPE_CHECKING:
-    from . import ops
+from ..protocol import RESULT_KINDS
+from . import registry as ops
 
 F = TypeVar("F", bound=Callable[..., Any])
 ATTRIBUTE = "__zmqproc_op__"  # the registered ops.Op, on the decorated function
-RESULT_KINDS = ("boxes", "points", "polygons")  # results the viewer draws (docs/protocol.md, "Results"); others are listed
 
 
 class OpDeclarationError(TypeError):
@@ -96,8 +95,6 @@ def op(fn: F | None = None, /, **declared: Any) -> F | Callable[[F], F]:
     """
 
     def register(f: F) -> F:
-        from . import ops  # here, not above: the registry imports the built-in ops, which are declared with this module
-
         fields: dict[str, Any] = {k: tuple(v) if k in ("odd", "dtypes") else v for k, v in declared.items()}
         declared_op = declare(f, Declared(**fields))
         ops.register(declared_op)
@@ -109,8 +106,6 @@ def op(fn: F | None = None, /, **declared: Any) -> F | Callable[[F], F]:
 
 def declare(fn: Callable[..., Any], declared: Declared = Declared()) -> ops.Op:
     """The ops.Op that ``fn``'s signature, docstring and ``declared`` describe (not registered)."""
-    from . import ops
-
     where = fn.__qualname__
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
@@ -152,8 +147,6 @@ def declare(fn: Callable[..., Any], declared: Declared = Declared()) -> ops.Op:
 
 
 def _param(where: str, p: inspect.Parameter, hint: Any, odd: bool) -> ops.Param:
-    from . import ops
-
     what = f"{where}: parameter {p.name!r}"
     if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY):
         raise OpDeclarationError(f"{what}: op parameters are named (no *args, **kwargs or positional-only)")

@@ -1,0 +1,63 @@
+r"""What the client session returns: frames to send, and what happened (h11's events, for zmqproc's client).
+
+:class:`Send` is an instruction for the driver; the rest are :data:`Event`\ s, taken with
+:meth:`zmqproc.client.session.ClientSession.events`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``frames`` on ``route`` now (and report :meth:`ClientSession.send_failed` if the socket would block)."""
+
+    route: int
+    frames: list[Any]
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """Request ``request_id`` succeeded: ``value`` is a :class:`Processed`, a ping's round trip (s), the op list or the stats."""
+
+    request_id: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Request ``request_id`` ended with ``error`` (a ProcessingError from the server, or a ClientError)."""
+
+    request_id: str
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChanged:
+    """Route ``route`` is now ``state`` (connecting, connected, slow, lost); ``rtt`` is its last ping round trip (-1: unknown)."""
+
+    route: int
+    state: str
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """The client as a whole: connected or slow if some route answers (``rtt``: the best), else connecting or lost."""
+
+    state: str
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRestarted:
+    """A new server instance (``epoch``) answers on ``route``; what the old one held is sent again."""
+
+    route: int
+    epoch: str
+
+
+Event = Resolve | Fail | RouteChanged | StateChanged | ServerRestarted

@@ -1,0 +1,151 @@
+"""The viewer's Qt-free helpers (testable without a display): image files read as the server would check them, folders
+listed, batch outputs named and encoded, and results as the viewer draws and lists them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..client.pipeline import PipelineSpec, to_steps
+from ..errors import ProcessingError
+from ..formats import BY_NAME, SUFFIXES
+from ..images import MAX_CLIENT_PIXELS, check_lengths, describe_file, encode_image, sniff_format
+from ..protocol import RESULT_KINDS
+
+DEFAULT_PATTERN = "{stem}_{pipeline}.{ext}"
+FIELDS = ("stem", "pipeline", "ext", "index")
+
+
+def check_pattern(pattern: str) -> str:
+    """A file-name pattern with only known fields; ValueError naming the fields otherwise."""
+    names = re.findall(r"{([^{}]*)}", pattern)
+    unknown = [n for n in names if n not in FIELDS]
+    if unknown or not pattern.strip() or "/" in pattern:
+        raise ValueError(f"a name pattern is a file name with fields among {{{'}, {'.join(FIELDS)}}}, e.g. {DEFAULT_PATTERN}")
+    return pattern
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """Where results go: ``folder``, named by ``pattern`` (fields: stem, pipeline, ext, index), in ``fmt``."""
+
+    folder: Path
+    pattern: str = DEFAULT_PATTERN
+    fmt: str = "png"
+
+    def __post_init__(self) -> None:
+        check_pattern(self.pattern)
+        if self.fmt not in BY_NAME:
+            raise ValueError(f"the output format is one of {', '.join(BY_NAME)}")
+
+    def name(self, source: str, pipeline: PipelineSpec, index: int) -> str:
+        ops = "-".join(step.op for step in to_steps(pipeline)) or "identity"
+        name = self.pattern.format(stem=Path(source).stem, pipeline=ops, ext=BY_NAME[self.fmt].suffix.lstrip("."), index=index + 1)
+        return re.sub(r"[\\/:*?\"<>|]", "_", name)
+
+
+def encode_for_disk(image: np.ndarray | bytes, fmt: str) -> bytes:
+    """The bytes of a result file: the server's own encoding as it came, or the pixels encoded here."""
+    if isinstance(image, bytes):
+        return image
+    try:
+        return bytes(encode_image(image, fmt)[1])
+    except ProcessingError as exc:
+        raise ValueError(exc.message) from None
+
+
+def read_image(path: str) -> np.ndarray:
+    """Decode an image file as OpenCV does (8-bit BGR; gray stays gray); ValueError in words for anything else.
+
+    The file is sized from its header first (the server's rule), so an empty,
+    broken or bomb file costs neither the memory nor the time it claims.
+    """
+    data = read_file(path)
+    try:
+        check_lengths(sniff_format(data[:16].tobytes()), data, "it")
+        image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR)
+    except ProcessingError as exc:
+        raise ValueError(exc.message) from None
+    except cv2.error:
+        image = None
+    if image is None:
+        raise ValueError("it is truncated or corrupt: OpenCV cannot decode it")
+    return image
+
+
+def read_file(path: str) -> np.ndarray:
+    """An image file's bytes, checked by :func:`describe_file` (ValueError in words)."""
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise ValueError(exc.strerror or "the file cannot be read") from None
+    try:
+        describe_file(data, MAX_CLIENT_PIXELS)
+    except ProcessingError as exc:
+        raise ValueError(exc.message) from None
+    return data
+
+
+def result_array(image: np.ndarray | bytes) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return image
+    decoded = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise ValueError("the server's encoded result does not decode")
+    return decoded
+
+
+def images_in(folder: Path) -> list[Path]:
+    """The image files in ``folder``, by name."""
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in SUFFIXES)
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files as given; a folder stands for the images in it (sorted)."""
+    files: list[str] = []
+    for path in paths:
+        p = Path(path)
+        files += [str(f) for f in images_in(p)] if p.is_dir() else [path]
+    return files
+
+
+def neighbour(path: str, step: int) -> str | None:
+    """The image ``step`` places after ``path`` in its folder (by name, wrapping around); None if it is the only one."""
+    p = Path(path)
+    folder = images_in(p.parent) if p.parent.is_dir() else []
+    if p not in folder or len(folder) < 2:
+        return None
+    return str(folder[(folder.index(p) + step) % len(folder)])
+
+
+def shapes(results: dict[str, Any], kinds: dict[str, str]) -> dict[str, list[Any]]:
+    """What the view draws: every result of a drawn kind, by kind."""
+    drawn: dict[str, list[Any]] = {kind: [] for kind in RESULT_KINDS}
+    for key, kind in kinds.items():
+        if kind in drawn and isinstance(results.get(key), list):
+            drawn[kind] += results[key]
+    return drawn
+
+
+def result_lines(results: dict[str, Any], kinds: dict[str, str]) -> list[str]:
+    """The results as the Results tab lists them."""
+    lines = []
+    for key, value in results.items():
+        kind = kinds.get(key)
+        if kind in RESULT_KINDS and isinstance(value, list):
+            noun = {"boxes": "box", "points": "point", "polygons": "polygon"}[kind]
+            lines.append(f"{key}: {len(value)} {noun}{'' if len(value) == 1 else ('es' if noun == 'box' else 's')} (drawn)")
+            lines += [f"    {_short(item)}" for item in value[:50]]
+        else:
+            lines.append(f"{key}: {_short(value)}")
+    return lines
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
