@@ -69,10 +69,11 @@ docker-build:  # cached layers: a no-op when nothing changed; only the small pac
 docker-test: install  # the docker-marked tests (they run `make wheels` and build the image themselves)
 	ZMQPROC_REQUIRE_DOCKER=1 $(BIN)/python -m pytest -q -m docker
 
-lint: install
+lint: install  # style, types, and the wings' import contracts (pyproject.toml, [tool.importlinter])
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy zmqproc
+	$(BIN)/lint-imports
 
 WHEEL_CHECK := build/wheel-check
 wheel-check: install  # `pip wheel .` as a user runs it, installed with its real dependencies into a fresh venv, then tested there
@@ -80,7 +81,7 @@ wheel-check: install  # `pip wheel .` as a user runs it, installed with its real
 	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEEL_CHECK)/dist .
 	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
 	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet "$$(ls $(WHEEL_CHECK)/dist/zmqproc-*.whl)[gui]"
-	ZMQPROC_WHEEL_VENV=$(WHEEL_CHECK)/venv $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_wheel.py
+	ZMQPROC_WHEEL_VENV=$(WHEEL_CHECK)/venv $(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_wheel.py
 
 bench: install bench-peers
 	$(BIN)/python bench/core.py
