@@ -8,8 +8,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zmqproc import op  # noqa: E402
-from zmqproc.ops import ALL_DTYPES  # noqa: E402
-from zmqproc.server_cli import main  # noqa: E402
+from zmqproc.ops.registry import ALL_DTYPES  # noqa: E402
+from zmqproc.server.cli import main  # noqa: E402
 
 
 @op(dtypes=ALL_DTYPES)

@@ -14,7 +14,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zmqproc import op  # noqa: E402
-from zmqproc.server_cli import main  # noqa: E402
+from zmqproc.server.cli import main  # noqa: E402
 
 PID_VARIABLE = "ZMQPROC_TEST_SERVER_PID"
 

@@ -19,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zmqproc import ops
+from zmqproc.client.events import Fail, Resolve
+from zmqproc.client.session import ClientSession
 from zmqproc.errors import (
     ERROR_CLASSES,
     ERROR_CODES,
@@ -44,7 +46,6 @@ from zmqproc.protocol import (
     encode_error,
     encode_reply,
 )
-from zmqproc.session import ClientSession, Fail, Resolve
 
 LIMITS = Limits(max_header_bytes=4096, max_frame_bytes=64 * 1024, max_pixels=4096)
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -10,10 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from zmqproc import ops, work
+from zmqproc import ops
 from zmqproc.images import ImageDescriptor
-from zmqproc.pool import Died, Finished, WorkerPool
 from zmqproc.protocol import Step
+from zmqproc.server import work
+from zmqproc.server.pool import Died, Finished, WorkerPool
 
 
 def spec(image: np.ndarray, *steps: Step, reply: str = "raw") -> work.Spec:

@@ -322,7 +322,7 @@ def test_views_zoom_and_pan_together_and_drop_opens_files(qtbot, window):
 
 
 def test_run_local_starts_a_server_and_stops_it_with_the_viewer(tmp_path):
-    from zmqproc.cli import port_state
+    from zmqproc.endpoints import port_state
 
     port = free_port()
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path), "PORT": str(port), "WORKERS": "1"}

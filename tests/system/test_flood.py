@@ -22,8 +22,8 @@ import zmq
 
 from tests.hostile import tiff_claiming
 from tests.rawwire import RawDealer
-from zmqproc.client import Client
-from zmqproc.ops import REGISTRY
+from zmqproc.client.threaded import Client
+from zmqproc.ops.registry import REGISTRY
 
 SEED = int(os.environ.get("ZMQPROC_FLOOD_SEED", "7"))
 MESSAGES = 20_000

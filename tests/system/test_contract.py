@@ -14,12 +14,14 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from zmqproc import work
-from zmqproc.budget import BudgetPlan
-from zmqproc.core import CoreConfig, RunInline, Send, ServerCore, Start, Stop
+from zmqproc.client.events import Fail, Resolve
+from zmqproc.client.replies import Processed
+from zmqproc.client.session import ClientOptions, ClientSession
 from zmqproc.errors import Cancelled, DeadlineExceeded, RequestTimeout
 from zmqproc.protocol import Limits
-from zmqproc.session import ClientOptions, ClientSession, Fail, Processed, Resolve
+from zmqproc.server import work
+from zmqproc.server.budget import BudgetPlan
+from zmqproc.server.core import CoreConfig, RunInline, Send, ServerCore, Start, Stop
 
 MiB = 1 << 20
 CLIENT = b"\x00dealer"  # the identity the ROUTER gives the session's DEALER

@@ -31,7 +31,7 @@ from tests.fixtures.docker import (
 )
 from tests.hostile import tiff_claiming
 from zmqproc import Client, ops
-from zmqproc.pipeline import to_steps
+from zmqproc.client.pipeline import to_steps
 
 pytestmark = pytest.mark.docker
 

@@ -24,10 +24,10 @@ from tests.conftest import ROOT, free_port, require_or_skip, wait_until
 from tests.fixtures.sshd import _descendants
 from tests.rawwire import holds
 from zmqproc import Client
-from zmqproc.cli import main
+from zmqproc.client.cli import main
 from zmqproc.errors import HostKeyChanged, HostKeyUnknown, TunnelAuthFailed, TunnelDied, TunnelTargetRefused, TunnelUnreachable
-from zmqproc.tunnel import open_tunnel
-from zmqproc.tunnel_spec import SshOptions
+from zmqproc.ssh.rules import SshOptions
+from zmqproc.ssh.tunnel import open_tunnel
 
 BACKENDS = ["paramiko", "openssh"]
 SLOW = "denoise:h=10,search_window=35,template_window=21"
@@ -210,7 +210,7 @@ def test_sigkill_of_the_client_leaves_no_ssh_and_no_socket_directory(sshd, endpo
 @pytest.mark.sshd
 def test_the_openssh_child_ends_at_interpreter_exit(sshd, endpoint):
     script = (
-        "import sys; from zmqproc.tunnel import open_tunnel\n"
+        "import sys; from zmqproc.ssh.tunnel import open_tunnel\n"
         "t = open_tunnel(sys.argv[1], sys.argv[2], key=sys.argv[3], known_hosts=sys.argv[4], backend='openssh')\n"
         "print(t.pid, t.local_endpoint, flush=True)\n"
     )
@@ -411,7 +411,7 @@ def test_cli_takes_the_password_from_the_environment_or_asks_for_it(sshd_passwor
     assert main(args) == 0
     monkeypatch.delenv("ZMQPROC_SSH_PASSWORD")
     asked: list[str] = []
-    monkeypatch.setattr("zmqproc.cli.getpass.getpass", lambda prompt: asked.append(prompt) or sshd.password)
+    monkeypatch.setattr("zmqproc.client.cli.getpass.getpass", lambda prompt: asked.append(prompt) or sshd.password)
     assert main([*args, "--ssh-ask-password"]) == 0 and asked == [f"SSH password for {sshd.target}: "]
     assert main(args) == 1 and "refused the login" in capsys.readouterr().err  # no password: nothing asked unless told
     assert sshd.logins("Accepted password") == 2 and sshd.logins("Failed password") == 0 and len(asked) == 1

@@ -10,8 +10,8 @@ import pytest
 
 from zmqproc import ops
 from zmqproc.errors import BadParams
+from zmqproc.ops.declare import OpDeclarationError, Range, op
 from zmqproc.protocol import Step
-from zmqproc.signature import OpDeclarationError, Range, op
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_a_typed_function_becomes_an_op_with_the_usual_schema(registry):
             "strength": {"type": "float", "default": 1.0, "min": 0.0, "max": 1.0},
             "keep_alpha": {"type": "bool", "default": True},
         },
-        "source": "builtin",  # registered by hand here; zmqproc.plugins records the file a plugin came from
+        "source": "builtin",  # registered by hand here; zmqproc.ops.plugins records the file a plugin came from
     }
     image = np.arange(64, dtype=np.uint8).reshape(8, 8)
     served, _ = ops.run_pipeline(image, ops.validate_pipeline([Step("posterize", {"levels": 8, "mode": "mid"})]))

@@ -100,7 +100,7 @@ def test_curve_server(tmp_path: Path, start_server: Any) -> None:
 @pytest.mark.parametrize("backend", ["openssh", "paramiko"])
 def test_through_an_ssh_tunnel(tmp_path: Path, server: Any, sshd: Any, backend: str) -> None:
     """docs/loadtest.md: point --endpoint at the tunnel's local port (a real sshd on 127.0.0.1)."""
-    from zmqproc.tunnel import open_tunnel
+    from zmqproc.ssh.tunnel import open_tunnel
 
     with open_tunnel(server.endpoint, sshd.target, key=sshd.key, known_hosts=sshd.known_hosts, backend=backend) as tunnel:
         code, figures, _ = run(tmp_path, "--endpoint", tunnel.local_endpoint, "--requests", "60", "--clients", "2", "--inflight", "2")

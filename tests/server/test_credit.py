@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from zmqproc.credit import CreditLedger
 from zmqproc.protocol import Credit
+from zmqproc.server.credit import CreditLedger
 
 A, B, C = b"a", b"b", b"c"
 

@@ -20,7 +20,7 @@ from zmqproc.errors import (
     TunnelTargetRefused,
     TunnelUnreachable,
 )
-from zmqproc.tunnel_spec import (
+from zmqproc.ssh.rules import (
     Reopen,
     SshOptions,
     SshTarget,
@@ -193,5 +193,5 @@ def test_reopen_backs_off_to_a_cap_and_stops_at_a_final_refusal():
 
 def test_no_paramiko_import():
     """The rules load without paramiko (the CLI and the viewer use them; so does the OpenSSH backend)."""
-    code = "import sys, zmqproc.tunnel, zmqproc.tunnel_spec; assert 'paramiko' not in sys.modules"
+    code = "import sys, zmqproc.ssh.tunnel, zmqproc.ssh.rules; assert 'paramiko' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, load_image
-from zmqproc import ops, plugins
+from zmqproc import ops
+from zmqproc.ops import plugins
 
 EXAMPLES = ROOT / "examples" / "ops"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from zmqproc import ops
-from zmqproc.budget import BudgetPlan, MiB, check_fits, default_budget, estimate, parse_size
 from zmqproc.errors import TooLarge
 from zmqproc.images import ImageDescriptor
 from zmqproc.protocol import Step
+from zmqproc.server.budget import BudgetPlan, MiB, check_fits, default_budget, estimate, parse_size
 
 GiB = 1 << 30
 

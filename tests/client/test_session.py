@@ -10,6 +10,9 @@ import msgpack
 import numpy as np
 import pytest
 
+from zmqproc.client.events import Fail, Resolve, RouteChanged, ServerRestarted, StateChanged
+from zmqproc.client.replies import Processed
+from zmqproc.client.session import CONNECTED, CONNECTING, LOST, SLOW, TUNNEL_FAILED, TUNNEL_RECONNECTING, ClientOptions, ClientSession
 from zmqproc.errors import (
     AuthenticationFailed,
     BadParams,
@@ -22,22 +25,6 @@ from zmqproc.errors import (
     TunnelDied,
 )
 from zmqproc.protocol import Credit, Request, decode_request, encode_error, encode_reply
-from zmqproc.session import (
-    CONNECTED,
-    CONNECTING,
-    LOST,
-    SLOW,
-    TUNNEL_FAILED,
-    TUNNEL_RECONNECTING,
-    ClientOptions,
-    ClientSession,
-    Fail,
-    Processed,
-    Resolve,
-    RouteChanged,
-    ServerRestarted,
-    StateChanged,
-)
 
 IMAGE = np.arange(12, dtype=np.uint8).reshape(3, 4)
 

@@ -176,7 +176,7 @@ def test_slow_indicator_and_cancel_before_sending(qtbot, endpoint):
 
 def test_an_error_in_a_slot_or_in_reading_a_reply_loses_no_request(qtbot, qt_client, coffee, monkeypatch):
     """The flake of a traceback inside the reply handler that lost the reply: every request still ends, exactly once."""
-    from zmqproc import session as session_module
+    from zmqproc.client import session as session_module
 
     def broken_slot(_rid, _result):
         raise RuntimeError("a bug in the application's slot")

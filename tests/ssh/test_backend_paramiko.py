@@ -12,11 +12,11 @@ import pytest
 
 from tests.conftest import wait_until
 from zmqproc import Client
-from zmqproc import tunnel as tunnel_module
 from zmqproc.errors import TunnelAuthFailed, TunnelKeyLocked
-from zmqproc.tunnel import open_tunnel
-from zmqproc.tunnel_paramiko import ParamikoSession, _transport, _TransportSocket
-from zmqproc.tunnel_spec import PREFERRED_CIPHERS, SshOptions, server_endpoint
+from zmqproc.ssh import tunnel as tunnel_module
+from zmqproc.ssh.backend_paramiko import ParamikoSession, _transport, _TransportSocket
+from zmqproc.ssh.rules import PREFERRED_CIPHERS, SshOptions, server_endpoint
+from zmqproc.ssh.tunnel import open_tunnel
 
 
 def keygen(path: Path, passphrase: str) -> Path:

@@ -8,10 +8,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from zmqproc import work
-from zmqproc.budget import BudgetPlan
-from zmqproc.core import INLINE_TURN_NS, SHUTDOWN_GRACE_S, CoreConfig, RunInline, Send, ServerCore, Start, Stop
 from zmqproc.errors import InternalError
+from zmqproc.server import work
+from zmqproc.server.budget import BudgetPlan
+from zmqproc.server.core import INLINE_TURN_NS, SHUTDOWN_GRACE_S, CoreConfig, RunInline, Send, ServerCore, Start, Stop
 
 MiB = 1 << 20
 A, B, C = b"a", b"b", b"c"
@@ -278,7 +278,7 @@ def test_a_bug_a_request_meets_is_its_internal_answer_never_the_loops_end(monkey
     def broken(*_: Any) -> None:
         raise KeyError(0)  # as _tiff_geometry once did for a TIFF with 0 samples a pixel
 
-    monkeypatch.setattr("zmqproc.core.decode_request", broken)
+    monkeypatch.setattr("zmqproc.server.core.decode_request", broken)
     (reply,) = replies(core.receive(A, request("r"), 0.0))
     assert code(reply) == "internal" and "logged" in reply["error"]["message"]
     assert len(core.bugs) == 1 and "KeyError: 0" in core.bugs[0]

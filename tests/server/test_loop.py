@@ -15,7 +15,7 @@ import zmq
 from tests.conftest import wait_until
 from tests.rawwire import RawDealer, holds, process_header, server_stats
 
-HELPER_OPS = str(Path(__file__).with_name("server_with_failing_op.py"))
+HELPER_OPS = str(Path(__file__).parent.parent / "server_with_failing_op.py")
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from zmqproc.work_queue import WorkQueue
+from zmqproc.server.work_queue import WorkQueue
 
 
 @dataclass

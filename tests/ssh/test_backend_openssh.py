@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import ServerProcess
 from zmqproc import Client
 from zmqproc.errors import TunnelKeyLocked
-from zmqproc.tunnel import open_tunnel
-from zmqproc.tunnel_local import local_ends
-from zmqproc.tunnel_openssh import installed_version
+from zmqproc.ssh.backend_openssh import installed_version
+from zmqproc.ssh.local import local_ends
+from zmqproc.ssh.tunnel import open_tunnel
 
 
 def test_installed_version():

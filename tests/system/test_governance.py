@@ -21,7 +21,7 @@ from tests.conftest import wait_until
 from tests.hostile import tiff_claiming
 from tests.rawwire import RawDealer, process_header, server_stats
 from zmqproc import Client
-from zmqproc.server import process_tree_pss
+from zmqproc.server.loop import process_tree_pss
 
 MiB = 1 << 20
 BUDGET = "600M"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, wait_until
 from zmqproc import endpoints
-from zmqproc.tunnel_local import local_ends, unix_listener
+from zmqproc.ssh.local import local_ends, unix_listener
 
 
 def test_the_directory_is_private_fresh_and_its_sockets_fit_an_ipc_endpoint():
@@ -31,7 +31,7 @@ def test_the_directory_is_private_fresh_and_its_sockets_fit_an_ipc_endpoint():
 
 KILLED = """
 import subprocess, sys, time
-from zmqproc.tunnel_local import local_ends
+from zmqproc.ssh.local import local_ends
 ends = local_ends()
 child = subprocess.Popen(["sleep", "600"], process_group=ends.process_group)  # as an ssh child joins it
 print(ends.root, child.pid, flush=True)

@@ -14,7 +14,7 @@ import zmq.auth
 
 from tests.conftest import ROOT, ServerProcess, free_port
 from tests.fixtures.curve import Keys
-from zmqproc.client import Client
+from zmqproc.client.threaded import Client
 from zmqproc.errors import AuthenticationFailed, ConnectionLost
 from zmqproc.security import ClientCurve, generate_keypair, load_keypair, load_public_key
 

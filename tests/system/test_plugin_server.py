@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, load_image
-from zmqproc import BadParams, Client, InternalError, ops, plugins
+from zmqproc import BadParams, Client, InternalError, ops
+from zmqproc.ops import plugins
 
 PLUGIN = '''
 from typing import Annotated, Literal

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from zmqproc.client.pipeline import to_steps
 from zmqproc.gui.qt_socket import QZmqSocket
 from zmqproc.images import describe_array
-from zmqproc.pipeline import to_steps
 from zmqproc.protocol import decode_reply, encode_request, process_fields
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from zmqproc.pipeline import parse_step, parse_value, to_steps, to_text
+from zmqproc.client.pipeline import parse_step, parse_value, to_steps, to_text
 from zmqproc.protocol import Step
 
 

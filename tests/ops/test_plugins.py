@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from zmqproc import ops, plugins
-from zmqproc.plugins import PluginError
+from zmqproc import ops
+from zmqproc.ops import plugins
+from zmqproc.ops.plugins import PluginError
 
 GOOD = """
 from typing import Annotated
