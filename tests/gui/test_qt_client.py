@@ -176,7 +176,7 @@ def test_slow_indicator_and_cancel_before_sending(qtbot, endpoint):
 
 def test_an_error_in_a_slot_or_in_reading_a_reply_loses_no_request(qtbot, qt_client, coffee, monkeypatch):
     """The flake of a traceback inside the reply handler that lost the reply: every request still ends, exactly once."""
-    from zmqproc.client import session as session_module
+    from zmqproc.client import replies as replies_module
 
     def broken_slot(_rid, _result):
         raise RuntimeError("a bug in the application's slot")
@@ -187,7 +187,7 @@ def test_an_error_in_a_slot_or_in_reading_a_reply_loses_no_request(qtbot, qt_cli
         ids = [qt_client.process(coffee, "invert") for _ in range(3)]
         qtbot.waitUntil(lambda: len(done) == 3, timeout=10000)
     assert len(raised) == 3 and set(done) == set(ids) and qt_client.in_flight == 0
-    monkeypatch.setattr(session_module, "decode_processed", lambda reply: {}["image"])  # reading the reply raises KeyError
+    monkeypatch.setattr(replies_module, "decode_processed", lambda reply: {}["image"])  # reading the reply raises KeyError
     rid = qt_client.process(coffee, "invert")
     qtbot.waitUntil(lambda: rid in failed, timeout=10000)
     assert isinstance(failed[rid], MalformedReply) and "KeyError" in str(failed[rid]) and qt_client.in_flight == 0
