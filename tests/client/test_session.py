@@ -628,6 +628,22 @@ def test_close_fails_everything_and_refuses_new_work():
         rig.session.submit("ping", 1.0, rig.now)
 
 
+def test_close_cancels_on_each_server_what_it_holds_and_nothing_else():
+    rig = Rig(routes=2)
+    rig.connect(0)  # route 1 never connects: nothing of ours is there
+    ids = rig.submit(3)
+    rig.answer(0, n=1)  # one answered: the server no longer holds it
+    held = [request.id for request, _ in rig.servers[0].held]
+    assert len(held) == 2
+    farewells = rig.session.close("the viewer closed")
+    cancels = [(f.route, msgpack.unpackb(f.frames[0])) for f in farewells]
+    assert [(route, h["kind"], h["target"]) for route, h in cancels] == [(0, "cancel", rid) for rid in held]
+    assert not {h["id"] for _, h in cancels} & set(ids), "a cancel has an id of its own"
+    rig.collect()
+    assert all(isinstance(rig.errors[i], ConnectionLost) for i in held)
+    assert rig.session.close("again") == [], "closing twice sends nothing more"
+
+
 def test_a_send_that_would_block_waits_for_the_route_to_be_writable():
     s = ClientSession(["tcp://h:1"])
     s.connected(0, 0.0)

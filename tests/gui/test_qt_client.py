@@ -167,8 +167,10 @@ def test_slow_indicator_and_cancel_before_sending(qtbot, endpoint):
         qtbot.waitUntil(lambda: slow.state == SLOW and slow.rtt > 0, timeout=5000)
         done, failed = collect(nowhere)
         rid = nowhere.process(np.zeros((4, 4, 3), np.uint8), "invert")
-        nowhere.cancel(rid)  # never sent (no server): withdrawn here, at once
-        assert isinstance(failed[rid], Cancelled) and nowhere.in_flight == 0
+        nowhere.cancel(rid)  # never sent (no server): withdrawn here, at once...
+        assert rid not in failed and nowhere.in_flight == 0, "...and said from the event loop, never inside the call"
+        qtbot.waitUntil(lambda: rid in failed, timeout=1000)
+        assert isinstance(failed[rid], Cancelled)
     finally:
         slow.close()
         nowhere.close()

@@ -50,6 +50,7 @@ def test_a_typed_function_becomes_an_op_with_the_usual_schema(registry):
             "keep_alpha": {"type": "bool", "default": True},
         },
         "source": "builtin",  # registered by hand here; zmqproc.ops.plugins records the file a plugin came from
+        "dtypes": ["uint8"],  # the default: what a client checks before sending
     }
     image = np.arange(64, dtype=np.uint8).reshape(8, 8)
     served, _ = ops.run_pipeline(image, ops.validate_pipeline([Step("posterize", {"levels": 8, "mode": "mid"})]))

@@ -68,8 +68,10 @@ def test_other_dtypes():
     assert out.dtype == np.float32 and out.shape == (10, 15, 3)
     u16 = np.full((10, 10), 1000, np.uint16)
     assert ops.run_pipeline(u16, ops.validate_pipeline([Step("invert")]))[0][0, 0] == 64535
-    with pytest.raises(BadParams, match="canny takes uint8 images, not float32"):
-        ops.run_pipeline(f32, ops.validate_pipeline([Step("canny")]))
+    with pytest.raises(BadParams, match="canny takes uint8 images, not float32") as refused:
+        ops.run_pipeline(f32, ops.validate_pipeline([Step("flip"), Step("canny")]))
+    assert refused.value.details == {"step": 2, "op": "canny", "takes": ["uint8"], "dtype": "float32"}, "a client words it"
+    assert {o["name"]: o["dtypes"] for o in ops.describe()}["canny"] == ["uint8"], "and can say it before sending"
 
 
 def test_detect_faces_finds_the_astronaut():

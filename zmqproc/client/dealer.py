@@ -32,6 +32,7 @@ MONITOR_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
 _SUCCEEDED, _DISCONNECTED = int(zmq.EVENT_HANDSHAKE_SUCCEEDED), int(zmq.EVENT_DISCONNECTED)
+CLOSE_LINGER_MS = 500  # closing: how long libzmq may still try to deliver the cancels of abandoned work
 _REFUSED = (int(zmq.EVENT_HANDSHAKE_FAILED_AUTH), int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL))
 _NO_DETAIL = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
@@ -58,11 +59,20 @@ def open_dealer(ctx: zmq.Context[Any], endpoint: str, curve: ClientCurve | None 
     return sock, monitor
 
 
-def close_dealer(sock: zmq.Socket[Any], monitor: zmq.Socket[Any]) -> None:
+def close_dealer(sock: zmq.Socket[Any], monitor: zmq.Socket[Any], linger_ms: int = 0) -> None:
     if not sock.closed:
         sock.disable_monitor()
-        sock.close(linger=0)
+        sock.close(linger=linger_ms)
     monitor.close(linger=0)
+
+
+def close_session(session: ClientSession, links: Sequence[tuple[zmq.Socket[Any], zmq.Socket[Any]]], reason: str) -> None:
+    r"""Close ``session`` and its sockets, the ``cancel``\ s it returns for work a server holds sent first; libzmq may
+    deliver them for CLOSE_LINGER_MS more (the context is never terminated, so nothing waits for it)."""
+    for farewell in session.close(reason):
+        send(links[farewell.route][0], farewell.frames)
+    for sock, monitor in links:
+        close_dealer(sock, monitor, CLOSE_LINGER_MS)
 
 
 def send(sock: zmq.Socket[Any], frames: list[Any]) -> bool:

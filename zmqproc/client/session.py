@@ -270,11 +270,20 @@ class ClientSession:
         cancel.pinned = request.route
         self._enqueue(cancel)
 
-    def close(self, reason: str = "the client was closed before the reply arrived") -> None:
-        """Fail everything pending with ConnectionLost; nothing is sent any more."""
-        if self._closed is None:
-            self._closed = reason
-            self._fail_all(ConnectionLost(reason))
+    def close(self, reason: str = "the client was closed before the reply arrived") -> list[Send]:
+        """Fail everything pending with ConnectionLost; nothing is sent any more but what this returns: a ``cancel`` for
+        each ``process`` request a connected server holds, so that no server goes on computing abandoned work (best
+        effort: the driver sends them as it closes its sockets)."""
+        if self._closed is not None:
+            return []
+        farewells = [
+            Send(q.route, encode_request("cancel", f"{q.id}-bye", {"target": q.id}, None, self._pack), q.id)
+            for q in self._requests.values()
+            if q.kind == "process" and q.route is not None and self.routes[q.route].up
+        ]
+        self._closed = reason
+        self._fail_all(ConnectionLost(reason))
+        return farewells
 
     # -- inputs: what the sockets and monitors saw -----------------------------------------------
 

@@ -368,14 +368,12 @@ class Client:
     def _shutdown(self) -> None:
         with self._lock:
             self._closed = True
-            self._session.close()
+            dealer.close_session(self._session, self._links, "the client was closed before the reply arrived")
             done = [(self._futures.pop(e.request_id, None), e) for e in self._session.events() if isinstance(e, Fail)]
             self._room.notify_all()
         for entry, event in done:
             if entry is not None:
                 _end(entry, event)
-        for sock, monitor in self._links:
-            dealer.close_dealer(sock, monitor)
         self._wake_r.close()
         self._wake_w.close()
 

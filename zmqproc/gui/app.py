@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.open_files(files)
         if args.batch and len(files) == 1:
             panel.set_paths(files)  # a batch of one
-        if window.original is None and args.quit_when_done:
+        if window.original is None and args.quit_when_done and not args.batch:  # a batch names its unreadable files
             print(f"zmqproc-gui: cannot open {args.open[0]}", file=sys.stderr)
             return 1
     if args.live:

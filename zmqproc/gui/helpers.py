@@ -15,7 +15,8 @@ from ..client.pipeline import PipelineSpec, to_steps
 from ..errors import ProcessingError
 from ..formats import BY_NAME, SUFFIXES
 from ..images import MAX_CLIENT_PIXELS, check_lengths, describe_file, encode_image, sniff_format
-from ..protocol import RESULT_KINDS
+from ..protocol import RESULT_KINDS, Step
+from .messages import pixel_type_sentence
 
 DEFAULT_PATTERN = "{stem}_{pipeline}.{ext}"
 FIELDS = ("stem", "pipeline", "ext", "index")
@@ -60,7 +61,8 @@ def encode_for_disk(image: np.ndarray | bytes, fmt: str) -> bytes:
 
 
 def read_image(path: str) -> np.ndarray:
-    """Decode an image file as OpenCV does (8-bit BGR; gray stays gray); ValueError in words for anything else.
+    """Decode an image file with its own pixel type and channels (16-bit, float, alpha kept); ValueError in words for
+    anything else.
 
     The file is sized from its header first (the server's rule), so an empty,
     broken or bomb file costs neither the memory nor the time it claims.
@@ -68,7 +70,7 @@ def read_image(path: str) -> np.ndarray:
     data = read_file(path)
     try:
         check_lengths(sniff_format(data[:16].tobytes()), data, "it")
-        image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR)
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except ProcessingError as exc:
         raise ValueError(exc.message) from None
     except cv2.error:
@@ -149,3 +151,13 @@ def result_lines(results: dict[str, Any], kinds: dict[str, str]) -> list[str]:
 def _short(value: Any, limit: int = 200) -> str:
     text = str(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def pixel_type_problem(steps: list[Step], ops: list[dict[str, Any]], image: np.ndarray) -> str | None:
+    """Why the first step cannot take ``image``'s pixel type (from the server's ``ops`` reply), in words; None if it can
+    (or the server does not say). Later steps see what earlier ones made, which only the server knows."""
+    declared = next((o for o in ops if steps and o.get("name") == steps[0].op), None)
+    takes = declared.get("dtypes") if declared else None
+    if not isinstance(takes, list) or str(image.dtype) in takes:
+        return None
+    return pixel_type_sentence(1, steps[0].op, takes, str(image.dtype))

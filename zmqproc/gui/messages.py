@@ -54,10 +54,19 @@ def size(value: float, unit: str) -> str:
     return f"{value:g} {unit}"
 
 
+def pixel_type_sentence(step: object, op: str, takes: list[str], dtype: str) -> str:
+    """An op that cannot take the image's pixel type, in those words (not as a parameter problem)."""
+    return f"Step {step} ({op}) works on {' or '.join(takes)} images; this one is {dtype}. Convert it first, or choose another op."
+
+
 def explain(error: BaseException) -> str:
     """One or two sentences for the user."""
     if isinstance(error, TooLarge):
         return _too_large(error)
+    if isinstance(error, ProcessingError) and isinstance(error.details.get("takes"), list):
+        return pixel_type_sentence(
+            error.details.get("step", "?"), str(error.details.get("op")), error.details["takes"], str(error.details.get("dtype"))
+        )
     if isinstance(error, ProcessingError) and error.code == "unknown_op" and isinstance(error.details.get("op"), str):
         return f"Step {error.details.get('step', '?')}: the server does not offer {error.details['op']!r} (Server → Reload operations)."
     if isinstance(error, ProcessingError):

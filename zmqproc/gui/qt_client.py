@@ -3,8 +3,10 @@
 The same session as :class:`zmqproc.client.Client`, so the same rules (credit, retries, resends, pings, fail-fast,
 cancel); this class only carries its inputs and outputs on the Qt event loop: a DEALER and its monitor per endpoint on
 QSocketNotifiers (:class:`~zmqproc.gui.qt_socket.QZmqSocket`) and one single-shot QTimer set to the session's next
-wakeup. Every request ends exactly once: ``processed`` / ``opsReceived`` or ``failed`` (a typed error). By default the
-session pings every connection each second, idle or not (``keepalive``), so ``state`` stays fresh.
+wakeup. Every request ends exactly once: ``processed`` / ``opsReceived`` or ``failed`` (a typed error), always from the
+event loop, never from inside the call that made the request: a request that fails at once (no server reachable) fails
+after its caller has its id. By default the session pings every connection each second, idle or not (``keepalive``), so
+``state`` stays fresh.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class QtClient(QObject):
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._pump)
         self.tunnelChanged.connect(self._pump)
+        self._later: list[object] = []  # events of a turn taken inside a call, delivered from the event loop
         self.set_endpoints(endpoints, curve=curve)
 
     # -- the API ----------------------------------------------------------------
@@ -117,12 +120,12 @@ class QtClient(QObject):
         """Send an image (array: raw, no copy, do not modify it meanwhile; bytes: an encoded file); its request id."""
         t = self.timeout if timeout is None else timeout
         request_id = self._session.submit_process(image, pipeline, t, time.monotonic(), reply_format)
-        self._pump()
+        self._pump(later=True)
         return request_id
 
     def request_ops(self, timeout: float | None = None) -> str:
         request_id = self._session.submit("ops", self.timeout if timeout is None else timeout, time.monotonic())
-        self._pump()
+        self._pump(later=True)
         return request_id
 
     def cancel(self, request_id: str) -> None:
@@ -131,7 +134,7 @@ class QtClient(QObject):
         It ends with ``failed(id, Cancelled)``, or with its result if the server had finished it already.
         """
         self._session.cancel(request_id, time.monotonic())
-        self._pump()
+        self._pump(later=True)
 
     def close(self) -> None:
         """Close the sockets and fail what is still pending with ConnectionLost."""
@@ -157,8 +160,9 @@ class QtClient(QObject):
     def _monitor(self, session: ClientSession, route: int, frames: list[Any], now: float) -> None:
         dealer.monitor_input(session, route, frames, self.endpoints[route], self._curve, now)
 
-    def _pump(self) -> None:
-        """Let time pass, send what the session says, emit what it decided, and set the timer to its next wakeup."""
+    def _pump(self, later: bool = False) -> None:
+        """Let time pass, send what the session says, emit what it decided (``later``: from the event loop, after the
+        caller returns), and set the timer to its next wakeup."""
         session = self._session
         try:
             dealer.turn(session, self._tunnels, lambda route, frames: self._links[route][0].send(frames), time.monotonic())
@@ -170,7 +174,16 @@ class QtClient(QObject):
                 self._timer.stop()
             else:
                 self._timer.start(max(0, int((wakeup - time.monotonic()) * 1000) + 1))
-        for event in session.events():
+        self._later += session.events()
+        if later:
+            if self._later:
+                QTimer.singleShot(0, self._deliver)
+        else:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        events, self._later = self._later, []
+        for event in events:
             try:
                 self._emit(event)
             except Exception:  # a slot that raises must not keep the others from their events
@@ -190,12 +203,11 @@ class QtClient(QObject):
             self.serverRestarted.emit(event.epoch)
 
     def _drop(self, reason: str) -> None:
-        self._session.close(reason)
+        """Close the session (cancelling on the servers what they hold for it) and its sockets."""
+        dealer.close_session(self._session, [(d.socket, m.socket) for d, m in self._links], reason)
         for dealer_q, monitor in self._links:
-            dealer.close_dealer(dealer_q.socket, monitor.socket)
             dealer_q.close()
             monitor.close()
         self._links = []
-        for event in self._session.events():
-            if isinstance(event, Fail):
-                self.failed.emit(event.request_id, event.error)
+        self._later += [event for event in self._session.events() if isinstance(event, Fail)]
+        self._deliver()

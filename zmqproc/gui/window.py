@@ -36,12 +36,12 @@ from PySide6.QtWidgets import (
 from .. import samples
 from ..client.pipeline import to_text
 from ..formats import SUFFIXES, TABLE
-from ..images import sniff_format
+from ..images import encode_image, sniff_format
 from .batch_panel import BatchPanel
 from .compare import CompareView
 from .connection import ConnectionSettings, string_list
 from .connection_control import ConnectionControl
-from .helpers import expand_paths, neighbour, read_file, read_image, result_array, result_lines, shapes
+from .helpers import expand_paths, neighbour, pixel_type_problem, read_file, read_image, result_array, result_lines, shapes
 from .messages import explain
 from .pipeline_editor import PipelineEditor, load_pipeline, read_preset
 from .qt_client import QtClient
@@ -286,9 +286,10 @@ class MainWindow(QMainWindow):
             return
         if not paths:
             return
-        if self.open_image(paths[0]) and len(paths) > 1:
+        if len(paths) > 1:  # every file goes in the batch list: one that cannot be read fails there, in words
             self.batch_panel.set_paths(paths)
             self.tabs.setCurrentWidget(self.batch_panel)
+        any(self.open_image(path) for path in paths)  # shows the first that opens
 
     @property
     def batch_paths(self) -> list[str]:
@@ -419,7 +420,7 @@ class MainWindow(QMainWindow):
         if self.transfer_mode() != "encoded":
             return read_image(path) if image is None else image
         if image is not None and self.original_in_memory:
-            return bytes(cv2.imencode(".png", image)[1])
+            return bytes(encode_image(image, "png" if image.dtype != np.float32 else "tiff")[1])  # kept as it is
         return read_file(path).tobytes()
 
     def process(self, live: bool = False) -> None:
@@ -432,6 +433,10 @@ class MainWindow(QMainWindow):
         if not steps:
             if not live:
                 self.notify("The pipeline is empty: add a step first.", "warn")
+            return
+        problem = pixel_type_problem(steps, self.ops, self.original)
+        if problem is not None:
+            self.notify(problem, "error")
             return
         if self._job is not None:
             self.client.cancel(self._job[0])

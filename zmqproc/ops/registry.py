@@ -122,12 +122,14 @@ class Op:
 
     def run(self, image: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         if dtype_name(image) not in self.dtypes:
-            raise BadParams(f"{self.name} takes {', '.join(self.dtypes)} images, not {image.dtype}")
+            details = {"op": self.name, "takes": list(self.dtypes), "dtype": str(image.dtype)}
+            raise BadParams(f"{self.name} takes {', '.join(self.dtypes)} images, not {image.dtype}", details=details)
         out = self.fn(image, **params)
         return out if isinstance(out, tuple) else (out, {})
 
     def to_wire(self) -> dict[str, Any]:
-        wire = {"name": self.name, "doc": self.doc, "params": {n: p.to_wire() for n, p in self.params.items()}, "source": self.source}
+        params = {n: p.to_wire() for n, p in self.params.items()}
+        wire = {"name": self.name, "doc": self.doc, "params": params, "source": self.source, "dtypes": list(self.dtypes)}
         if self.result_kinds:
             wire["results"] = dict(self.result_kinds)
         return wire
@@ -189,7 +191,7 @@ def run_pipeline(
         try:
             image, found = step_op.run(image, params)
         except BadParams as err:  # the image does not suit this step (its dtype or channels)
-            raise BadParams(f"step {number} ({step_op.name}): {err.message}", details={"step": number}) from None
+            raise BadParams(f"step {number} ({step_op.name}): {err.message}", details={**err.details, "step": number}) from None
         results.update(found)
     return image, results
 
