@@ -90,7 +90,7 @@ def test_a_zero_byte_file_fails_its_row_in_words_and_the_rest_are_processed(qtbo
         win.start_batch()
     assert "20 done, 1 failed" in finished.args[0]
     failed = [item for item in win.batch.items if item.status == "failed"]
-    assert [os.path.basename(i.path) for i in failed] == ["photo_07b.jpg"] and "it is empty" in failed[0].message
+    assert [os.path.basename(i.path) for i in failed] == ["photo_07b.jpg"] and failed[0].message == "Cannot open it: it is empty."
     assert len(list((tmp_path / "out").iterdir())) == 20
     win.open_files([str(folder / "photo_07b.jpg")])
     assert win.notice.text() == "Cannot open photo_07b.jpg: it is empty."

@@ -148,8 +148,8 @@ class Batch(QObject):
                 continue
             try:
                 image = self._load(item.path)
-            except (OSError, ValueError) as exc:
-                self._end(index, FAILED, explain(exc))
+            except (OSError, ValueError) as exc:  # the file, not the server: said as the window says it
+                self._end(index, FAILED, f"Cannot open it: {exc}.")
                 continue
             item.request_id = self.client.process(image, self.pipeline, reply_format=self.reply_format())
             item.started = time.monotonic()
