@@ -136,3 +136,30 @@ def test_the_placeholder_wraps_in_a_narrow_view_instead_of_scrolling(qtbot):
     qtbot.waitUntil(lambda: view.scene().sceneRect().width() <= view.viewport().width())
     assert not view.horizontalScrollBar().isVisible()
     assert view.scene().sceneRect().height() > wide, "the text took more lines, not more width"
+
+
+def test_the_zoom_label_is_the_true_scale_after_a_mode_change_and_a_resize(compare, qtbot):
+    """Issue 20, row 9: Split or a smaller window refit the image; the label followed only the user's zooms."""
+    coffee = load_image("coffee.png")
+    compare.set_original(coffee)
+    compare.set_result(255 - coffee)
+
+    def shown() -> float:
+        return float(compare.zoom_label.text().rstrip(" %"))
+
+    for change in (lambda: compare.set_mode("split"), lambda: compare.resize(420, 300), lambda: compare.set_mode("side")):
+        change()
+        qtbot.wait(50)  # the layout settles and the views refit
+        assert shown() == pytest.approx(compare.original_view.zoom_percent(), abs=0.6)
+
+
+def test_pixels_are_squares_above_one_to_one_and_smooth_below(compare):
+    """Issue 20, row 10: nearest neighbour when zoomed in, so the pixel readout matches what is seen."""
+    from PySide6.QtCore import Qt
+
+    compare.set_original(load_image("coffee.png"))
+    item = compare.original_view._item
+    compare.fit()
+    assert compare.original_view.zoom_percent() <= 100.5 and item.transformationMode() == Qt.TransformationMode.SmoothTransformation
+    compare.zoom(8.0)
+    assert compare.original_view.zoom_percent() > 100 and item.transformationMode() == Qt.TransformationMode.FastTransformation

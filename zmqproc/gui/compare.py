@@ -88,6 +88,7 @@ class CompareView(QWidget):
             view.viewChanged.connect(lambda v=view, o=other: self._follow(v, o))
             view.cursorMoved.connect(lambda point, v=view: self._show_pixel(v, point))
             view.filesDropped.connect(self.filesDropped)
+        self.original_view.scaleChanged.connect(self._show_zoom)  # a fit after a resize or a mode change too
         self._show_mode()
 
     # -- content ----------------------------------------------------------------

@@ -100,9 +100,11 @@ class ViewState:
 
 
 class ImageView(QGraphicsView):
-    """``viewChanged`` when the user zooms or pans; ``cursorMoved((x, y) or None)`` in image pixels; ``filesDropped``."""
+    """``viewChanged`` when the user zooms or pans; ``scaleChanged`` whenever the scale changes, by the user or not (a
+    resize, a fit); ``cursorMoved((x, y) or None)`` in image pixels; ``filesDropped``."""
 
     viewChanged = Signal()
+    scaleChanged = Signal()
     cursorMoved = Signal(object)
     filesDropped = Signal(list)
 
@@ -330,8 +332,17 @@ class ImageView(QGraphicsView):
             change()
         finally:
             self._quiet = was
+        self._pixels_as_seen()
+        self.scaleChanged.emit()
         if not quiet:
             self.viewChanged.emit()
+
+    def _pixels_as_seen(self) -> None:
+        """Above 1:1 each image pixel is a square (nearest neighbour), so the readout matches what is seen; below, smooth."""
+        mode = Qt.TransformationMode.FastTransformation if self.zoom_percent() > 100.5 else Qt.TransformationMode.SmoothTransformation
+        for item in (self._item, self._other_item):
+            if item.transformationMode() != mode:
+                item.setTransformationMode(mode)
 
     def _touch(self) -> None:
         self._touched = True
