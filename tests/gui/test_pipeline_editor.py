@@ -108,3 +108,25 @@ def test_the_buttons_stay_put_whatever_the_selected_step_declares(qtbot, editor)
     editor.steps_list.setCurrentRow(1)  # gaussian_blur: a parameter row
     qtbot.wait(10)
     assert editor.remove_button.mapTo(editor, editor.remove_button.rect().topLeft()) == before
+
+
+def test_a_wide_range_slider_is_logarithmic_and_a_seed_gets_no_slider(qtbot):
+    """Issue 20, row 8: count_blobs' min_area (1-100000) jumped 20 -> 850 on a 6-pixel drag; quantize's seed slider was useless."""
+    from PySide6.QtWidgets import QSpinBox
+
+    from zmqproc.gui.pipeline_editor import SpinSlider, make_control
+
+    area = make_control({"type": "int", "default": 20, "min": 1, "max": 100000}, 20)
+    qtbot.addWidget(area)
+    assert isinstance(area, SpinSlider) and area.log
+    width = 150  # pixels: a slider in the parameters panel; 6 pixels of it
+    area.slider.setValue(area.slider.value() + round(6 / width * area.STEPS))
+    assert 20 < area.spin.value() < 40, area.spin.value()  # a step of 0.2 decades, not 20 -> 850
+    area.slider.setValue(area.STEPS)
+    assert area.spin.value() == 100000, "the whole range is still reachable"
+    ksize = make_control({"type": "int", "default": 5, "min": 1, "max": 99, "odd": True}, 5)
+    qtbot.addWidget(ksize)
+    assert isinstance(ksize, SpinSlider) and not ksize.log
+    seed = make_control({"type": "int", "default": 0, "min": 0, "max": 2**31 - 1}, 0)
+    qtbot.addWidget(seed)
+    assert isinstance(seed, QSpinBox), "a number that names, not measures: typed, not dragged"

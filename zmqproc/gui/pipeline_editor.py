@@ -8,6 +8,7 @@ undone. A pipeline is saved and loaded as a preset: a JSON list of
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from ..client.pipeline import to_steps, to_text
 from ..protocol import Step
 
 INT_LIMIT = 2**31 - 1
+MAX_SLIDER_SPAN = 10**7  # wider ranges (seeds) get a spin box only
 HISTORY = 100  # undo steps kept
 
 
@@ -86,13 +88,16 @@ class OddSpinBox(QSpinBox):
 
 
 class SpinSlider(QWidget):
-    """A spin box with a slider beside it, for a number with both bounds declared."""
+    """A spin box with a slider beside it, for a number with both bounds declared; over a wide range (a span of
+    LOG_SPAN or more) the slider is logarithmic, so a small drag is a small change wherever the value is."""
 
     STEPS = 1000
+    LOG_SPAN = 1000
 
     def __init__(self, spin: QSpinBox | QDoubleSpinBox, odd: bool) -> None:
         super().__init__()
         self.spin, self._odd = spin, odd
+        self.log = spin.maximum() - spin.minimum() >= self.LOG_SPAN
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, self.STEPS)
         layout = QHBoxLayout(self)
@@ -105,13 +110,20 @@ class SpinSlider(QWidget):
 
     def _from_spin(self) -> None:
         low, high = self.spin.minimum(), self.spin.maximum()
+        if high <= low:
+            fraction = 0.0
+        elif self.log:
+            fraction = math.log1p(self.spin.value() - low) / math.log1p(high - low)
+        else:
+            fraction = (self.spin.value() - low) / (high - low)
         self.slider.blockSignals(True)
-        self.slider.setValue(round((self.spin.value() - low) / (high - low) * self.STEPS) if high > low else 0)
+        self.slider.setValue(round(fraction * self.STEPS))
         self.slider.blockSignals(False)
 
     def _from_slider(self, position: int) -> None:
         low, high = self.spin.minimum(), self.spin.maximum()
-        value = low + (high - low) * position / self.STEPS
+        fraction = position / self.STEPS
+        value = low + (math.expm1(fraction * math.log1p(high - low)) if self.log else (high - low) * fraction)
         if isinstance(self.spin, QSpinBox):
             value = round(value)
             if self._odd and value % 2 == 0:
@@ -138,13 +150,19 @@ def make_control(decl: dict[str, Any], value: Any) -> QWidget:
         if decl.get("odd"):
             spin.setSingleStep(2)  # from an odd value, steps of 2 stay odd
         spin.setValue(int(value))
-        return SpinSlider(spin, bool(decl.get("odd"))) if "min" in decl and "max" in decl else spin
+        return SpinSlider(spin, bool(decl.get("odd"))) if _slidable(decl) else spin
     dspin = QDoubleSpinBox()
     dspin.setDecimals(3)
     dspin.setRange(float(decl.get("min", -1e9)), float(decl.get("max", 1e9)))
     dspin.setSingleStep(max(0.001, (dspin.maximum() - dspin.minimum()) / 100) if "min" in decl and "max" in decl else 0.1)
     dspin.setValue(float(value))
-    return SpinSlider(dspin, False) if "min" in decl and "max" in decl else dspin
+    return SpinSlider(dspin, False) if _slidable(decl) else dspin
+
+
+def _slidable(decl: dict[str, Any]) -> bool:
+    """A slider where a drag makes sense: both bounds declared, and not a range so wide that it is an identifier (a
+    seed from 0 to 2^31) rather than a quantity."""
+    return "min" in decl and "max" in decl and float(decl["max"]) - float(decl["min"]) <= MAX_SLIDER_SPAN
 
 
 def _inner(control: QWidget) -> QWidget:
