@@ -26,11 +26,11 @@ def open_folder(win, folder, monkeypatch):
     win.open_folder()
 
 
-def folder_of_images(folder, count, broken=()):
+def folder_of_images(folder, count, broken=(), shape=(60, 80, 3)):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(20)
     for i in range(count):
-        cv2.imwrite(str(folder / f"photo_{i:02d}.png"), rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+        cv2.imwrite(str(folder / f"photo_{i:02d}.png"), rng.integers(0, 256, shape, dtype=np.uint8))
     for name, data in broken:
         (folder / name).write_bytes(data)
     return folder
@@ -129,3 +129,39 @@ def test_closing_the_viewer_cancels_the_job_the_server_was_computing(qtbot, make
     win.close()
     wait_until(lambda: server_stats(server.endpoint)["running"] == 0, 3, "the server stopping the abandoned job")
     assert server_stats(server.endpoint)["errors"].get("cancelled") == 1 and time.monotonic() - closed < 3
+
+
+def test_a_server_killed_late_in_a_batch_and_restarted_what_the_viewer_says_is_true(qtbot, make_window, tmp_path, monkeypatch):
+    """Row 7: kill -9 at 94 % of a 36-file batch, restart it, Retry failed."""
+    from tests.conftest import ServerProcess
+    from tests.rawwire import server_stats
+
+    folder = folder_of_images(tmp_path / "in", 36, shape=(240, 320, 3))
+    server = ServerProcess("--workers", "1")
+    port = int(server.endpoint.rsplit(":", 1)[1])
+    try:
+        win = make_window(server.endpoint)
+        qtbot.waitUntil(lambda: bool(win.ops), timeout=10000)
+        open_folder(win, folder, monkeypatch)
+        win.batch_panel.folder.setText(str(tmp_path / "out"))
+        win.editor.set_steps("denoise:search_window=21,template_window=7")  # a tenth of a second or more a file
+        finished = []
+        win.batch_panel.finished.connect(lambda summary, level: finished.append(summary))
+        win.start_batch()
+        qtbot.waitUntil(lambda: win.batch.counts()["done"] >= 34, timeout=30000)
+        server.stop(signal.SIGKILL)
+        qtbot.waitUntil(lambda: bool(finished), timeout=round((WITHIN_S + 4) * 1000))
+        counts = win.batch.counts()
+        assert counts["done"] + counts["failed"] == 36 and counts["failed"] >= 1, finished
+        first_run = win.batch.earlier_s
+        server = ServerProcess("--workers", "1", port=port)
+        qtbot.waitUntil(lambda: win.client.state == "connected", timeout=15000)
+        assert "being sent again" not in win.notice.text(), "nothing was pending: nothing is being sent again"
+        win.batch_panel.retry_failed()
+        qtbot.waitUntil(lambda: len(finished) == 2, timeout=30000)
+        summary = finished[1]
+        assert summary.startswith("Batch of 36: 36 done in ")
+        assert float(summary.split(" done in ")[1].split(" s")[0]) >= first_run, "the whole batch's time, not the retry's"
+        assert len(list((tmp_path / "out").iterdir())) == 36 and server_stats(server.endpoint)["in_flight"] == 0
+    finally:
+        server.stop()

@@ -72,6 +72,7 @@ class Batch(QObject):
         self._writing: set[int] = set()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zmqproc-batch-writer")
         self.started = 0.0
+        self.earlier_s = 0.0  # the time of the batch's earlier runs (before Retry failed): the summary counts them all
         self.running = False
         self._closed = False
         self._written.connect(self._on_written)
@@ -130,7 +131,7 @@ class Batch(QObject):
 
     def summary(self) -> str:
         counts = self.counts()
-        took = time.monotonic() - self.started
+        took = self.earlier_s + (time.monotonic() - self.started if self.running else 0.0)
         parts = [f"{counts[DONE]} done"] + [f"{counts[s]} {s}" for s in (FAILED, CANCELLED) if counts[s]]
         return f"Batch of {len(self.items)}: {', '.join(parts)} in {took:.1f} s; results in {self.output.folder}"
 
@@ -200,6 +201,7 @@ class Batch(QObject):
     def _maybe_finish(self) -> None:
         if self.running and self.finished_count == len(self.items):
             self.running = False
+            self.earlier_s += time.monotonic() - self.started
             self.finished.emit(self.summary())
 
     def close(self) -> None:

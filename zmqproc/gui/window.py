@@ -94,7 +94,12 @@ class MainWindow(QMainWindow):
         self.client.opsReceived.connect(self._on_ops)
         self.client.stateChanged.connect(lambda state, _rtt: self.client.request_ops() if state == "connected" and not self.ops else None)
         self.client.serverRestarted.connect(
-            lambda _epoch: self.notify("The server restarted; the work it had not answered is being sent again.", "warn")
+            lambda _epoch: self.notify(
+                "The server restarted; the work it had not answered is being sent again."
+                if self.client.in_flight
+                else "The server restarted.",
+                "warn",
+            )
         )
         self.control.notice.connect(self.notify)
         self.control.status.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
