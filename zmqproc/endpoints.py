@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from .errors import InvalidEndpoint
 
-DEFAULT_SERVER = "tcp://127.0.0.1:5555"  # where the command line and the viewer look first
+DEFAULT_SERVER = "tcp://127.0.0.1:5555"
+NO_SUCH_HOST = "no such host"  # where the command line and the viewer look first
 SCHEMES = ("tcp", "ipc")
 MAX_IPC_PATH = 107  # sun_path holds 108 bytes with the terminating NUL (Linux)
 _HOST = r"\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+)"
@@ -82,10 +83,13 @@ def _suggestion(text: str) -> str:
 
 
 def port_state(host: str, port: int, timeout: float) -> str:
-    """``open``, ``closed`` (refused) or ``filtered`` (no answer, or unreachable), as nmap names them."""
+    """``open``, ``closed`` (refused) or ``filtered`` (no answer, or unreachable), as nmap names them; ``no such host``
+    when the name does not resolve (a typo such as ``127.0.0.l``)."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return "open"
+    except socket.gaierror:
+        return NO_SUCH_HOST
     except ConnectionRefusedError:
         return "closed"
     except (TimeoutError, OSError):

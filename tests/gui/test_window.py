@@ -225,14 +225,16 @@ def test_connection_dialog_tests_ports_and_ping(qtbot, qt_settings, endpoint):
     from zmqproc.gui.connection import ConnectionDialog, ConnectionSettings
 
     closed = f"tcp://127.0.0.1:{free_port()}"
-    dialog = ConnectionDialog(ConnectionSettings([endpoint, closed]))
+    typo = "tcp://127.0.0.l:5555"  # issue 20, row 6: an l for a 1 was "port filtered"
+    dialog = ConnectionDialog(ConnectionSettings([endpoint, closed, typo]))
     qtbot.addWidget(dialog)
     dialog.test_connection()
     qtbot.waitUntil(lambda: dialog.test_button.isEnabled(), timeout=15000)
     lines = dialog.test_result.text().splitlines()
     assert lines[0].startswith(f"{endpoint}: port open, ping ") and lines[0].endswith(" ms")
     assert lines[1] == f"{closed}: port closed"
-    assert dialog.settings().endpoints == [endpoint, closed]
+    assert lines[2] == f"{typo}: no such host"
+    assert dialog.settings().endpoints == [endpoint, closed, typo]
 
 
 def ssh_settings(sshd, endpoint, key):

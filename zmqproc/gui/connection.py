@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from .. import endpoints as endpoint_parser
 from ..client.threaded import Client
-from ..endpoints import DEFAULT_SERVER, port_state
+from ..endpoints import DEFAULT_SERVER, NO_SUCH_HOST, port_state
 from ..errors import InvalidEndpoint, TunnelAuthFailed, TunnelKeyLocked
 from ..security import ClientCurve
 from .messages import explain
@@ -98,7 +98,7 @@ def check_endpoint(endpoint: str, timeout: float = 3.0, curve_server_key: str = 
     if parsed.scheme == "tcp":
         state = port_state(parsed.host, parsed.port, timeout)
         if state != "open":
-            return f"{endpoint}: port {state}"
+            return f"{endpoint}: {state if state == NO_SUCH_HOST else 'port ' + state}"
     with Client(endpoint, timeout=timeout, curve_server_key=curve_server_key or None, curve_client_key=curve_secret or None) as client:
         try:
             rtt = client.ping()
