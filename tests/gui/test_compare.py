@@ -163,3 +163,26 @@ def test_pixels_are_squares_above_one_to_one_and_smooth_below(compare):
     assert compare.original_view.zoom_percent() <= 100.5 and item.transformationMode() == Qt.TransformationMode.SmoothTransformation
     compare.zoom(8.0)
     assert compare.original_view.zoom_percent() > 100 and item.transformationMode() == Qt.TransformationMode.FastTransformation
+
+
+def test_the_difference_view_shows_what_the_pipeline_changed(compare):
+    """Issue 20, deliverable 4: |result - original| beside side, split and flick; the readout gives its values too."""
+    from PySide6.QtCore import QPointF
+
+    coffee = load_image("coffee.png")
+    changed = coffee.copy()
+    changed[100:120, 200:260] = 0  # what the "pipeline" did
+    compare.set_original(coffee)
+    compare.set_result(changed)
+    compare.set_mode("diff")
+    shown = compare.original_view.other
+    assert compare.original_title.text() == "Difference |result − original|" and compare.original_view.mode == "flick"
+    assert np.array_equal(shown[100:120, 200:260], coffee[100:120, 200:260]) and not shown[:100].any()
+    center = compare.original_view.mapFromScene(210.5, 110.5)
+    compare._show_pixel(compare.original_view, compare.original_view.image_point(QPointF(center)))
+    assert "difference 210, 110: B " in compare.readout.text()
+    compare.set_mode("side")
+    assert compare.original_view.other is compare.result, "back to the result"
+    compare.set_result(np.zeros((10, 10, 3), np.uint8))
+    compare.set_mode("diff")
+    assert compare.original_title.text().startswith("Difference: the result differs") and compare.original_view.mode == "single"

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QSlider, QSplitter, QVBoxLayout, QWidget
 
 from .views import ImageView, to_pixmap
 
-MODES = {"side": "Side by side", "split": "Split", "flick": "Flick (Space)"}
+MODES = {"side": "Side by side", "split": "Split", "flick": "Flick (Space)", "diff": "Difference"}
 
 
 def pixel_text(image: np.ndarray, x: int, y: int) -> str:
@@ -26,6 +27,13 @@ def pixel_text(image: np.ndarray, x: int, y: int) -> str:
     names = {1: ["v"], 3: ["B", "G", "R"], 4: ["B", "G", "R", "A"]}[len(values)]
     shown = " ".join(f"{n} {v:.3f}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(names, values, strict=True))
     return f"{x}, {y}: {shown}"
+
+
+def difference(original: np.ndarray, result: np.ndarray) -> np.ndarray | None:
+    """|result - original| pixel by pixel, in their own type; None when they differ in size, channels or type."""
+    if original.shape != result.shape or original.dtype != result.dtype:
+        return None
+    return cv2.absdiff(result, original)
 
 
 def describe(image: np.ndarray) -> str:
@@ -47,6 +55,7 @@ class CompareView(QWidget):
         self.result: np.ndarray | None = None
         self.mode = "side"
         self.flicked = False  # flick mode: the result is the one shown
+        self.difference: np.ndarray | None = None  # |result - original|, made when the Difference mode is shown
         self._overlays: dict[str, Any] = {}
         self.original_title, self.result_title = QLabel("Original"), QLabel("Result")
         views = QSplitter(Qt.Orientation.Horizontal)
@@ -102,6 +111,7 @@ class CompareView(QWidget):
     def set_result(self, image: np.ndarray, overlays: dict[str, Any] | None = None, info: str = "") -> None:
         """Show a result; the zoom and the part of the picture shown stay as they are."""
         self.result = image
+        self.difference = None
         self._overlays = overlays or {}
         pixmap = to_pixmap(image)  # once, for both views
         self.result_view.set_image(image, keep_view=True, pixmap=pixmap)
@@ -114,6 +124,7 @@ class CompareView(QWidget):
 
     def clear_result(self) -> None:
         self.result = None
+        self.difference = None
         self._overlays = {}
         self.result_view.set_image(None)
         self.original_view.set_other(None)
@@ -156,11 +167,33 @@ class CompareView(QWidget):
         elif self.mode == "split":
             self.original_view.set_mode("split", self.split_slider.value() / 1000)
             self.original_title.setText("Result ◀ divider ▶ original")
-        else:
+        elif self.mode == "flick":
             showing_result = self.flicked and self.result is not None
             self.original_view.set_mode("flick" if showing_result else "single")
             self.original_title.setText("Result (Space: original)" if showing_result else "Original (Space: result)")
+        else:
+            self._show_difference()
+        if self.mode != "diff" and self.result is not None and self.original_view.other is not self.result:
+            self.original_view.set_other(self.result)  # back from the difference
+            self.original_view.set_overlays(self._overlays, on_other=True)
         self._show_zoom()
+
+    def _show_difference(self) -> None:
+        """|result - original| over the original (the overlays stay, on it), or why it cannot be made."""
+        if self.result is None or self.original is None:
+            self.original_view.set_mode("single")
+            self.original_title.setText("Difference: no result yet")
+            return
+        if self.difference is None:
+            self.difference = difference(self.original, self.result)
+        if self.difference is None:
+            self.original_view.set_mode("single")
+            self.original_title.setText("Difference: the result differs in size, channels or type; showing the original")
+            return
+        self.original_view.set_other(self.difference)
+        self.original_view.set_overlays(self._overlays, on_other=True)
+        self.original_view.set_mode("flick")
+        self.original_title.setText("Difference |result − original|")
 
     def _follow(self, source: ImageView, target: ImageView) -> None:
         if target.has_image():
@@ -176,7 +209,10 @@ class CompareView(QWidget):
             return
         fx, fy = (point[0] + 0.5) / view.image.shape[1], (point[1] + 0.5) / view.image.shape[0]
         parts = []
-        for name, image in (("original", self.original), ("result", self.result)):
+        shown: list[tuple[str, np.ndarray | None]] = [("original", self.original), ("result", self.result)]
+        if self.mode == "diff":
+            shown.append(("difference", self.difference))
+        for name, image in shown:
             if image is not None:
                 x, y = min(int(fx * image.shape[1]), image.shape[1] - 1), min(int(fy * image.shape[0]), image.shape[0] - 1)
                 parts.append(f"{name} {pixel_text(image, x, y)}")
