@@ -186,3 +186,35 @@ def test_the_difference_view_shows_what_the_pipeline_changed(compare):
     compare.set_result(np.zeros((10, 10, 3), np.uint8))
     compare.set_mode("diff")
     assert compare.original_title.text().startswith("Difference: the result differs") and compare.original_view.mode == "single"
+
+
+def test_16_bit_is_shown_from_its_percentiles_or_a_range_the_user_sets_and_alpha_over_a_checkerboard(compare):
+    """Issue 20, deliverable 3: a dim 16-bit image is not black (>> 8 made 0-1000 all black); the readout keeps values."""
+    from zmqproc.gui.compare import DisplayRangeDialog
+
+    dim = np.tile(np.linspace(0, 1000, 200, dtype=np.uint16), (50, 1))  # 0..1000 of 65535
+    compare.set_original(dim)
+
+    def gray_at(x: int) -> int:
+        return compare.original_view._item.pixmap().toImage().pixelColor(x, 10).red()
+
+    assert gray_at(0) == 0 and gray_at(199) == 255 and 100 < gray_at(100) < 155, "auto: from its own percentiles"
+    dialog = DisplayRangeDialog(compare)
+    assert dialog.auto.isChecked() and not dialog.low.isEnabled()
+    dialog.auto.setChecked(False)
+    dialog.low.setValue(0)
+    dialog.high.setValue(2000)
+    dialog.accept()
+    assert compare.display == (0.0, 2000.0) and 120 < gray_at(199) < 135, "1000 of 2000: mid gray"
+    compare._show_pixel(compare.original_view, (199, 10))
+    assert compare.readout.text() == "original 199, 10: v 1000", "the readout shows the image's own value"
+    bad = DisplayRangeDialog(compare)
+    bad.low.setValue(5)
+    bad.high.setValue(5)
+    bad.accept()
+    assert compare.display == (0.0, 2000.0), "white must be above black: not taken"
+    clear = np.zeros((20, 20, 4), np.uint8)
+    compare.set_original(clear)
+    assert compare.original_view._checker.isVisible()
+    compare.set_original(np.zeros((20, 20, 3), np.uint8))
+    assert not compare.original_view._checker.isVisible()

@@ -13,9 +13,23 @@ from typing import Any
 import cv2
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QSlider, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
-from .views import ImageView, to_pixmap
+from .views import ImageView, auto_range, to_pixmap
 
 MODES = {"side": "Side by side", "split": "Split", "flick": "Flick (Space)", "diff": "Difference"}
 
@@ -56,6 +70,7 @@ class CompareView(QWidget):
         self.mode = "side"
         self.flicked = False  # flick mode: the result is the one shown
         self.difference: np.ndarray | None = None  # |result - original|, made when the Difference mode is shown
+        self.display: tuple[float, float] | None = None  # how 16-bit and float pixels map to the screen (None: auto)
         self._overlays: dict[str, Any] = {}
         self.original_title, self.result_title = QLabel("Original"), QLabel("Result")
         views = QSplitter(Qt.Orientation.Horizontal)
@@ -105,7 +120,7 @@ class CompareView(QWidget):
     def set_original(self, image: np.ndarray | None) -> None:
         """A new picture: fitted, and the old result gone."""
         self.original = image
-        self.original_view.set_image(image)
+        self.original_view.set_image(image, pixmap=None if image is None else to_pixmap(image, self.display))
         self.clear_result()
 
     def set_result(self, image: np.ndarray, overlays: dict[str, Any] | None = None, info: str = "") -> None:
@@ -113,7 +128,7 @@ class CompareView(QWidget):
         self.result = image
         self.difference = None
         self._overlays = overlays or {}
-        pixmap = to_pixmap(image)  # once, for both views
+        pixmap = to_pixmap(image, self.display)  # once, for both views
         self.result_view.set_image(image, keep_view=True, pixmap=pixmap)
         self.result_view.apply_view_state(self.original_view.view_state())
         self.result_view.set_overlays(self._overlays)
@@ -131,6 +146,20 @@ class CompareView(QWidget):
         self.original_view.set_overlays({})
         self.result_info.setText("")
         self._show_zoom()
+
+    def set_display_range(self, display: tuple[float, float] | None) -> None:
+        """Show 16-bit and float pixels from ``display`` (low, high) black to white; None: each image's own percentiles.
+        The pixel readout keeps the image's own values; 8-bit images are shown as they are."""
+        self.display = display
+        if self.original is not None:
+            self.original_view.set_image(self.original, keep_view=True, pixmap=to_pixmap(self.original, display))
+        if self.result is not None:
+            pixmap = to_pixmap(self.result, display)
+            self.result_view.set_image(self.result, keep_view=True, pixmap=pixmap)
+            self.result_view.set_overlays(self._overlays)
+            self.original_view.set_other(self.result, pixmap)
+            self.original_view.set_overlays(self._overlays, on_other=True)
+        self._show_mode()
 
     # -- modes and zoom -----------------------------------------------------------
 
@@ -226,3 +255,43 @@ def _titled(title: QLabel, widget: QWidget) -> QWidget:
     layout.addWidget(title)
     layout.addWidget(widget, 1)
     return box
+
+
+class DisplayRangeDialog(QDialog):
+    """View → Display range…: automatic (each image's 0.5th-99.5th percentiles) or a low and a high value."""
+
+    def __init__(self, compare: CompareView, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Display range")
+        self.compare = compare
+        image = compare.original if compare.original is not None else compare.result
+        low, high = compare.display or (auto_range(image) if image is not None and image.dtype != np.uint8 else (0.0, 255.0))
+        self.auto = QCheckBox("Automatic (each image's 0.5th to 99.5th percentile)")
+        self.auto.setChecked(compare.display is None)
+        self.low, self.high = QDoubleSpinBox(), QDoubleSpinBox()
+        for box, value in ((self.low, low), (self.high, high)):
+            box.setDecimals(3)
+            box.setRange(-1e12, 1e12)
+            box.setValue(value)
+        form = QFormLayout(self)
+        form.addRow(self.auto)
+        form.addRow("Black at", self.low)
+        form.addRow("White at", self.high)
+        form.addRow(QLabel("For 16-bit and float images; the pixel readout always shows the image's own values."))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self.auto.toggled.connect(self._auto_toggled)
+        self._auto_toggled(self.auto.isChecked())
+
+    def _auto_toggled(self, on: bool) -> None:
+        self.low.setEnabled(not on)
+        self.high.setEnabled(not on)
+
+    def accept(self) -> None:
+        if not self.auto.isChecked() and self.high.value() <= self.low.value():
+            self.high.setFocus()
+            return  # white must be above black
+        self.compare.set_display_range(None if self.auto.isChecked() else (self.low.value(), self.high.value()))
+        super().accept()

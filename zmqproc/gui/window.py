@@ -38,7 +38,7 @@ from ..client.pipeline import to_text
 from ..formats import SUFFIXES, TABLE
 from ..images import encode_image, sniff_format
 from .batch_panel import BatchPanel
-from .compare import CompareView
+from .compare import CompareView, DisplayRangeDialog
 from .connection import ConnectionSettings, string_list
 from .connection_control import ConnectionControl
 from .helpers import expand_paths, neighbour, pixel_type_problem, read_file, read_image, result_array, result_lines, shapes
@@ -219,6 +219,7 @@ class MainWindow(QMainWindow):
         view_menu = bar.addMenu("&View")
         self._action(view_menu, "&Fit", self.compare.fit, "Ctrl+0")
         self._action(view_menu, "&1:1 (100 %)", self.compare.actual_size, "Ctrl+1")
+        self._action(view_menu, "Display &range…", lambda: DisplayRangeDialog(self.compare, self).exec())
         self._action(view_menu, "Zoom &in", lambda: self.compare.zoom(1.25), QKeySequence.StandardKey.ZoomIn)
         self._action(view_menu, "Zoom &out", lambda: self.compare.zoom(0.8), QKeySequence.StandardKey.ZoomOut)
         view_menu.addSeparator()
