@@ -130,3 +130,24 @@ def test_a_wide_range_slider_is_logarithmic_and_a_seed_gets_no_slider(qtbot):
     seed = make_control({"type": "int", "default": 0, "min": 0, "max": 2**31 - 1}, 0)
     qtbot.addWidget(seed)
     assert isinstance(seed, QSpinBox), "a number that names, not measures: typed, not dragged"
+
+
+def test_the_op_list_is_searchable_and_says_what_an_op_does(qtbot, editor):
+    """Issue 20, deliverable 4: type part of a name, see the matches and the op's description, Enter adds it."""
+    from PySide6.QtCore import Qt
+
+    ops = [*OPS, {"name": "median_blur", "doc": "Median of each pixel's neighbourhood.", "params": {}}]
+    editor.set_ops(ops)
+    editor.show()
+    qtbot.keyClicks(editor.op_search, "BLUR")
+    completer = editor.op_choice.completer()
+    completer.setCompletionPrefix("BLUR")
+    matches = [completer.completionModel().index(i, 0).data() for i in range(completer.completionCount())]
+    assert matches == ["gaussian_blur", "median_blur"], "contains, any case"
+    editor.op_choice.setCurrentText("median_blur")
+    assert editor.op_doc.text() == "median_blur: Median of each pixel's neighbourhood."
+    qtbot.keyClick(editor.op_search, Qt.Key.Key_Return)
+    assert editor.steps()[-1].op == "median_blur"
+    editor.op_choice.setCurrentText("no such op")
+    qtbot.keyClick(editor.op_search, Qt.Key.Key_Return)
+    assert editor.steps()[-1].op == "median_blur" and editor.op_doc.text() == "", "typing is not adding"

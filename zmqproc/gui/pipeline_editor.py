@@ -19,10 +19,13 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
+    QCompleter,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QPushButton,
@@ -209,8 +212,18 @@ class PipelineEditor(QWidget):
         self._undo: list[list[Entry]] = []
         self._redo: list[list[Entry]] = []
         self._editing: tuple[int, str] | None = None  # (row, parameter) being edited: one undo step for a slider drag
-        self.op_choice = QComboBox()
-        self.op_choice.setToolTip("operations offered by the server")
+        self.op_choice = QComboBox()  # searchable: type part of a name ("blur"), Enter adds the step
+        self.op_search = QLineEdit()
+        self.op_search.setPlaceholderText("search the server's operations")
+        self.op_choice.setLineEdit(self.op_search)
+        self.op_choice.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        search = QCompleter(self.op_choice.model(), self.op_choice)
+        self.op_choice.setCompleter(search)
+        search.setFilterMode(Qt.MatchFlag.MatchContains)
+        search.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        search.setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+        self.op_doc = QLabel()  # what the op in the box does, from its declaration
+        self.op_doc.setWordWrap(True)
         self.add_button = QPushButton("Add")
         self.steps_list = QListWidget()
         self.steps_list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
@@ -236,11 +249,14 @@ class PipelineEditor(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(add_row)
+        layout.addWidget(self.op_doc)
         layout.addWidget(self.steps_list, 1)
         layout.addLayout(move_row)
         layout.addWidget(params_scroll)
 
         self.add_button.clicked.connect(lambda: self.add_step(self.op_choice.currentText()))
+        self.op_search.returnPressed.connect(lambda: self.add_step(self.op_choice.currentText()))
+        self.op_choice.currentTextChanged.connect(self._show_op_doc)
         self.remove_button.clicked.connect(self.remove_selected)
         self.up_button.clicked.connect(lambda: self.move_selected(-1))
         self.down_button.clicked.connect(lambda: self.move_selected(1))
@@ -264,6 +280,10 @@ class PipelineEditor(QWidget):
         self.op_choice.setEnabled(bool(ops))
         self.add_button.setEnabled(bool(ops))
         self._show_params(self.steps_list.currentRow())
+
+    def _show_op_doc(self, name: str) -> None:
+        decl = self._decls.get(name)
+        self.op_doc.setText(f"{name}: {decl.get('doc') or 'no description'}" if decl else "")
 
     def steps(self) -> list[Step]:
         """The steps to send: those switched on, in order."""
@@ -292,7 +312,7 @@ class PipelineEditor(QWidget):
         return write_preset(self._entries)
 
     def add_step(self, name: str) -> None:
-        if not name:
+        if name not in self._decls:  # typed, and not (yet) an op's name
             return
         defaults = {k: p["default"] for k, p in self._decls.get(name, {}).get("params", {}).items()}
         self._edit(lambda: self._entries.append(Entry(Step(name, defaults))), len(self._entries))
