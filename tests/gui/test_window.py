@@ -92,6 +92,35 @@ def test_faces_are_listed_for_the_sample_opened_from_the_menu(qtbot, window):
     assert np.array_equal(window.result, load_image("astronaut.png")), "one outline only: the server did not draw it too"
 
 
+def test_a_result_row_and_its_overlay_select_each_other_and_export_as_json_or_csv(qtbot, window, tmp_path, monkeypatch):
+    """Issue 20, deliverable 4: the results list and the overlays linked; CSV/JSON export."""
+    import json
+
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtWidgets import QFileDialog
+
+    from zmqproc.gui.views import HIGHLIGHT_COLOR, OVERLAY_COLOR
+
+    window.open_files(["sample:astronaut"])
+    window.editor.set_steps("detect_faces")
+    assert run_job(qtbot, window)[0]
+    box = window.result_view._overlays[0]
+    assert box.pen().color() == OVERLAY_COLOR
+    window.results_list.setCurrentRow(1)  # the box's row
+    assert box.pen().color() == HIGHLIGHT_COLOR and window.original_view._overlays[0].pen().color() == HIGHLIGHT_COLOR
+    window.results_list.setCurrentRow(0)  # the heading: nothing highlighted
+    assert box.pen().color() == OVERLAY_COLOR
+    view = window.result_view
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.mapFromScene(box.mapToScene(box.rect().topLeft())) + QPoint(0, 0))
+    assert window.results_list.currentRow() == 1 and box.pen().color() == HIGHLIGHT_COLOR, "a click on the box selects its row"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *_a, **_k: (str(tmp_path / "faces.csv"), "CSV (*.csv)"))
+    window.export_results_dialog()
+    lines = (tmp_path / "faces.csv").read_text().splitlines()
+    assert lines[0] == "key,index,value" and lines[1].startswith("faces,0,") and len(lines) == 2
+    window.export_results(str(tmp_path / "faces.json"))
+    assert json.loads((tmp_path / "faces.json").read_text()) == window.results
+
+
 @pytest.mark.parametrize(
     ("pipeline", "words"),
     [

@@ -60,6 +60,7 @@ class CompareView(QWidget):
     """``filesDropped(paths)`` when files are dropped on either view."""
 
     filesDropped = Signal(list)
+    overlayClicked = Signal(str, int)  # a drawn result clicked in either view: its kind and index
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -112,6 +113,7 @@ class CompareView(QWidget):
             view.viewChanged.connect(lambda v=view, o=other: self._follow(v, o))
             view.cursorMoved.connect(lambda point, v=view: self._show_pixel(v, point))
             view.filesDropped.connect(self.filesDropped)
+            view.overlayClicked.connect(self.overlayClicked)
         self.original_view.scaleChanged.connect(self._show_zoom)  # a fit after a resize or a mode change too
         self._show_mode()
 
@@ -136,6 +138,11 @@ class CompareView(QWidget):
         self.original_view.set_overlays(self._overlays, on_other=True)
         self.result_info.setText(f"result {describe(image)}" + (f" ({info})" if info else ""))
         self._show_mode()
+
+    def highlight(self, link: tuple[str, int] | None) -> None:
+        """Highlight one drawn result (kind, index) in both views; None: none."""
+        for view in (self.original_view, self.result_view):
+            view.highlight(link)
 
     def clear_result(self) -> None:
         self.result = None

@@ -3,6 +3,9 @@ listed, batch outputs named and encoded, and results as the viewer draws and lis
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,24 +131,41 @@ def neighbour(path: str, step: int) -> str | None:
 def shapes(results: dict[str, Any], kinds: dict[str, str]) -> dict[str, list[Any]]:
     """What the view draws: every result of a drawn kind, by kind."""
     drawn: dict[str, list[Any]] = {kind: [] for kind in RESULT_KINDS}
-    for key, kind in kinds.items():
-        if kind in drawn and isinstance(results.get(key), list):
-            drawn[kind] += results[key]
+    for key, value in results.items():  # in the order result_rows lists them: a row's link is an index here
+        kind = kinds.get(key)
+        if kind in drawn and isinstance(value, list):
+            drawn[kind] += value
     return drawn
 
 
-def result_lines(results: dict[str, Any], kinds: dict[str, str]) -> list[str]:
-    """The results as the Results tab lists them."""
-    lines = []
+Link = tuple[str, int]  # a drawn result: its kind and its index among that kind's shapes
+
+
+def result_rows(results: dict[str, Any], kinds: dict[str, str], shown: int = 50) -> list[tuple[str, Link | None]]:
+    """The results as the Results tab lists them, each drawn one with its :data:`Link` to the overlay it is."""
+    rows: list[tuple[str, Link | None]] = []
+    seen = dict.fromkeys(RESULT_KINDS, 0)
     for key, value in results.items():
         kind = kinds.get(key)
-        if kind in RESULT_KINDS and isinstance(value, list):
+        if kind in seen and isinstance(value, list):
             noun = {"boxes": "box", "points": "point", "polygons": "polygon"}[kind]
-            lines.append(f"{key}: {len(value)} {noun}{'' if len(value) == 1 else ('es' if noun == 'box' else 's')} (drawn)")
-            lines += [f"    {_short(item)}" for item in value[:50]]
+            rows.append((f"{key}: {len(value)} {noun}{'' if len(value) == 1 else ('es' if noun == 'box' else 's')} (drawn)", None))
+            rows += [(f"    {_short(item)}", (kind, seen[kind] + i)) for i, item in enumerate(value[:shown])]
+            seen[kind] += len(value)
         else:
-            lines.append(f"{key}: {_short(value)}")
-    return lines
+            rows.append((f"{key}: {_short(value)}", None))
+    return rows
+
+
+def results_csv(results: dict[str, Any]) -> str:
+    """The results as CSV: one row per value, or per item of a list (key, index, value as JSON)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["key", "index", "value"])
+    for key, value in results.items():
+        for index, item in enumerate(value) if isinstance(value, list) else [("", value)]:
+            writer.writerow([key, index, json.dumps(item)])
+    return out.getvalue()
 
 
 def _short(value: Any, limit: int = 200) -> str:

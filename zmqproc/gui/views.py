@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
 )
 
 OVERLAY_COLOR = QColor(255, 200, 0)
+HIGHLIGHT_COLOR = QColor(0, 220, 255)
 ZOOM_STEP = 1.25
 MIN_SCALE, MAX_SCALE = 0.01, 64.0  # device pixels per image pixel
 
@@ -128,6 +129,7 @@ class ImageView(QGraphicsView):
 
     viewChanged = Signal()
     scaleChanged = Signal()
+    overlayClicked = Signal(str, int)  # a drawn result clicked: its kind and index (see highlight)
     cursorMoved = Signal(object)
     filesDropped = Signal(list)
 
@@ -157,6 +159,7 @@ class ImageView(QGraphicsView):
         self._other_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self._divider = self.scene().addLine(0, 0, 0, 0, _pen(QColor(255, 255, 255), 2))
         self._overlays: list[QGraphicsItem] = []
+        self._overlay_keys: list[tuple[str, int]] = []  # (kind, index) of each overlay
         self._mode = "single"  # single, split (the other image left of the divider) or flick (the other image instead)
         self._split = 0.5
         self._fitted = True
@@ -229,15 +232,25 @@ class ImageView(QGraphicsView):
         parent = self._other_item if on_other else self._item
         pen = _pen(OVERLAY_COLOR, 2)
         items: list[QGraphicsItem] = [QGraphicsRectItem(QRectF(x, y, w, h), parent) for x, y, w, h in shapes.get("boxes", ())]
+        keys = [("boxes", i) for i in range(len(items))]
         items += [QGraphicsPolygonItem(QPolygonF([QPointF(x, y) for x, y in poly]), parent) for poly in shapes.get("polygons", ())]
-        for x, y in shapes.get("points", ()):
+        keys += [("polygons", i) for i in range(len(items) - len(keys))]
+        for i, (x, y) in enumerate(shapes.get("points", ())):
             marker = QGraphicsEllipseItem(QRectF(-4, -4, 8, 8), parent)
             marker.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)  # the same size at any zoom
             marker.setPos(x + 0.5, y + 0.5)
             items.append(marker)
+            keys.append(("points", i))
         for item in items:
             item.setPen(pen)  # type: ignore[attr-defined]
-        self._overlays = items
+        self._overlays, self._overlay_keys = items, keys
+
+    def highlight(self, link: tuple[str, int] | None) -> None:
+        """Draw one result (kind, index) in the highlight colour, the others as usual; None: none."""
+        for item, key in zip(self._overlays, self._overlay_keys, strict=True):
+            chosen = key == link
+            item.setPen(_pen(HIGHLIGHT_COLOR if chosen else OVERLAY_COLOR, 4 if chosen else 2))  # type: ignore[attr-defined]
+            item.setZValue(1 if chosen else 0)
 
     def overlay_count(self) -> int:
         return len(self._overlays)
@@ -319,6 +332,10 @@ class ImageView(QGraphicsView):
             self.fit(quiet=True)
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        under = self.items(event.position().toPoint())
+        hit = next((key for item, key in zip(self._overlays, self._overlay_keys, strict=True) if item in under), None)
+        if hit is not None:
+            self.overlayClicked.emit(*hit)
         self._dragging = True
         super().mousePressEvent(event)
 

@@ -9,6 +9,7 @@ newer request supersedes the one in flight.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from .batch_panel import BatchPanel
 from .compare import CompareView, DisplayRangeDialog
 from .connection import ConnectionSettings, string_list
 from .connection_control import ConnectionControl
-from .helpers import expand_paths, neighbour, pixel_type_problem, read_file, read_image, result_array, result_lines, shapes
+from .helpers import expand_paths, neighbour, pixel_type_problem, read_file, read_image, result_array, result_rows, results_csv, shapes
 from .messages import explain
 from .pipeline_editor import PipelineEditor, load_pipeline, read_preset
 from .qt_client import QtClient
@@ -80,6 +81,8 @@ class MainWindow(QMainWindow):
         self.original: np.ndarray | None = None
         self.original_in_memory = False  # the original is a former result ("Use result as input"), not its file
         self.result: np.ndarray | None = None
+        self.results: dict[str, Any] = {}  # what the ops found, as the last result's reply said
+        self._result_links: list[tuple[str, int] | None] = []  # per row of the Results tab: the overlay it is, if drawn
         self.ops: list[dict[str, Any]] = []
         self._job: tuple[str, float, str] | None = None  # request id, started, pipeline text
         self._tray: QSystemTrayIcon | None = None
@@ -127,6 +130,10 @@ class MainWindow(QMainWindow):
         self.notice.setWordWrap(True)
         self.notice.hide()
         self.results_list = QListWidget()
+        self.results_list.currentRowChanged.connect(
+            lambda row: self.compare.highlight(self._result_links[row] if 0 <= row < len(self._result_links) else None)
+        )
+        self.compare.overlayClicked.connect(self._select_result)
         self.batch_panel = BatchPanel(self.settings)
         self.batch_panel.showItem.connect(self.show_batch_item)
         self.batch_panel.finished.connect(self.notify)
@@ -200,6 +207,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "&Save result as…", self.save_dialog, QKeySequence.StandardKey.Save)
         self._action(file_menu, "&Copy result", self.copy_result, QKeySequence.StandardKey.Copy)
+        self._action(file_menu, "&Export results (JSON, CSV)…", self.export_results_dialog)
         file_menu.addSeparator()
         self._action(file_menu, "Load pipeline…", self.load_pipeline_dialog)
         self._action(file_menu, "Save pipeline…", self.save_pipeline_dialog)
@@ -497,12 +505,41 @@ class MainWindow(QMainWindow):
         except ValueError:
             return "encoded"
 
+    def _select_result(self, kind: str, index: int) -> None:
+        """An overlay was clicked: its row in the Results tab (shown), and so its highlight."""
+        if (kind, index) in self._result_links:
+            self.tabs.setCurrentWidget(self.results_list)
+            self.results_list.setCurrentRow(self._result_links.index((kind, index)))
+
+    def export_results_dialog(self) -> None:
+        if not self.results:
+            self.notify("No results to export: process an image whose ops find something first.", "warn")
+            return
+        stem = Path(self.path).stem if self.path else "results"
+        path, chosen = QFileDialog.getSaveFileName(self, "Export results", f"{stem}-results.json", "JSON (*.json);;CSV (*.csv)")
+        if path:
+            self.export_results(path if Path(path).suffix else path + (".csv" if "CSV" in chosen else ".json"))
+
+    def export_results(self, path: str) -> None:
+        """Write what the ops found: JSON as the server sent it, or CSV (key, index, value)."""
+        text = results_csv(self.results) if path.lower().endswith(".csv") else json.dumps(self.results, indent=2) + "\n"
+        try:
+            Path(path).write_text(text)
+        except OSError as exc:
+            self.notify(f"Cannot write {Path(path).name}: {exc.strerror}.", "error")
+            return
+        self.notify(f"Results written to {path}.", "ok")
+
     def show_result(self, image: np.ndarray, results: dict[str, Any], kinds: dict[str, str], how: str = "") -> None:
         """The result in the views (zoom kept), what the ops found drawn over it and listed."""
         self.result = image
         self.compare.set_result(image, shapes(results, kinds), how)
+        self.results = results
         self.results_list.clear()
-        self.results_list.addItems(result_lines(results, kinds) or ["(no results beside the image)"])
+        self._result_links = []
+        for text, link in result_rows(results, kinds) or [("(no results beside the image)", None)]:
+            self.results_list.addItem(text)
+            self._result_links.append(link)
 
     def _end_job(self) -> None:
         self._job = None
