@@ -465,3 +465,29 @@ def test_escape_cancels_the_running_request(qtbot, qt_settings, start_server, tm
         assert stats["errors"].get("cancelled") == 1 and stats["running"] == 0, "the server stopped the running work"
     finally:
         win.close()
+
+
+def test_the_histogram_tab_gives_per_channel_statistics_of_the_view_or_a_drawn_rectangle(qtbot, window):
+    """Issue 20, deliverable 4: as napari, Fiji and GIMP do; a rectangle drawn with Ctrl+drag."""
+    from PySide6.QtCore import Qt
+
+    coffee = load_image("coffee.png")
+    window.open_files(["sample:coffee"])
+    window.tabs.setCurrentWidget(window.histogram)
+    names = [c.name for c in window.histogram.plot.channels]
+    assert names == ["B", "G", "R"] and window.histogram.where.text().startswith("in view: 600×400 at 0, 0")
+    assert window.histogram.plot.channels[2].mean == pytest.approx(coffee[:, :, 2].mean())
+    view = window.original_view
+    start, end = view.mapFromScene(100.2, 50.2), view.mapFromScene(300.2, 150.2)
+    qtbot.mousePress(view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ControlModifier, start)
+    qtbot.mouseMove(view.viewport(), end)
+    qtbot.mouseRelease(view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ControlModifier, end)
+    x, y, w, h = view.region()
+    assert abs(x - 100) <= 1 and abs(y - 50) <= 1 and abs(w - 200) <= 2 and abs(h - 100) <= 2
+    part = coffee[y : y + h, x : x + w]
+    stats = window.histogram.plot.channels
+    assert window.histogram.where.text().startswith(f"rectangle: {w}×{h} at {x}, {y}")
+    assert [s.minimum for s in stats] == [part[:, :, c].min() for c in range(3)]
+    assert stats[0].std == pytest.approx(part[:, :, 0].std()) and int(stats[1].counts.sum()) == w * h
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ControlModifier, start)
+    assert view.region() is None and window.histogram.where.text().startswith("in view")

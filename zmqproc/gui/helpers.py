@@ -181,3 +181,39 @@ def pixel_type_problem(steps: list[Step], ops: list[dict[str, Any]], image: np.n
     if not isinstance(takes, list) or str(image.dtype) in takes:
         return None
     return pixel_type_sentence(1, steps[0].op, takes, str(image.dtype))
+
+
+Region = tuple[int, int, int, int]  # x, y, width, height in image pixels
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """One channel of a region: its name, statistics and histogram (``bins`` counts from ``low`` to ``high``)."""
+
+    name: str
+    minimum: float
+    maximum: float
+    mean: float
+    std: float
+    counts: np.ndarray
+    low: float
+    high: float
+
+
+def region_stats(image: np.ndarray, region: Region | None, bins: int = 256) -> list[ChannelStats]:
+    """Per-channel statistics and histograms of ``region`` of ``image`` (all of it when None), in the image's own values:
+    8-bit over 0-255, others over the region's own range (NaN and infinities left out)."""
+    x, y, w, h = region or (0, 0, image.shape[1], image.shape[0])
+    part = image[y : y + h, x : x + w]
+    planes = [part] if part.ndim == 2 else [part[:, :, c] for c in range(part.shape[2])]
+    names = {1: ["v"], 3: ["B", "G", "R"], 4: ["B", "G", "R", "A"]}[len(planes)]
+    found = []
+    for name, plane in zip(names, planes, strict=True):
+        values = plane[np.isfinite(plane)] if plane.dtype.kind == "f" else plane.ravel()
+        if values.size == 0:
+            continue
+        low, high = (0.0, 255.0) if plane.dtype == np.uint8 else (float(values.min()), float(values.max()))
+        counts, _ = np.histogram(values, bins=bins, range=(low, high if high > low else low + 1))
+        stats = float(values.min()), float(values.max()), float(values.mean()), float(values.std())
+        found.append(ChannelStats(name, *stats, counts, low, high))
+    return found

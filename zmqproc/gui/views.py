@@ -130,6 +130,7 @@ class ImageView(QGraphicsView):
     viewChanged = Signal()
     scaleChanged = Signal()
     overlayClicked = Signal(str, int)  # a drawn result clicked: its kind and index (see highlight)
+    regionChosen = Signal(object)  # Ctrl+drag drew a rectangle: (x, y, w, h) in image pixels; a Ctrl+click: None
     cursorMoved = Signal(object)
     filesDropped = Signal(list)
 
@@ -160,6 +161,12 @@ class ImageView(QGraphicsView):
         self._divider = self.scene().addLine(0, 0, 0, 0, _pen(QColor(255, 255, 255), 2))
         self._overlays: list[QGraphicsItem] = []
         self._overlay_keys: list[tuple[str, int]] = []  # (kind, index) of each overlay
+        self._region_item = QGraphicsRectItem()  # the rectangle drawn with Ctrl+drag (the histogram's region)
+        self._region_item.setPen(_pen(HIGHLIGHT_COLOR, 1, dashed=True))
+        self._region_item.setZValue(2)
+        self._region_item.setVisible(False)
+        self.scene().addItem(self._region_item)
+        self._region_start: QPointF | None = None
         self._mode = "single"  # single, split (the other image left of the divider) or flick (the other image instead)
         self._split = 0.5
         self._fitted = True
@@ -186,6 +193,8 @@ class ImageView(QGraphicsView):
         state = self.view_state() if keep_view and self.image is not None else None
         self.image = image
         self.set_overlays({})
+        if not keep_view:
+            self._region_item.setVisible(False)  # a new picture: the old rectangle is not about it
         self._placeholder.setVisible(image is None)
         self._item.setPixmap(QPixmap() if image is None else pixmap or to_pixmap(image))
         self._checker.setRect(self._item.boundingRect())
@@ -332,6 +341,11 @@ class ImageView(QGraphicsView):
             self.fit(quiet=True)
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier and self.image is not None:
+            self._region_start = self.mapToScene(event.position().toPoint())
+            self._region_item.setRect(QRectF(self._region_start, self._region_start))
+            self._region_item.setVisible(True)
+            return
         under = self.items(event.position().toPoint())
         hit = next((key for item, key in zip(self._overlays, self._overlay_keys, strict=True) if item in under), None)
         if hit is not None:
@@ -340,8 +354,41 @@ class ImageView(QGraphicsView):
         super().mousePressEvent(event)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if self._region_start is not None:
+            self._region_start = None
+            self.regionChosen.emit(self.region())
+            return
         super().mouseReleaseEvent(event)
         self._dragging = False
+
+    def region(self) -> tuple[int, int, int, int] | None:
+        """The rectangle drawn with Ctrl+drag, in image pixels (clamped to the image); None when there is none."""
+        if self.image is None or not self._region_item.isVisible():
+            return None
+        rect = self._region_item.rect().normalized()
+        h, w = self.image.shape[:2]
+        x0, y0 = max(0, int(rect.left())), max(0, int(rect.top()))
+        x1, y1 = min(w, int(rect.right()) + 1), min(h, int(rect.bottom()) + 1)
+        if x1 - x0 < 2 or y1 - y0 < 2:  # a click, not a drag: no region
+            self._region_item.setVisible(False)
+            return None
+        return x0, y0, x1 - x0, y1 - y0
+
+    def set_region(self, region: tuple[int, int, int, int] | None) -> None:
+        """Show a rectangle (x, y, w, h in this view's image pixels), as if drawn; None: none."""
+        if region is not None:
+            self._region_item.setRect(QRectF(*region))
+        self._region_item.setVisible(region is not None and self.image is not None)
+
+    def visible_region(self) -> tuple[int, int, int, int] | None:
+        """The part of the image the view shows, in image pixels."""
+        if self.image is None:
+            return None
+        rect = self.mapToScene(self.viewport().rect()).boundingRect()
+        h, w = self.image.shape[:2]
+        x0, y0 = max(0, int(rect.left())), max(0, int(rect.top()))
+        x1, y1 = min(w, int(rect.right()) + 1), min(h, int(rect.bottom()) + 1)
+        return (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         self._touched = True  # arrow keys and page keys scroll the view
@@ -349,6 +396,10 @@ class ImageView(QGraphicsView):
         self._touched = False
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if self._region_start is not None:
+            self._region_item.setRect(QRectF(self._region_start, self.mapToScene(event.position().toPoint())).normalized())
+            self.cursorMoved.emit(self.image_point(event.position()))
+            return
         super().mouseMoveEvent(event)
         self.cursorMoved.emit(self.image_point(event.position()))
 
@@ -421,7 +472,9 @@ class ImageView(QGraphicsView):
             self._divider.setLine(width, 0, width, rect.height())
 
 
-def _pen(color: QColor, width: float) -> QPen:
+def _pen(color: QColor, width: float, dashed: bool = False) -> QPen:
     pen = QPen(color, width)
     pen.setCosmetic(True)  # the same width at any zoom
+    if dashed:
+        pen.setStyle(Qt.PenStyle.DashLine)
     return pen

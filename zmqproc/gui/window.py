@@ -43,6 +43,7 @@ from .compare import CompareView, DisplayRangeDialog
 from .connection import ConnectionSettings, string_list
 from .connection_control import ConnectionControl
 from .helpers import expand_paths, neighbour, pixel_type_problem, read_file, read_image, result_array, result_rows, results_csv, shapes
+from .histogram import HistogramPanel
 from .messages import explain
 from .pipeline_editor import PipelineEditor, load_pipeline, read_preset
 from .qt_client import QtClient
@@ -141,6 +142,12 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.results_list, "Results")
         self.tabs.addTab(self.batch_panel, "Batch")
+        self.histogram = HistogramPanel()
+        self.tabs.addTab(self.histogram, "Histogram")
+        for view in (self.compare.original_view, self.compare.result_view):
+            view.regionChosen.connect(lambda region, v=view: self._region_chosen(v, region))
+        self.compare.original_view.viewChanged.connect(self._update_histogram)
+        self.compare.original_view.scaleChanged.connect(self._update_histogram)
         center = QSplitter(Qt.Orientation.Vertical)  # the user decides how much room the tabs get
         top = QWidget()
         top_layout = QVBoxLayout(top)
@@ -321,6 +328,7 @@ class MainWindow(QMainWindow):
             return False
         self.path, self.original, self.result, self.original_in_memory = path, image, None, False
         self.compare.set_original(image)
+        self._update_histogram()
         self.results_list.clear()
         self.notice.hide()  # what was said of the previous image is not about this one
         self.setWindowTitle(f"zmqproc viewer — {Path(path).name}")
@@ -505,6 +513,23 @@ class MainWindow(QMainWindow):
         except ValueError:
             return "encoded"
 
+    def _region_chosen(self, view: Any, region: tuple[int, int, int, int] | None) -> None:
+        """A rectangle drawn with Ctrl+drag in either view: shown in both (each in its own image's pixels), and its
+        histogram; a Ctrl+click clears it (the histogram is of the part in view again)."""
+        views = (self.compare.original_view, self.compare.result_view)
+        for other in views:
+            if other is view or region is None or other.image is None or view.image is None:
+                other.set_region(region if other is view or region is None else None)
+                continue
+            sy, sx = other.image.shape[0] / view.image.shape[0], other.image.shape[1] / view.image.shape[1]
+            other.set_region((int(region[0] * sx), int(region[1] * sy), max(1, int(region[2] * sx)), max(1, int(region[3] * sy))))
+        self._update_histogram()
+
+    def _update_histogram(self) -> None:
+        view = self.compare.original_view
+        drawn = view.region()
+        self.histogram.show_region(self.original, self.result, drawn or view.visible_region(), "rectangle" if drawn else "in view")
+
     def _select_result(self, kind: str, index: int) -> None:
         """An overlay was clicked: its row in the Results tab (shown), and so its highlight."""
         if (kind, index) in self._result_links:
@@ -535,6 +560,7 @@ class MainWindow(QMainWindow):
         self.result = image
         self.compare.set_result(image, shapes(results, kinds), how)
         self.results = results
+        self._update_histogram()
         self.results_list.clear()
         self._result_links = []
         for text, link in result_rows(results, kinds) or [("(no results beside the image)", None)]:
