@@ -302,6 +302,9 @@ def test_ssh_login_refused_asks_in_a_dialog_then_says_so(qtbot, qt_settings, ssh
     win.connect_to(ssh_settings(sshd, endpoint, sshd.wrong_key))
     qtbot.waitUntil(lambda: "Could not open the SSH tunnel" in win.notice.text(), timeout=15000)
     assert asked == [f"Password of {sshd.target}"]  # an unencrypted key: only a password can help
+    qtbot.wait(1500)  # the client's own state changes meanwhile must not bring "connecting…" back
+    assert win.control.label.property("state") == "ssh_failed" and "SSH tunnel failed" in win.control.label.text()
+    assert "opening an SSH tunnel" not in win.statusBar().currentMessage(), "issue 20, row 6: a final state, no stale text"
     win.close()
 
 
@@ -439,6 +442,30 @@ def test_the_connection_dialog_never_accepts_an_invalid_endpoint_or_key(qtbot, q
     dialog.curve_server_key.setText("")
     dialog._accept_valid()
     assert dialog.result() == 1
+
+
+def test_ok_warns_when_nothing_answers_at_an_endpoint(qtbot, qt_settings, endpoint, monkeypatch):
+    """Issue 20, row 6: OK accepted a closed or unresolvable endpoint without a word."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from zmqproc.gui.connection import ConnectionDialog, ConnectionSettings
+
+    asked: list[str] = []
+    answer = [QMessageBox.StandardButton.No]
+    monkeypatch.setattr(QMessageBox, "question", lambda _parent, _title, text: asked.append(text) or answer[0])
+    closed = f"tcp://127.0.0.1:{free_port()}"
+    dialog = ConnectionDialog(ConnectionSettings([endpoint, closed, "tcp://127.0.0.l:5555"]))
+    qtbot.addWidget(dialog)
+    dialog._accept_valid()
+    assert dialog.result() == 0 and asked[0].startswith(f"{closed}: port closed\ntcp://127.0.0.l:5555: no such host")
+    assert "no such host" in dialog.test_result.text()
+    answer[0] = QMessageBox.StandardButton.Yes  # the server is not up yet: connect anyway
+    dialog._accept_valid()
+    assert dialog.result() == 1
+    dialog = ConnectionDialog(ConnectionSettings([endpoint]))
+    qtbot.addWidget(dialog)
+    dialog._accept_valid()
+    assert dialog.result() == 1 and len(asked) == 2, "a live endpoint: no question"
 
 
 def test_escape_cancels_the_running_request(qtbot, qt_settings, start_server, tmp_path):

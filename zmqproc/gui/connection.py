@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -33,6 +34,8 @@ from ..endpoints import DEFAULT_SERVER, NO_SUCH_HOST, port_state
 from ..errors import InvalidEndpoint, TunnelAuthFailed, TunnelKeyLocked
 from ..security import ClientCurve
 from .messages import explain
+
+ACCEPT_PROBE_S = 0.5  # OK tries each direct endpoint's port this long before warning that nothing answers
 
 
 @dataclass
@@ -92,13 +95,18 @@ def valid_endpoints(texts: list[str]) -> tuple[list[str], list[str]]:
     return good, problems
 
 
+def port_words(endpoint: str, state: str) -> str:
+    """``tcp://h:1: port closed``, or ``tcp://typo:1: no such host``."""
+    return f"{endpoint}: {state if state == NO_SUCH_HOST else 'port ' + state}"
+
+
 def check_endpoint(endpoint: str, timeout: float = 3.0, curve_server_key: str = "", curve_secret: str = "") -> str:
     """Blocking: the TCP state of the endpoint's port, then a zmqproc ping's latency when it is open (with CURVE keys if set)."""
     parsed = endpoint_parser.parse(endpoint)
     if parsed.scheme == "tcp":
         state = port_state(parsed.host, parsed.port, timeout)
         if state != "open":
-            return f"{endpoint}: {state if state == NO_SUCH_HOST else 'port ' + state}"
+            return port_words(endpoint, state)
     with Client(endpoint, timeout=timeout, curve_server_key=curve_server_key or None, curve_client_key=curve_secret or None) as client:
         try:
             rtt = client.ping()
@@ -240,7 +248,29 @@ class ConnectionDialog(QDialog):
         if problems:
             self.test_result.setText("\n".join(problems))
             return
+        unreachable = self.unreachable()
+        if unreachable:
+            answer = QMessageBox.question(
+                self, "Nothing answers there", "\n".join(unreachable) + "\n\nConnect anyway (the viewer keeps trying)?"
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                self.test_result.setText("\n".join(unreachable))
+                return
         self.accept()
+
+    def unreachable(self, timeout: float = ACCEPT_PROBE_S) -> list[str]:
+        """The direct tcp:// endpoints whose host does not resolve or whose port does not take a connection, in words
+        (a quick probe on OK; through SSH the tunnel's own errors say it)."""
+        if self.settings().use_ssh:
+            return []
+        found = []
+        for endpoint in self.settings().endpoints:
+            parsed = endpoint_parser.parse(endpoint)
+            if parsed.scheme == "tcp":
+                state = port_state(parsed.host, parsed.port, timeout)
+                if state != "open":
+                    found.append(port_words(endpoint, state))
+        return found
 
     def test_connection(self) -> None:
         """Port open/closed/filtered, then ping latency (for SSH: the SSH port; the tunnel opens on OK)."""

@@ -25,6 +25,7 @@ STATE_TEXT = {
     SLOW: ("#d90", "slow"),
     LOST: ("#d22", "lost"),
     "ssh_reconnecting": ("#d90", "SSH reconnecting…"),
+    "ssh_failed": ("#d22", "SSH tunnel failed"),
 }
 
 
@@ -126,9 +127,14 @@ class ConnectionControl(QObject):
             if answer == QMessageBox.StandardButton.Yes:
                 self.connect_to(connection, secrets=secrets, accept_new=True)
                 return
+        self._state = "ssh_failed"  # final: the label says so until the user connects again
+        self._show()
+        self.status.emit("", 1)  # the "opening an SSH tunnel…" message goes
         self.notice.emit(f"Could not open the SSH tunnel. {explain(error)}", "error")
 
     def _on_state(self, state: str, rtt: float) -> None:
+        if self._state == "ssh_failed" and not self.client.endpoints:
+            return  # no connection to speak of: the failure stays on the label
         self._state, self._rtt = state, rtt
         self._show()
         if state == LOST:
