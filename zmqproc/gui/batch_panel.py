@@ -62,7 +62,8 @@ class BatchPanel(QWidget):
         self.paths: list[str] = []
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["File", "Status", "Details"])
-        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        for column, mode in enumerate((QHeaderView.ResizeMode.ResizeToContents,) * 2 + (QHeaderView.ResizeMode.Stretch,)):
+            self.table.horizontalHeader().setSectionResizeMode(column, mode)  # whole file names, the details take the rest
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.verticalHeader().setVisible(False)
@@ -149,6 +150,8 @@ class BatchPanel(QWidget):
         self.batch.itemChanged.connect(self._item_changed)
         self.batch.finished.connect(self._finished)
         self.batch.start()
+        if self.batch.running:
+            self._say(f"processing {len(self.paths)} files…", "")
         self._buttons()
         return self.batch
 
@@ -188,6 +191,10 @@ class BatchPanel(QWidget):
             detail += f" → {item.output.name}"
         self._set_row(row, Path(item.path).name, item.status, detail)
         self.progress.setValue(self.batch.finished_count)
+        if self.batch.running:  # the label follows the rows, never a stale "files ready"
+            counts = self.batch.counts()
+            failed = f", {counts['failed']} failed" if counts["failed"] else ""
+            self._say(f"{counts['done']} done{failed} of {len(self.batch.items)}…", "")
 
     def _finished(self, summary: str) -> None:
         assert self.batch is not None

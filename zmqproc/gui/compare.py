@@ -129,6 +129,7 @@ class CompareView(QWidget):
         """Show a result; the zoom and the part of the picture shown stay as they are."""
         self.result = image
         self.difference = None
+        self.set_stale(False)
         self._overlays = overlays or {}
         pixmap = to_pixmap(image, self.display)  # once, for both views
         self.result_view.set_image(image, keep_view=True, pixmap=pixmap)
@@ -138,6 +139,10 @@ class CompareView(QWidget):
         self.original_view.set_overlays(self._overlays, on_other=True)
         self.result_info.setText(f"result {describe(image)}" + (f" ({info})" if info else ""))
         self._show_mode()
+
+    def set_stale(self, stale: bool) -> None:
+        """Mark the result as made by another pipeline than the one now in the editor (or not)."""
+        self.result_title.setText("Result — out of date: the pipeline changed (Ctrl+R)" if stale else "Result")
 
     def highlight(self, link: tuple[str, int] | None) -> None:
         """Highlight one drawn result (kind, index) in both views; None: none."""

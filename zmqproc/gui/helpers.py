@@ -217,3 +217,26 @@ def region_stats(image: np.ndarray, region: Region | None, bins: int = 256) -> l
         stats = float(values.min()), float(values.max()), float(values.mean()), float(values.std())
         found.append(ChannelStats(name, *stats, counts, low, high))
     return found
+
+
+def pipeline_problems(steps: list[Step], ops: list[dict[str, Any]]) -> list[str]:
+    """What a server with these ``ops`` (its ``ops`` reply) would refuse in ``steps``, one sentence each; [] when
+    nothing (or the ops are not known yet)."""
+    if not ops:
+        return []
+    declared = {o.get("name"): o for o in ops}
+    problems = []
+    for number, step in enumerate(steps, 1):
+        op = declared.get(step.op)
+        if op is None:
+            problems.append(f"Step {number}: the server does not offer {step.op!r}.")
+            continue
+        for name, value in step.params.items():
+            decl = op.get("params", {}).get(name)
+            if decl is None:
+                problems.append(f"Step {number} ({step.op}) has no parameter {name!r}.")
+            elif decl.get("odd") and isinstance(value, int) and value % 2 == 0:
+                problems.append(f"Step {number} ({step.op}): {name} must be odd, not {value}.")
+            elif isinstance(value, int | float) and not decl.get("min", value) <= value <= decl.get("max", value):
+                problems.append(f"Step {number} ({step.op}): {name} must be from {decl.get('min')} to {decl.get('max')}, not {value}.")
+    return problems

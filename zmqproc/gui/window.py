@@ -42,7 +42,18 @@ from .batch_panel import BatchPanel
 from .compare import CompareView, DisplayRangeDialog
 from .connection import ConnectionSettings, string_list
 from .connection_control import ConnectionControl
-from .helpers import expand_paths, neighbour, pixel_type_problem, read_file, read_image, result_array, result_rows, results_csv, shapes
+from .helpers import (
+    expand_paths,
+    neighbour,
+    pipeline_problems,
+    pixel_type_problem,
+    read_file,
+    read_image,
+    result_array,
+    result_rows,
+    results_csv,
+    shapes,
+)
 from .histogram import HistogramPanel
 from .messages import explain
 from .pipeline_editor import PipelineEditor, load_pipeline, read_preset
@@ -83,6 +94,7 @@ class MainWindow(QMainWindow):
         self.original_in_memory = False  # the original is a former result ("Use result as input"), not its file
         self.result: np.ndarray | None = None
         self.results: dict[str, Any] = {}  # what the ops found, as the last result's reply said
+        self._result_pipeline = ""  # the pipeline that made the result shown
         self._result_links: list[tuple[str, int] | None] = []  # per row of the Results tab: the overlay it is, if drawn
         self.ops: list[dict[str, Any]] = []
         self._job: tuple[str, float, str] | None = None  # request id, started, pipeline text
@@ -207,7 +219,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open &folder as batch…", self.open_folder)
         self.samples_menu = file_menu.addMenu("Open &sample")
         for name, (_, what) in samples.SAMPLES.items():
-            self._action(self.samples_menu, f"{name}: {what}", lambda n=name: self.open_files([str(samples.path(n))]))
+            self._action(self.samples_menu, f"{name}: {what}", lambda n=name: self.open_sample(n))
         self.recent_menu = file_menu.addMenu("Recent files")
         self._action(file_menu, "&Next image in folder", lambda: self.open_neighbour(1), "PgDown")
         self._action(file_menu, "&Previous image in folder", lambda: self.open_neighbour(-1), "PgUp")
@@ -281,6 +293,13 @@ class MainWindow(QMainWindow):
     def _on_ops(self, ops: list[dict[str, Any]]) -> None:
         self.ops = ops
         self.editor.set_ops(ops)
+        self._check_pipeline()
+
+    def _check_pipeline(self, where: str = "") -> None:
+        """Say what in the pipeline this server will refuse (an op it does not offer, a value out of its declaration)."""
+        problems = pipeline_problems(self.editor.steps(), self.ops)
+        if problems:
+            self.notify(f"{where}{' '.join(problems)} Fix it in the pipeline before processing.", "warn")
 
     def _history_changed(self) -> None:
         self.undo_action.setEnabled(self.editor.can_undo())
@@ -337,6 +356,12 @@ class MainWindow(QMainWindow):
         if self.live.isChecked():
             self._pipeline_changed()
         return True
+
+    def open_sample(self, name: str) -> None:
+        """File → Open sample: the photo, and (connected, with a pipeline) its first result: one click."""
+        self.open_files([str(samples.path(name))])
+        if self.ops and self.editor.steps() and self.path == str(samples.path(name)):
+            self.process()
 
     def open_neighbour(self, step: int) -> None:
         """PgDn / PgUp: the next or previous image in the folder of the one shown."""
@@ -409,9 +434,12 @@ class MainWindow(QMainWindow):
                 self.editor.load_preset(Path(path).read_text())
             except (OSError, ValueError) as exc:
                 self.notify(f"Cannot load {Path(path).name}: {exc}", "error")
+                return
+            self._check_pipeline(f"{Path(path).name}: ")
 
     def save_pipeline_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save pipeline", "pipeline.json", "Pipeline (*.json)")
+        start = Path(str(self.settings.value("last_dir", "") or Path.home())) / "pipeline.json"
+        path, _ = QFileDialog.getSaveFileName(self, "Save pipeline", str(start), "Pipeline (*.json)")
         if path:
             target = Path(path) if path.endswith(".json") else Path(path + ".json")
             target.write_text(self.editor.preset())
@@ -476,6 +504,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"processing {Path(self.path).name}… (Esc cancels)")
 
     def _pipeline_changed(self) -> None:
+        self.compare.set_stale(self.result is not None and self.editor.text() != self._result_pipeline)
         if self.live.isChecked():
             self._live_timer.start()  # restarted by every change: sent once the user pauses
 
@@ -491,6 +520,7 @@ class MainWindow(QMainWindow):
             return  # a superseded or cancelled request's late reply
         _, started, pipeline = self._job
         self._end_job()
+        self._result_pipeline = pipeline
         try:
             self.show_result(result_array(result.image), result.results, result.result_kinds, self._format_of(result.image))
         except Exception as exc:  # whatever the result holds, the job ends with a message
