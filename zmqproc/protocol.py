@@ -212,9 +212,11 @@ def _decode_checked(header: dict[str, Any], request_id: str, frames: Sequence[Bu
     pipeline = _parse_pipeline(header.get("pipeline"))
     payload = frames[1]
     if len(payload) > limits.max_frame_bytes:
-        raise TooLarge.over(
+        refused = TooLarge.over(
             "frame_bytes", len(payload), limits.max_frame_bytes, f"payload is {len(payload)} bytes, the limit is {limits.max_frame_bytes}"
         )
+        refused.details["max_pixels"] = limits.max_pixels  # whether an encoded file of the same image would pass
+        raise refused
     image = parse_descriptor(header.get("image"), payload, limits.max_pixels)
     reply_format = header.get("reply_format")
     if reply_format is not None and reply_format not in REPLY_FORMATS:

@@ -75,3 +75,19 @@ def test_open_sample_gives_a_first_result_in_one_click(qtbot, make_window, endpo
     with qtbot.waitSignal(win.jobFinished, timeout=20000) as job:
         action.trigger()
     assert job.args[0] and win.result is not None
+
+
+def test_too_large_advice_works(qtbot, make_window, start_server, tmp_path):
+    """Row 5: a raw image refused for its bytes was told to go as an encoded file, which its pixels refused too."""
+    server = start_server("--workers", "1", "--max-frame-bytes", "1000000", "--max-pixels", "250000")
+    win = make_window(server.endpoint)
+    qtbot.waitUntil(lambda: bool(win.ops), timeout=10000)
+    win.transfer.setCurrentIndex(win.transfer.findData("raw"))
+    win.editor.set_steps("invert")
+    for shape, words in (((600, 800, 3), "This image has 0.5 Mpx; the server accepts up to 0.2 Mpx: resize it first"), ((440, 560, 3), "")):
+        path = tmp_path / f"{shape[0]}.png"
+        cv2.imwrite(str(path), np.zeros(shape, np.uint8))
+        win.open_files([str(path)])
+        with qtbot.waitSignal(win.jobFinished, timeout=20000) as job:
+            win.process()
+        assert (job.args[0], win.notice.text().startswith(words)) == (not words, True), win.notice.text()

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from .. import samples
 from ..client.pipeline import to_text
+from ..errors import TooLarge
 from ..formats import SUFFIXES, TABLE
 from ..images import encode_image, sniff_format
 from .batch_panel import BatchPanel
@@ -532,7 +533,15 @@ class MainWindow(QMainWindow):
     def _on_failed(self, request_id: str, error: BaseException) -> None:
         if self._job is not None and request_id == self._job[0]:
             self._end_job()
-            self._finish(False, explain(error))
+            self._finish(False, self._too_many_pixels(error) or explain(error))
+
+    def _too_many_pixels(self, error: BaseException) -> str | None:
+        """A raw frame refused for its bytes, of an image that a file of it would be refused for too (its pixels): the
+        advice that works, not "send it as an encoded file"."""
+        if not isinstance(error, TooLarge) or error.details.get("limit") != "frame_bytes" or self.original is None:
+            return None
+        limit, pixels = error.details.get("max_pixels"), self.original.shape[0] * self.original.shape[1]
+        return explain(TooLarge.over("pixels", pixels, limit, "")) if isinstance(limit, int) and pixels > limit else None
 
     @staticmethod
     def _format_of(image: np.ndarray | bytes) -> str:
