@@ -91,3 +91,28 @@ def test_too_large_advice_works(qtbot, make_window, start_server, tmp_path):
         with qtbot.waitSignal(win.jobFinished, timeout=20000) as job:
             win.process()
         assert (job.args[0], win.notice.text().startswith(words)) == (not words, True), win.notice.text()
+
+
+def test_placeholders_fit_their_fields_and_a_long_step_is_elided_not_scrolled(qtbot, qt_settings):
+    """Row 12: cut placeholders in the Batch tab and the connection dialog; a horizontal scroll bar for a long step."""
+    from PySide6.QtCore import Qt
+
+    from zmqproc.gui.connection import ConnectionDialog, ConnectionSettings
+    from zmqproc.gui.window import MainWindow
+
+    dialog = ConnectionDialog(ConnectionSettings())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    win = MainWindow([], timeout=5)
+    qtbot.addWidget(win)
+    win.resize(900, 600)
+    win.show()
+    qtbot.waitExposed(win)
+    for field in (dialog.curve_server_key, dialog.curve_secret, dialog.ssh_key, win.batch_panel.folder, win.editor.op_search):
+        text = field.placeholderText()
+        assert field.fontMetrics().horizontalAdvance(text) <= field.width() - 8, f"{text!r} is cut"
+    win.editor.set_steps("bilateral_filter:d=9,sigma_color=75,sigma_space=75")
+    steps = win.editor.steps_list
+    assert steps.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+    assert steps.item(0).toolTip() == "bilateral_filter:d=9,sigma_color=75,sigma_space=75", "the whole step in its tooltip"

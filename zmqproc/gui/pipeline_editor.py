@@ -214,7 +214,8 @@ class PipelineEditor(QWidget):
         self._editing: tuple[int, str] | None = None  # (row, parameter) being edited: one undo step for a slider drag
         self.op_choice = QComboBox()  # searchable: type part of a name ("blur"), Enter adds the step
         self.op_search = QLineEdit()
-        self.op_search.setPlaceholderText("search the server's operations")
+        self.op_search.setPlaceholderText("search ops")
+        self.op_search.setToolTip("the server's operations: type part of a name, Enter adds the step")
         self.op_choice.setLineEdit(self.op_search)
         self.op_choice.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         search = QCompleter(self.op_choice.model(), self.op_choice)
@@ -229,6 +230,8 @@ class PipelineEditor(QWidget):
         self.steps_list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
         self.steps_list.setDefaultDropAction(Qt.DropAction.MoveAction)
         self.steps_list.setToolTip("drag to reorder; untick to switch a step off")
+        self.steps_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # a long step is elided, whole in its tooltip
+        self.steps_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.remove_button = QPushButton("Remove")
         self.up_button = QPushButton("Up")
         self.down_button = QPushButton("Down")
@@ -382,6 +385,7 @@ class PipelineEditor(QWidget):
         self.steps_list.clear()
         for entry in self._entries:
             item = QListWidgetItem(to_text([entry.step]))
+            item.setToolTip(item.text())
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsDragEnabled)
             item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsDropEnabled)  # dropping onto an item would replace it
             item.setCheckState(Qt.CheckState.Checked if entry.enabled else Qt.CheckState.Unchecked)
