@@ -47,3 +47,17 @@ def test_an_op_that_cannot_take_the_pixel_type_says_so_before_sending(qtbot, mak
     win.process()
     assert win.notice.text() == "Step 1 (clahe) works on uint8 images; this one is uint16. Convert it first, or choose another op."
     assert win.client.in_flight == 0 and win._job is None, "nothing was sent"
+
+
+def test_a_16_bit_result_is_saved_without_loss_or_refused_in_words(qtbot, make_window, endpoint, tmp_path):
+    deep = np.random.default_rng(9).integers(0, 65536, (20, 30), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    win = make_window(endpoint)
+    qtbot.waitUntil(lambda: bool(win.ops), timeout=10000)
+    win.open_files([str(tmp_path / "deep.png")])
+    win.editor.set_steps("invert")
+    run(qtbot, win)
+    assert win.save_result(str(tmp_path / "out.jpg")) is None
+    assert win.notice.text() == "JPEG cannot hold this uint16 result without loss: save it as .png or .tiff."
+    saved = win.save_result(str(tmp_path / "out.png"))
+    assert saved is not None and np.array_equal(cv2.imread(saved, cv2.IMREAD_UNCHANGED), 65535 - deep)

@@ -36,8 +36,8 @@ from PySide6.QtWidgets import (
 
 from .. import samples
 from ..client.pipeline import to_text
-from ..errors import TooLarge
-from ..formats import SUFFIXES, TABLE
+from ..errors import ProcessingError, TooLarge
+from ..formats import SUFFIXES, TABLE, for_path
 from ..images import encode_image, sniff_format
 from .batch_panel import BatchPanel
 from .compare import CompareView, DisplayRangeDialog
@@ -409,14 +409,15 @@ class MainWindow(QMainWindow):
         target = Path(path)
         if target.suffix.lower() not in SUFFIXES:
             target = target.with_name(target.name + default_suffix)
+        fmt = for_path(target.name)
+        assert fmt is not None
         try:
-            ok, data = cv2.imencode(target.suffix.lower(), self.result)
-        except cv2.error:
-            ok = False
-        if not ok:
-            self.notify(f"This result cannot be saved as {target.suffix} (try .png or .tiff).", "error")
+            data = encode_image(self.result, fmt.name)[1]  # refuses what the format cannot hold, rather than convert it
+        except ProcessingError:
+            holds = " or ".join(f.suffix for f in TABLE if str(self.result.dtype) in f.dtypes)
+            self.notify(f"{fmt.label} cannot hold this {self.result.dtype} result without loss: save it as {holds}.", "error")
             return None
-        target.write_bytes(data.tobytes())
+        target.write_bytes(bytes(data))
         self.statusBar().showMessage(f"saved {target}", 5000)
         return str(target)
 
