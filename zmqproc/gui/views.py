@@ -10,6 +10,7 @@ the view shows a second image over the first, scaled to it: left of the divider
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -368,7 +369,7 @@ class ImageView(QGraphicsView):
         rect = self._region_item.rect().normalized()
         h, w = self.image.shape[:2]
         x0, y0 = max(0, int(rect.left())), max(0, int(rect.top()))
-        x1, y1 = min(w, int(rect.right()) + 1), min(h, int(rect.bottom()) + 1)
+        x1, y1 = min(w, math.ceil(rect.right())), min(h, math.ceil(rect.bottom()))  # the pixels it covers
         if x1 - x0 < 2 or y1 - y0 < 2:  # a click, not a drag: no region
             self._region_item.setVisible(False)
             return None
@@ -387,7 +388,7 @@ class ImageView(QGraphicsView):
         rect = self.mapToScene(self.viewport().rect()).boundingRect()
         h, w = self.image.shape[:2]
         x0, y0 = max(0, int(rect.left())), max(0, int(rect.top()))
-        x1, y1 = min(w, int(rect.right()) + 1), min(h, int(rect.bottom()) + 1)
+        x1, y1 = min(w, math.ceil(rect.right())), min(h, math.ceil(rect.bottom()))  # the pixels it covers
         return (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
