@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 from importlib.metadata import entry_points
 
 import numpy as np
 
 from tests.conftest import ROOT
 
-PLUGIN = '''
-from typing import Annotated, Literal
 
-import numpy as np
-from zmqproc import Range, op
-
-
-@op
-def posterize(image: np.ndarray, levels: Annotated[int, Range(2, 64)] = 4, mode: Literal["floor", "mid"] = "floor") -> np.ndarray:
-    """Reduce each channel to `levels` values."""
-    step = 256 // levels
-    out = (image // step) * step
-    return out + step // 2 if mode == "mid" else out
-'''
+def documented_plugin() -> str:
+    """The first Python block of docs/plugins.md ("Write an op in five minutes"), as a user would copy it."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    return textwrap.dedent(block)
 
 
 def test_the_public_names_import_from_where_the_docs_say():
@@ -38,7 +31,7 @@ def test_the_public_names_import_from_where_the_docs_say():
 
 def test_a_plugin_written_the_documented_way_loads_and_runs_as_the_docs_test_it(tmp_path):
     """docs/plugins.md, "Testing your op", in a process of its own (loading registers ops process-wide)."""
-    (tmp_path / "my_ops.py").write_text(PLUGIN)
+    (tmp_path / "my_ops.py").write_text(documented_plugin())
     script = f"""
 import numpy as np
 from zmqproc import ops, plugins

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, free_port, require_or_skip, wait_until
-from tests.fixtures.sshd import _descendants
+from tests.procfs import descendants
 from tests.rawwire import holds
 from zmqproc import Client
 from zmqproc.client.cli import main
@@ -182,7 +182,7 @@ def test_another_local_user_cannot_connect_to_anything_the_client_listens_on(ssh
         require_or_skip("sshd", "runuser and /usr/bin/python3 are needed to connect as another local user")
     proc, path = start_client_process(sshd, endpoint, backend)
     try:
-        unix_paths, tcp_ports = listening([proc.pid, *_descendants(proc.pid)])
+        unix_paths, tcp_ports = listening([proc.pid, *descendants(proc.pid)])
         assert tcp_ports == []  # no TCP port at all, loopback or not
         assert unix_paths == [path]  # the tunnel's socket, in the ssh child (openssh) or the client (paramiko)
         assert connect_as(None, "unix", path) == "connected"  # its owner can
@@ -199,7 +199,7 @@ def test_another_local_user_cannot_connect_to_anything_the_client_listens_on(ssh
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sigkill_of_the_client_leaves_no_ssh_and_no_socket_directory(sshd, endpoint, backend):
     proc, path = start_client_process(sshd, endpoint, backend)
-    children = [pid for pid in _descendants(proc.pid) if pid in processes("ssh")]
+    children = [pid for pid in descendants(proc.pid) if pid in processes("ssh")]
     assert len(children) == (1 if backend == "openssh" else 0)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

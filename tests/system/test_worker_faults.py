@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import load_image, load_script, wait_until
+from tests.procfs import alive, children_of, descendants
 from tests.rawwire import RawDealer, process_header, server_stats
 
 FORMATS = {
@@ -36,23 +37,7 @@ def header(request_id: str, image: dict, op: str = "identity") -> dict:
 
 
 def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def tree(pid: int) -> list[int]:
-    pids = [pid]
-    for child in children(pid):
-        pids += tree(child)
-    return pids
+    return children_of().get(pid, [])
 
 
 def workers(server_pid: int) -> list[int]:
@@ -64,13 +49,6 @@ def workers(server_pid: int) -> list[int]:
         except OSError:
             continue
     return []
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
-    except OSError:
-        return False
 
 
 def open_files(pid: int) -> list[str]:
@@ -237,7 +215,7 @@ def test_a_server_killed_mid_job_leaves_no_worker_behind(start_server):
         for i in range(2):  # a long job on each worker
             dealer.send(process_header(f"slow{i}", [2000, 2000, 3], [{"op": "denoise", "params": {"search_window": 35}}]), busy.tobytes())
         wait_until(lambda: server_stats(server.endpoint)["running"] == 2, 10, "both jobs running")
-        family = tree(server.proc.pid)
+        family = [server.proc.pid, *descendants(server.proc.pid)]
         assert len(workers(server.proc.pid)) == 2 and len(family) >= 4
         server.stop(signal.SIGKILL)
         killed = time.monotonic()
