@@ -211,3 +211,38 @@ def test_several_endpoints_share_the_work(start_server, coffee):
     for srv in (a, b):
         with Client(srv.endpoint) as one:
             assert one.stats()["ok"] >= 5
+
+
+# -- sequences: Client.map (issue 21) ---------------------------------------------------------------
+
+
+def test_map_yields_every_input_in_order_with_errors_as_items_and_pulls_only_as_credit_allows(endpoint):
+    pulled = []
+
+    def frames():
+        for i in range(200):
+            pulled.append(i)
+            yield b"not an image" if i == 7 else np.full((64, 64, 3), i % 256, np.uint8)
+
+    seen_ahead = []
+    with Client(endpoint) as client:
+        items = client.map(frames(), "invert")
+        out = []
+        for item in items:
+            seen_ahead.append(len(pulled) - item.index)  # inputs pulled but not yet handed out
+            out.append(item)
+    assert [i.index for i in out] == list(range(200))
+    assert [i.ok for i in out].count(False) == 1 and isinstance(out[7].error, ValueError), "not an image: its own item"
+    assert all(np.array_equal(i.result, np.full((64, 64, 3), 255 - i.index % 256, np.uint8)) for i in out if i.ok)
+    assert max(seen_ahead) <= 70, f"memory bounded by the server's credit, not by the source ({max(seen_ahead)} ahead)"
+
+
+def test_breaking_out_of_map_withdraws_what_is_still_out(start_server, coffee):
+    server = start_server("--workers", "1")
+    heavy = "denoise:search_window=21,template_window=7"
+    with Client(server.endpoint, timeout=60) as client:
+        for item in client.map((coffee for _ in range(20)), heavy):
+            assert item.ok
+            break  # the user has seen enough
+        wait_until(lambda: server_stats(server.endpoint)["in_flight"] == 0, 10, "the server dropping the rest")
+        assert server_stats(server.endpoint)["errors"].get("cancelled", 0) >= 1

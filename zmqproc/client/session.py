@@ -224,6 +224,14 @@ class ClientSession:
         """A send on ``route`` would have blocked: the driver waits until the socket is writable."""
         return self.routes[route].blocked
 
+    def room_for(self, size: int) -> bool:
+        """A ``process`` request of ``size`` payload bytes submitted now would go out at once: nothing waits before it
+        and a usable route's grant has room (what a stream asks before it pulls its next input)."""
+        if self.waiting_bytes or self._delayed:
+            return False
+        probe = _Request("", "process", 0, {}, None, size, 0.0)
+        return self._pick(probe) is not None
+
     def has_room(self) -> bool:
         """False while the payload waiting to be sent is over ``max_waiting_bytes``."""
         bound = self.options.max_waiting_bytes

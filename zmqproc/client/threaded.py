@@ -10,12 +10,14 @@ moves frames, time and futures.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,7 @@ import numpy as np
 import zmq
 
 from ..endpoints import check as check_endpoint
-from ..errors import ConnectionLost, RequestTimeout
+from ..errors import Cancelled, ConnectionLost, RequestTimeout
 from ..security import ClientCurve
 from ..zmqflags import POLLIN, POLLOUT, readable, recv_frames
 from . import dealer
@@ -31,6 +33,7 @@ from .events import Fail, Resolve
 from .pipeline import PipelineSpec
 from .replies import Processed
 from .session import ClientOptions, ClientSession
+from .stream import Item, Stream
 
 if TYPE_CHECKING:
     from ..ssh.tunnel import Tunnel
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["Client", "ClientOptions", "Processed"]
 
 log = logging.getLogger("zmqproc.client")
+STREAM_POLL_S = 0.05  # map(): how long it waits for an outcome before it looks at its source again
 
 
 class Client:
@@ -153,6 +157,66 @@ class Client:
         t = self.timeout if timeout is None else timeout
         future = self._start(lambda now: self._session.submit_process(image, pipeline, t, now, reply_format), _processed(details))
         return self._wait(future, t)
+
+    def map(
+        self,
+        images: Iterable[np.ndarray | bytes],
+        pipeline: PipelineSpec,
+        *,
+        ordered: bool = True,
+        latest: bool = False,
+        reply_format: str | None = None,
+        timeout: float | None = None,
+        details: bool = False,
+    ) -> Iterator[Item]:
+        """Process a sequence: an :class:`~zmqproc.client.stream.Item` per input (its ``result`` as :meth:`submit`'s
+        future gives it, or its ``error``: one failure does not end the stream), in input order unless ``ordered`` is
+        False. Inputs are pulled only as the servers' credit allows, so memory stays bounded however long ``images``
+        is; the work spreads over every connected server. ``latest``: for a source faster than the processing (a
+        camera), an input that cannot go out at once is replaced by the next (``stream.progress.dropped``). Closing
+        the iterator (``break``) withdraws what is still out.
+        """
+        t = self.timeout if timeout is None else timeout
+        stream = Stream(ordered, latest)
+        ended: queue.SimpleQueue[tuple[str, Any, BaseException | None]] = queue.SimpleQueue()
+        source, exhausted = iter(images), False
+        futures: dict[str, Future[Any]] = {}
+        try:
+            while not stream.over(exhausted):
+                if not exhausted and stream.wants_input():
+                    try:
+                        stream.pulled(next(source))
+                    except StopIteration:
+                        exhausted = True
+                held = stream.to_send()
+                if held is not None and (stream.progress.in_flight == 0 or self._room_for(held[1])):  # one is always out
+                    try:
+                        future = self.submit(held[1], pipeline, reply_format=reply_format, timeout=t, details=details)
+                    except ValueError as exc:  # not an image this client can send: that input's item, not the stream's end
+                        stream.refused(exc)
+                        yield from stream.ready()
+                        continue
+                    request_id = future.request_id  # type: ignore[attr-defined]
+                    stream.submitted(held[0], request_id)
+                    futures[request_id] = future
+                    future.add_done_callback(functools.partial(_report, ended, request_id))
+                    continue
+                wait = 0.0 if latest and not exhausted else STREAM_POLL_S  # a live source is read again at once
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        request_id, result, error = ended.get(timeout=wait) if wait else ended.get_nowait()
+                        futures.pop(request_id, None)
+                        stream.finished(request_id, result, error)
+                        wait = 0.0
+                yield from stream.ready()
+            yield from stream.ready()
+        finally:
+            for request_id in stream.cancel():
+                futures[request_id].cancel()
+
+    def _room_for(self, image: np.ndarray | bytes) -> bool:
+        with self._lock:
+            return self._session.room_for(image.nbytes if isinstance(image, np.ndarray) else len(image))
 
     def ping(self, timeout: float | None = None) -> float:
         """Round-trip time to a server, in seconds."""
@@ -409,3 +473,15 @@ def _end(entry: tuple[Future[Any], Callable[[Any], Any]], event: Resolve | Fail)
             future.set_exception(event.error)
         else:
             future.set_result(convert(event.value))
+
+
+def _report(ended: queue.SimpleQueue[tuple[str, Any, BaseException | None]], request_id: str, future: Future[Any]) -> None:
+    ended.put((request_id, *_outcome(future)))
+
+
+def _outcome(future: Future[Any]) -> tuple[Any, BaseException | None]:
+    """A done future's result or error (a cancelled one: Cancelled)."""
+    if future.cancelled():
+        return None, Cancelled("cancelled")
+    error = future.exception()
+    return (None, error) if error is not None else (future.result(), None)

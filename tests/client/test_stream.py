@@ -1,0 +1,74 @@
+"""A sequence of requests on its own (no sockets): pull only with room, hand out in order or as they come, drop stale
+inputs in live mode, cancel."""
+
+from __future__ import annotations
+
+from zmqproc.client.stream import Stream
+
+
+def feed(stream: Stream, value: object, request_id: str) -> int:
+    assert stream.wants_input()
+    stream.pulled(value)
+    index, held = stream.to_send()
+    assert held is value
+    stream.submitted(index, request_id)
+    return index
+
+
+def test_ordered_results_wait_for_earlier_ones_and_errors_are_items():
+    s = Stream(ordered=True)
+    for i in range(3):
+        feed(s, f"img{i}", f"r{i}")
+    s.finished("r2", "out2")
+    s.finished("r1", error=ValueError("bad file"))
+    assert s.ready() == [], "the first one has not ended"
+    s.finished("r0", "out0")
+    items = s.ready()
+    assert [(i.index, i.result, i.ok) for i in items] == [(0, "out0", True), (1, None, False), (2, "out2", True)]
+    assert (s.progress.done, s.progress.failed, s.progress.in_flight) == (2, 1, 0) and s.over(source_exhausted=True)
+
+
+def test_unordered_results_come_as_they_end():
+    s = Stream(ordered=False)
+    feed(s, "a", "r0")
+    feed(s, "b", "r1")
+    s.finished("r1", "B")
+    assert [i.index for i in s.ready()] == [1]
+
+
+def test_an_input_without_room_is_held_and_nothing_more_is_pulled():
+    s = Stream()
+    s.pulled("a")
+    assert s.to_send() == (0, "a") and not s.wants_input(), "memory stays bounded: one input held at most"
+
+
+def test_live_mode_replaces_a_stale_input_and_does_not_wait_for_it():
+    s = Stream(ordered=True, latest=True)
+    feed(s, "f0", "r0")
+    s.pulled("f1")  # no room: held...
+    assert s.wants_input()
+    s.pulled("f2")  # ...and replaced by a fresher frame
+    assert s.progress.dropped == 1 and s.to_send() == (2, "f2")
+    s.submitted(2, "r2")
+    s.finished("r2", "out2")
+    s.finished("r0", "out0")
+    assert [i.index for i in s.ready()] == [0, 2], "the dropped frame is not waited for"
+
+
+def test_cancel_stops_pulling_and_names_what_to_withdraw():
+    s = Stream()
+    feed(s, "a", "r0")
+    s.pulled("b")
+    assert s.cancel() == ["r0"] and not s.wants_input() and s.to_send() is None
+    s.finished("r0", error=RuntimeError("cancelled"))
+    s.ready()
+    assert s.over(source_exhausted=False)
+
+
+def test_an_input_that_cannot_be_sent_is_its_own_failed_item():
+    s = Stream()
+    feed(s, "a", "r0")
+    s.pulled(b"junk")
+    s.refused(ValueError("not a png, jpeg, webp, bmp or tiff file"))
+    s.finished("r0", "A")
+    assert [(i.index, i.ok) for i in s.ready()] == [(0, True), (1, False)] and s.progress.failed == 1

@@ -1,0 +1,130 @@
+"""A sequence of requests under one progress and one cancel, sans I/O: which input goes next, which results are handed
+out, and (live) which inputs are dropped. Every driver of a sequence (``Client.map``, the command line's folders and
+videos, the viewer's streams) keeps its rules here.
+
+Inputs are pulled only when the session has room for them (its credit), so memory stays bounded whatever the length
+of the source. ``ordered``: results come out in input order (a later one waits for an earlier); else as they come.
+``latest``: for sources faster than the processing (a camera), an input that cannot go out at once is replaced by the
+next one (counted as dropped), so what is shown stays fresh.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One input's outcome: ``result`` (as the request's future gave it), or ``error`` (a typed error); never both."""
+
+    index: int
+    result: Any = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(slots=True)
+class Progress:
+    done: int = 0
+    failed: int = 0
+    dropped: int = 0
+    in_flight: int = 0
+    pulled: int = 0
+
+
+@dataclass(slots=True)
+class Stream:
+    """The state of one sequence; the driver pulls, sends, reports and hands out as it says."""
+
+    ordered: bool = True
+    latest: bool = False
+    progress: Progress = field(default_factory=Progress)
+    _held: tuple[int, Any] | None = None  # pulled, not sent yet (there was no room)
+    _sent: dict[str, int] = field(default_factory=dict)  # request id -> input index
+    _finished: dict[int, Item | None] = field(default_factory=dict)  # ordered: ended (None: skipped), waiting for an earlier one
+    _ready: deque[Item] = field(default_factory=deque)
+    _next_out: int = 0
+    _cancelled: bool = False
+
+    def wants_input(self) -> bool:
+        """Pull the next input now? Only when nothing pulled waits, or (latest) always: a fresher one replaces it."""
+        return not self._cancelled and (self._held is None or self.latest)
+
+    def pulled(self, value: Any) -> None:
+        """The source gave its next input."""
+        if self._held is not None:  # latest: the unsent one is stale now
+            self.progress.dropped += 1
+            self._skip(self._held[0])
+        self._held = (self.progress.pulled, value)
+        self.progress.pulled += 1
+
+    def to_send(self) -> tuple[int, Any] | None:
+        """The input to submit when the session has room for it (its index and value)."""
+        return self._held
+
+    def submitted(self, index: int, request_id: str) -> None:
+        assert self._held is not None and self._held[0] == index
+        self._held = None
+        self._sent[request_id] = index
+        self.progress.in_flight += 1
+
+    def refused(self, error: BaseException) -> None:
+        """The held input could not be sent at all (nothing the client can send): its item is that error."""
+        assert self._held is not None
+        index, self._held = self._held[0], None
+        self.progress.failed += 1
+        self._hand_out(Item(index, None, error))
+
+    def finished(self, request_id: str, result: Any = None, error: BaseException | None = None) -> None:
+        """A request of this stream ended (its future's outcome)."""
+        index = self._sent.pop(request_id, None)
+        if index is None:
+            return
+        self.progress.in_flight -= 1
+        if error is None:
+            self.progress.done += 1
+        else:
+            self.progress.failed += 1
+        self._hand_out(Item(index, result, error))
+
+    def ready(self) -> list[Item]:
+        """What to hand out now (ordered: the next ones in input order)."""
+        out = list(self._ready)
+        self._ready.clear()
+        return out
+
+    def cancel(self) -> list[str]:
+        """Stop: nothing more is pulled or sent; the requests to withdraw."""
+        self._cancelled = True
+        if self._held is not None:
+            self._skip(self._held[0])
+            self._held = None
+        return list(self._sent)
+
+    def over(self, source_exhausted: bool) -> bool:
+        """Nothing is left to pull, send or hand out."""
+        nothing_left = self._held is None and not self._sent and not self._ready and not self._finished
+        return nothing_left and (source_exhausted or self._cancelled)
+
+    def _skip(self, index: int) -> None:
+        """An input that will never have an outcome: an ordered stream does not wait for it."""
+        self._hand_out(None, index)
+
+    def _hand_out(self, item: Item | None, skipped: int | None = None) -> None:
+        if not self.ordered:
+            if item is not None:
+                self._ready.append(item)
+            return
+        index = item.index if item is not None else skipped
+        assert index is not None
+        self._finished[index] = item
+        while self._next_out in self._finished:
+            done = self._finished.pop(self._next_out)
+            if done is not None:
+                self._ready.append(done)
+            self._next_out += 1
