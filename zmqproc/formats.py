@@ -8,6 +8,7 @@ dialogs and its batch. Adding a format is a row here (and its header reader in :
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 RAW_DTYPES = ("uint8", "uint16", "float32")  # the pixel types that travel raw
 
@@ -40,6 +41,11 @@ ENCODED_FORMATS = tuple(f.name for f in TABLE)  # every format a request's image
 FORMATS = ("raw", *ENCODED_FORMATS)
 REPLY_FORMATS = ("raw", *(f.name for f in TABLE if f.server_encodes))
 SUFFIXES = frozenset(BY_SUFFIX)  # the files the viewer and the command line read and write
+
+
+def images_in(folder: Path) -> list[Path]:
+    """The image files in ``folder`` (by their suffix), by name."""
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in SUFFIXES)
 
 
 def for_path(name: str) -> Format | None:

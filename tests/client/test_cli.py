@@ -192,3 +192,26 @@ def test_several_servers_share_the_work(start_server, tmp_path):
         assert out.returncode == 0, out.stderr
     ping = zmqproc("ping", "--server", a.endpoint, "--server", b.endpoint)
     assert ping.returncode == 0 and a.endpoint in ping.stdout and b.endpoint in ping.stdout
+
+
+def test_a_folder_is_processed_into_a_folder_with_a_summary_and_resumes(endpoint, tmp_path):
+    """Issue 21, part 2: folders, a summary naming what failed, exit 1 when any did, --skip-existing to resume."""
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"p{i}.png"), np.full((40, 60, 3), 40 * i, np.uint8))
+    (folder / "p9.jpg").write_bytes(b"")
+    out = zmqproc("process", str(folder), "-o", str(tmp_path / "out"), "--op", "invert", "--server", endpoint)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stdout.startswith("6 files: 5 done, 1 failed in ") and f"failed: {folder / 'p9.jpg'}: it is empty" in out.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == [f"p{i}.png" for i in range(5)]
+    assert np.array_equal(cv2.imread(str(tmp_path / "out" / "p1.png")), np.full((40, 60, 3), 255 - 40, np.uint8))
+    (folder / "p9.jpg").unlink()
+    again = zmqproc("process", str(folder), "-o", str(tmp_path / "out"), "--op", "invert", "--skip-existing", "--server", endpoint)
+    assert again.returncode == 0 and again.stdout.startswith("5 files: 0 done, 0 failed, 5 skipped (already there)"), again.stdout
+    globbed = zmqproc("process", str(folder / "p[12].png"), "-o", str(tmp_path / "two"), "--format", "jpeg", "--server", endpoint)
+    assert globbed.returncode == 0 and sorted(p.name for p in (tmp_path / "two").iterdir()) == ["p1.jpg", "p2.jpg"]

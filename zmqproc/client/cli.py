@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import glob
 import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import samples
 from ..endpoints import DEFAULT_SERVER, Endpoint, port_state
 from ..errors import ProcessingError, ZmqprocError
-from ..formats import TABLE, for_path
+from ..formats import BY_NAME, ENCODED_FORMATS, TABLE, for_path, images_in
 from ..images import MAX_CLIENT_PIXELS, describe_file, encode_image
 from ..security import generate_keypair
 from .pipeline import parse_step
@@ -47,11 +49,102 @@ def _secret(ask: bool, variable: str, prompt: str) -> str | None:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    data = Path(samples.resolve(args.input)).read_bytes()
+    one_file = len(args.input) == 1 and (Path(args.input[0]).is_file() or args.input[0].startswith(samples.SCHEME))
+    if one_file and not Path(args.output).is_dir():
+        return _process_one(args, args.input[0])
+    return _process_many(args, _expand(args.input))
+
+
+def _expand(given: list[str]) -> list[Path]:
+    """Files as given (sample:NAME resolved), a folder's images, a quoted glob's matches; in order, each once."""
+    found: list[Path] = []
+    for text in given:
+        if text.startswith(samples.SCHEME):
+            found.append(Path(samples.resolve(text)))
+        elif Path(text).is_dir():
+            found += images_in(Path(text))
+        elif any(c in text for c in "*?[") and not Path(text).exists():
+            found += [Path(p) for p in sorted(glob.glob(text)) if Path(p).is_file()]
+        else:
+            found.append(Path(text))
+    return list(dict.fromkeys(found))
+
+
+def _process_many(args: argparse.Namespace, paths: list[Path]) -> int:
+    """Many inputs into the folder ``--output``: as a stream (Client.map), with progress, a summary, exit 1 on a failure."""
+    if not paths:
+        raise UserError(f"no image files in {' '.join(args.input)}")
+    fmt, out_dir = BY_NAME[args.format], Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [(p, out_dir / (p.stem + fmt.suffix)) for p in paths]
+    if args.skip_existing:
+        todo = [(p, t) for p, t in todo if not t.exists()]
+    skipped, failed, sent = len(paths) - len(todo), [], []
+    progress = _Progress(len(todo))
+
+    def inputs() -> Iterator[bytes]:
+        for path, target in todo:
+            try:
+                data = path.read_bytes()
+                describe_file(data, MAX_CLIENT_PIXELS)
+            except OSError as exc:
+                failed.append((path, exc.strerror or str(exc)))
+                continue
+            except ProcessingError as exc:
+                failed.append((path, exc.message))
+                continue
+            sent.append((path, target))
+            yield data
+
+    steps = [parse_step(text) for text in args.op] or [parse_step("identity")]
+    with _client(args) as client:
+        for item in client.map(inputs(), steps, reply_format=fmt.name if fmt.server_encodes else "raw"):
+            path, target = sent[item.index]
+            try:
+                if item.error is not None:
+                    raise item.error
+                target.write_bytes(item.result if isinstance(item.result, bytes) else bytes(encode_image(item.result, fmt.name)[1]))
+                progress.done += 1
+            except ZmqprocError as exc:
+                failed.append((path, exc.message if isinstance(exc, ProcessingError) else str(exc)))
+            progress.show(len(failed))
+    progress.show(len(failed), final=True)
+    took = time.monotonic() - progress.started
+    kept = f", {skipped} skipped (already there)" if skipped else ""
+    print(f"{len(paths)} files: {progress.done} done, {len(failed)} failed{kept} in {took:.1f} s; results in {out_dir}")
+    for path, why in failed:
+        print(f"failed: {path}: {why}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+class _Progress:
+    """done / failed / total, images/s and ETA: one line rewritten on a terminal, a plain line every 2 s otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started, self._shown = total, 0, time.monotonic(), 0.0
+        self.tty = sys.stderr.isatty()
+
+    def show(self, failed: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._shown < (0.1 if self.tty else 2.0):
+            return
+        self._shown = now
+        finished = self.done + failed
+        rate = finished / max(now - self.started, 1e-9)
+        eta = f", ETA {(self.total - finished) / rate:.0f} s" if rate and finished < self.total else ""
+        line = f"{finished}/{self.total}: {self.done} done, {failed} failed, {rate:.1f} images/s{eta}"
+        if self.tty:
+            print(f"\r{line}\x1b[K", end="\n" if final else "", file=sys.stderr, flush=True)
+        elif not final:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _process_one(args: argparse.Namespace, given: str) -> int:
+    data = Path(samples.resolve(given)).read_bytes()
     try:
         describe_file(data, MAX_CLIENT_PIXELS)
     except ProcessingError as exc:
-        raise UserError(f"{args.input}: {exc.message}") from None
+        raise UserError(f"{given}: {exc.message}") from None
     steps = [parse_step(text) for text in args.op] or [parse_step("identity")]
     fmt = for_path(args.output)
     if fmt is None:
@@ -173,9 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--accept-new-host-key", action="store_true", help="trust an unknown SSH host key (never a changed one)")
         return sp
 
-    sp = with_server(sub.add_parser("process", help="process an image file"))
-    sp.add_argument("input", help="an image file, or sample:NAME (see `zmqproc samples`)")
-    sp.add_argument("-o", "--output", required=True, help="output file (png, jpeg, webp: encoded by the server; bmp, tiff: here)")
+    sp = with_server(sub.add_parser("process", help="process an image file, or many (files, folders, globs) into a folder"))
+    sp.add_argument("input", nargs="+", help="image files, folders (their images), globs, or sample:NAME (see `zmqproc samples`)")
+    sp.add_argument(
+        "-o", "--output", required=True, help="output file (png, jpeg, webp: encoded by the server; bmp, tiff: here), or folder for many"
+    )
+    sp.add_argument("--format", choices=ENCODED_FORMATS, default="png", help="many inputs: the results' format (default %(default)s)")
+    sp.add_argument("--skip-existing", action="store_true", help="many inputs: skip those whose result is already in the folder")
     sp.add_argument("--op", action="append", default=[], metavar="NAME[:k=v,...]", help="a pipeline step (repeatable, in order)")
     sp.add_argument("--results", metavar="FILE", help="write what the ops found (faces, points, counts) as JSON to FILE, - for stdout")
     sp.set_defaults(run=cmd_process)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..client.pipeline import PipelineSpec, to_steps
 from ..errors import ProcessingError
-from ..formats import BY_NAME, SUFFIXES
+from ..formats import BY_NAME, images_in
 from ..images import MAX_CLIENT_PIXELS, check_lengths, describe_file, encode_image, sniff_format
 from ..protocol import RESULT_KINDS, Step
 from .messages import pixel_type_sentence
@@ -103,11 +103,6 @@ def result_array(image: np.ndarray | bytes) -> np.ndarray:
     if decoded is None:
         raise ValueError("the server's encoded result does not decode")
     return decoded
-
-
-def images_in(folder: Path) -> list[Path]:
-    """The image files in ``folder``, by name."""
-    return sorted(f for f in folder.iterdir() if f.suffix.lower() in SUFFIXES)
 
 
 def expand_paths(paths: list[str]) -> list[str]:
