@@ -167,3 +167,22 @@ def test_a_png_chunk_claiming_more_than_the_file_is_refused_before_opencv_alloca
     bad = good[:idat] + struct.pack(">I", (1 << 31) - 1) + good[idat + 4 :]
     with pytest.raises(DecodeFailed, match="claims 2147483647 bytes, past the end"):
         decode_image(ImageDescriptor("png"), bad)
+
+
+def test_video_read_back_as_written_and_a_sink_refuses_what_a_video_cannot_hold(tmp_path):
+    from zmqproc.images import VideoSink, read_video
+
+    sink = VideoSink(str(tmp_path / "v.mkv"), 10.0)
+    frames = [np.full((16, 24, 3), 30 * i, np.uint8) for i in range(4)]
+    for frame in frames:
+        sink.write(frame)
+    with pytest.raises(BadParams, match="a frame of 8x8 in a video of"):
+        sink.write(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(BadParams, match="must be uint8"):
+        sink.write(np.zeros((16, 24, 3), np.uint16))
+    sink.close()
+    info, read = read_video(str(tmp_path / "v.mkv"))
+    assert (info.fps, info.width, info.height, info.frames) == (10.0, 24, 16, 4)
+    assert all(np.array_equal(a, b) for a, b in zip(read, frames, strict=True))
+    with pytest.raises(DecodeFailed, match="not a video"):
+        read_video(str(tmp_path / "missing.mkv"))

@@ -9,6 +9,7 @@ small file that claims a huge image is refused instead of allocated.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -310,3 +311,74 @@ def sniff_format(data: bytes) -> str:
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
     raise ValueError("not a png, jpeg, webp, bmp or tiff file")
+
+
+VIDEO_CODECS = {".mkv": "FFV1", ".avi": "MJPG", ".mp4": "mp4v", ".mov": "mp4v"}  # what a video file is written with (FFV1: lossless)
+
+
+@dataclass(frozen=True, slots=True)
+class VideoInfo:
+    fps: float
+    width: int
+    height: int
+    frames: int  # as the container says (0: unknown)
+
+
+def read_video(path: str) -> tuple[VideoInfo, Iterator[np.ndarray]]:
+    """A video file's rate, size and frame count, and its frames (BGR, in order); DecodeFailed when it will not open.
+    The sound, if any, is not read."""
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        raise DecodeFailed(f"{path} is not a video OpenCV can read")
+    info = VideoInfo(
+        capture.get(cv2.CAP_PROP_FPS) or 25.0,
+        int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))),
+    )
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    return
+                yield frame
+        finally:
+            capture.release()
+
+    return info, frames()
+
+
+class VideoSink:
+    """Frames written to ``path`` at ``fps`` (the codec from its suffix, see VIDEO_CODECS); the size is the first frame's."""
+
+    def __init__(self, path: str, fps: float) -> None:
+        suffix = path[path.rfind(".") :].lower()
+        if suffix not in VIDEO_CODECS:
+            raise BadParams(f"a video is written as {', '.join(VIDEO_CODECS)}, not {suffix!r}")
+        self.path, self.fps, self.codec = path, fps, VIDEO_CODECS[suffix]
+        self._writer: Any = None
+        self.size: tuple[int, int] | None = None
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append a frame (BadParams when it is not 8-bit, or not the size of the first)."""
+        import cv2
+
+        if frame.dtype != np.uint8:
+            raise BadParams(f"a video frame must be uint8, not {frame.dtype}")
+        size = (frame.shape[1], frame.shape[0])
+        if self._writer is None:
+            fourcc = cv2.VideoWriter.fourcc(*self.codec)
+            self._writer, self.size = cv2.VideoWriter(self.path, fourcc, self.fps, size, frame.ndim == 3), size
+            if not self._writer.isOpened():
+                raise BadParams(f"cannot write {self.path} with the {self.codec} codec")
+        elif size != self.size:
+            raise BadParams(f"a frame of {size[0]}x{size[1]} in a video of {self.size}")
+        self._writer.write(frame)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()

@@ -215,3 +215,26 @@ def test_a_folder_is_processed_into_a_folder_with_a_summary_and_resumes(endpoint
     assert again.returncode == 0 and again.stdout.startswith("5 files: 0 done, 0 failed, 5 skipped (already there)"), again.stdout
     globbed = zmqproc("process", str(folder / "p[12].png"), "-o", str(tmp_path / "two"), "--format", "jpeg", "--server", endpoint)
     assert globbed.returncode == 0 and sorted(p.name for p in (tmp_path / "two").iterdir()) == ["p1.jpg", "p2.jpg"]
+
+
+def test_a_video_is_processed_frame_by_frame_keeping_its_rate_and_size(endpoint, tmp_path):
+    """Issue 21, part 2 for videos: every frame in order, the source's frame rate and size kept (FFV1: lossless)."""
+    import cv2
+    import numpy as np
+
+    frames = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(10)]
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mkv"), cv2.VideoWriter.fourcc(*"FFV1"), 12.0, (64, 48))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    out = zmqproc("process", str(tmp_path / "clip.mkv"), "-o", str(tmp_path / "out.mkv"), "--op", "invert", "--server", endpoint)
+    assert out.returncode == 0 and out.stdout.startswith("10 frames: 10 written, 0 failed in "), out.stdout + out.stderr
+    assert "(64x48, 12 fps)" in out.stdout
+    capture = cv2.VideoCapture(str(tmp_path / "out.mkv"))
+    assert capture.get(cv2.CAP_PROP_FPS) == 12.0
+    read = []
+    while (frame := capture.read())[0]:
+        read.append(frame[1])
+    assert len(read) == 10 and all(np.array_equal(r, 255 - f) for r, f in zip(read, frames, strict=True)), "in order, lossless"
+    bad = zmqproc("process", str(tmp_path / "clip.mkv"), "-o", str(tmp_path / "out.gif"), "--server", endpoint)
+    assert bad.returncode != 0 and "a video is written as .mkv, .avi, .mp4, .mov" in bad.stderr and "Traceback" not in bad.stderr

@@ -17,7 +17,7 @@ from .. import samples
 from ..endpoints import DEFAULT_SERVER, Endpoint, port_state
 from ..errors import ProcessingError, ZmqprocError
 from ..formats import BY_NAME, ENCODED_FORMATS, TABLE, for_path, images_in
-from ..images import MAX_CLIENT_PIXELS, describe_file, encode_image
+from ..images import MAX_CLIENT_PIXELS, VIDEO_CODECS, VideoSink, describe_file, encode_image, read_video
 from ..security import generate_keypair
 from .pipeline import parse_step
 from .threaded import Client
@@ -50,6 +50,8 @@ def _secret(ask: bool, variable: str, prompt: str) -> str | None:
 
 def cmd_process(args: argparse.Namespace) -> int:
     one_file = len(args.input) == 1 and (Path(args.input[0]).is_file() or args.input[0].startswith(samples.SCHEME))
+    if one_file and Path(args.input[0]).suffix.lower() in VIDEO_CODECS:
+        return _process_video(args, args.input[0])
     if one_file and not Path(args.output).is_dir():
         return _process_one(args, args.input[0])
     return _process_many(args, _expand(args.input))
@@ -114,6 +116,39 @@ def _process_many(args: argparse.Namespace, paths: list[Path]) -> int:
     print(f"{len(paths)} files: {progress.done} done, {len(failed)} failed{kept} in {took:.1f} s; results in {out_dir}")
     for path, why in failed:
         print(f"failed: {path}: {why}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _process_video(args: argparse.Namespace, given: str) -> int:
+    """Every frame of a video, in order, into ``--output`` at the source's frame rate (the sound is not carried); a
+    frame that fails is reported and left out, never the end of the run."""
+    try:
+        info, frames = read_video(given)
+        sink = VideoSink(args.output, info.fps)
+    except ProcessingError as exc:
+        raise UserError(exc.message) from None
+    steps = [parse_step(text) for text in args.op] or [parse_step("identity")]
+    progress, failed = _Progress(info.frames), []
+    try:
+        with _client(args) as client:
+            for item in client.map(frames, steps, reply_format="raw"):
+                try:
+                    if item.error is not None:
+                        raise item.error
+                    sink.write(item.result)
+                    progress.done += 1
+                except ZmqprocError as exc:
+                    failed.append((item.index, exc.message if isinstance(exc, ProcessingError) else str(exc)))
+                progress.show(len(failed))
+    finally:
+        sink.close()
+    progress.show(len(failed), final=True)
+    took = time.monotonic() - progress.started
+    size = f"{sink.size[0]}x{sink.size[1]}" if sink.size else "no frame"
+    written = f"{progress.done} written, {len(failed)} failed in {took:.1f} s"
+    print(f"{progress.done + len(failed)} frames: {written}; {args.output} ({size}, {info.fps:g} fps)")
+    for index, why in failed:
+        print(f"failed: frame {index}: {why}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -267,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = with_server(sub.add_parser("process", help="process an image file, or many (files, folders, globs) into a folder"))
-    sp.add_argument("input", nargs="+", help="image files, folders (their images), globs, or sample:NAME (see `zmqproc samples`)")
+    sp.add_argument(
+        "input",
+        nargs="+",
+        help="image files, folders (their images), globs, sample:NAME (see `zmqproc samples`), or one video (.mkv .mp4 .avi .mov)",
+    )
     sp.add_argument(
         "-o", "--output", required=True, help="output file (png, jpeg, webp: encoded by the server; bmp, tiff: here), or folder for many"
     )
