@@ -298,6 +298,12 @@ def encode_image(image: np.ndarray, fmt: str) -> tuple[ImageDescriptor, Any]:
     return ImageDescriptor(fmt), data
 
 
+def file_bytes(image: np.ndarray | bytes, fmt: str) -> bytes:
+    """A result as a file's bytes: the server's own encoding as it came, or the pixels encoded here (BadParams when
+    ``fmt`` cannot hold them)."""
+    return image if isinstance(image, bytes) else bytes(encode_image(image, fmt)[1])
+
+
 def sniff_format(data: bytes) -> str:
     """The encoded format of a file's bytes, from its magic number."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":

@@ -17,7 +17,7 @@ from .. import samples
 from ..endpoints import DEFAULT_SERVER, Endpoint, port_state
 from ..errors import ProcessingError, ZmqprocError
 from ..formats import BY_NAME, ENCODED_FORMATS, TABLE, for_path, images_in
-from ..images import MAX_CLIENT_PIXELS, VIDEO_CODECS, VideoSink, describe_file, encode_image, read_video
+from ..images import MAX_CLIENT_PIXELS, VIDEO_CODECS, VideoSink, describe_file, file_bytes, read_video
 from ..security import generate_keypair
 from .pipeline import parse_step
 from .threaded import Client
@@ -105,7 +105,7 @@ def _process_many(args: argparse.Namespace, paths: list[Path]) -> int:
             try:
                 if item.error is not None:
                     raise item.error
-                target.write_bytes(item.result if isinstance(item.result, bytes) else bytes(encode_image(item.result, fmt.name)[1]))
+                target.write_bytes(file_bytes(item.result, fmt.name))
                 progress.done += 1
             except ZmqprocError as exc:
                 failed.append((path, exc.message if isinstance(exc, ProcessingError) else str(exc)))
@@ -187,7 +187,7 @@ def _process_one(args: argparse.Namespace, given: str) -> int:
     with _client(args) as client:
         result = client.process(data, steps, reply_format=fmt.name if fmt.server_encodes else "raw", details=True)
     try:
-        Path(args.output).write_bytes(result.image if isinstance(result.image, bytes) else bytes(encode_image(result.image, fmt.name)[1]))
+        Path(args.output).write_bytes(file_bytes(result.image, fmt.name))
     except ProcessingError as exc:  # the result's pixels do not fit the file's format (float32 as bmp, ...)
         raise UserError(f"cannot write {args.output}: {exc.message}") from None
     if args.results:

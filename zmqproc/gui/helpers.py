@@ -17,7 +17,7 @@ import numpy as np
 from ..client.pipeline import PipelineSpec, to_steps
 from ..errors import ProcessingError
 from ..formats import BY_NAME, images_in
-from ..images import MAX_CLIENT_PIXELS, check_lengths, describe_file, encode_image, sniff_format
+from ..images import MAX_CLIENT_PIXELS, check_lengths, describe_file, file_bytes, sniff_format
 from ..protocol import RESULT_KINDS, Step
 from .messages import pixel_type_sentence
 
@@ -55,10 +55,8 @@ class BatchOutput:
 
 def encode_for_disk(image: np.ndarray | bytes, fmt: str) -> bytes:
     """The bytes of a result file: the server's own encoding as it came, or the pixels encoded here."""
-    if isinstance(image, bytes):
-        return image
     try:
-        return bytes(encode_image(image, fmt)[1])
+        return file_bytes(image, fmt)
     except ProcessingError as exc:
         raise ValueError(exc.message) from None
 
