@@ -25,7 +25,7 @@ def test_ordered_results_wait_for_earlier_ones_and_errors_are_items():
     s.finished("r0", "out0")
     items = s.ready()
     assert [(i.index, i.result, i.ok) for i in items] == [(0, "out0", True), (1, None, False), (2, "out2", True)]
-    assert (s.progress.done, s.progress.failed, s.progress.in_flight) == (2, 1, 0) and s.over(source_exhausted=True)
+    assert (s.progress.done, s.progress.failed, s.in_flight) == (2, 1, 0) and s.over(source_exhausted=True)
 
 
 def test_unordered_results_come_as_they_end():

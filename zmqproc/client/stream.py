@@ -33,7 +33,6 @@ class Progress:
     done: int = 0
     failed: int = 0
     dropped: int = 0
-    in_flight: int = 0
     pulled: int = 0
 
 
@@ -50,6 +49,11 @@ class Stream:
     _ready: deque[Item] = field(default_factory=deque)
     _next_out: int = 0
     _cancelled: bool = False
+
+    @property
+    def in_flight(self) -> int:
+        """Requests of this stream sent and not ended."""
+        return len(self._sent)
 
     def wants_input(self) -> bool:
         """Pull the next input now? Only when nothing pulled waits, or (latest) always: a fresher one replaces it."""
@@ -71,7 +75,6 @@ class Stream:
         assert self._held is not None and self._held[0] == index
         self._held = None
         self._sent[request_id] = index
-        self.progress.in_flight += 1
 
     def refused(self, error: BaseException) -> None:
         """The held input could not be sent at all (nothing the client can send): its item is that error."""
@@ -85,7 +88,6 @@ class Stream:
         index = self._sent.pop(request_id, None)
         if index is None:
             return
-        self.progress.in_flight -= 1
         if error is None:
             self.progress.done += 1
         else:

@@ -189,7 +189,7 @@ class Client:
                     except StopIteration:
                         exhausted = True
                 held = stream.to_send()
-                if held is not None and (stream.progress.in_flight == 0 or self._room_for(held[1])):  # one is always out
+                if held is not None and (stream.in_flight == 0 or self._room_for(held[1])):  # one is always out
                     try:
                         future = self.submit(held[1], pipeline, reply_format=reply_format, timeout=t, details=details)
                     except ValueError as exc:  # not an image this client can send: that input's item, not the stream's end
