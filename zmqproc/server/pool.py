@@ -362,13 +362,17 @@ class WorkerPool:
 
     def _bury(self, worker: _Worker) -> None:
         """A reaped worker's pipe and segments go; a replacement is started by :meth:`_fill`."""
-        worker.proc.join(0)
+        self._release(worker, 0)
+        self._missing += 1
+        self.generation += 1
+
+    def _release(self, worker: _Worker, wait_s: float) -> None:
+        """Reap a killed or dead worker (waiting at most ``wait_s``), close its pipe, retire its segments."""
+        worker.proc.join(wait_s)
         worker.conn.close()
         for segment in [worker.input, *worker.outputs]:
             if segment is not None:
                 self._retire(segment)
-        self._missing += 1
-        self.generation += 1
 
     def _map(self, worker: _Worker, size: int) -> Segment | None:
         """A new segment mapped in ``worker`` too; None if the worker turned out to be gone (it is dropped)."""
@@ -406,9 +410,5 @@ class WorkerPool:
         for worker in self._workers:
             worker.proc.kill()
         for worker in self._workers:
-            worker.proc.join(5)
-            worker.conn.close()
-            for segment in [worker.input, *worker.outputs]:
-                if segment is not None:
-                    self._retire(segment)
+            self._release(worker, 5)
         self._workers.clear()
