@@ -72,3 +72,36 @@ def test_an_input_that_cannot_be_sent_is_its_own_failed_item():
     s.refused(ValueError("not a png, jpeg, webp, bmp or tiff file"))
     s.finished("r0", "A")
     assert [(i.index, i.ok) for i in s.ready()] == [(0, True), (1, False)] and s.progress.failed == 1
+
+
+def test_live_mode_keeps_out_only_what_the_servers_work_on():
+    """Two workers, 100 ms each: the stream settles at three out (two running, one on its way), not the whole credit."""
+    s = Stream(ordered=True, latest=True)
+    now, out, most = 0.0, {}, 0
+    running: list[tuple[float, str]] = []  # (ends at, id) on two workers
+    queue: list[str] = []
+    for n in range(200):
+        while s.may_send(room=True) or s.wants_input():
+            if s.wants_input() and s.to_send() is None:
+                s.pulled(f"f{n}")
+            if not s.may_send(room=True):
+                break
+            index, _ = s.to_send()
+            out[f"r{index}"] = index
+            s.submitted(index, f"r{index}")
+            queue.append(f"r{index}")
+        most = max(most, s.in_flight)
+        while queue and len(running) < 2:
+            running.append((now + 0.1, queue.pop(0)))
+        running.sort()
+        now, done = running.pop(0)
+        s.finished(done, "out", now=now, service_s=0.1)
+        s.ready()
+    assert s.depth in (3, 4) and most <= 4, f"depth {s.depth}, {most} out at most"
+
+
+def test_without_timings_live_mode_keeps_one_out():
+    s = Stream(latest=True)
+    feed(s, "f0", "r0")
+    s.pulled("f1")
+    assert not s.may_send(room=True), "the first result has not told the stream how many the servers take"

@@ -246,3 +246,37 @@ def test_breaking_out_of_map_withdraws_what_is_still_out(start_server, coffee):
             break  # the user has seen enough
         wait_until(lambda: server_stats(server.endpoint)["in_flight"] == 0, 10, "the server dropping the rest")
         assert server_stats(server.endpoint)["errors"].get("cancelled", 0) >= 1
+
+
+SLOW_OP = '''
+import time
+from zmqproc import op
+
+@op
+def slow(image):
+    """Sleep 100 ms, then give the image back: a processing three times slower than a 30 fps source."""
+    time.sleep(0.1)
+    return image
+'''
+
+
+def test_live_map_keeps_the_age_of_results_bounded_when_processing_is_slower_than_the_source(start_server, tmp_path):
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(SLOW_OP)
+    server = start_server("--workers", "1", "--ops", str(plugin))
+    captured: dict[int, float] = {}
+
+    def camera():  # 30 frames a second for 3 s, as a camera gives them
+        start = time.monotonic()
+        for i in range(90):
+            time.sleep(max(0.0, start + i / 30 - time.monotonic()))
+            captured[i] = time.monotonic()
+            yield np.full((48, 64, 3), i, np.uint8)
+
+    with Client(server.endpoint, timeout=30) as client:
+        shown = [(item.index, time.monotonic() - captured[item.index]) for item in client.map(camera(), "slow", latest=True)]
+    ages = [age for _, age in shown[3:]]
+    indexes = [index for index, _ in shown]
+    assert indexes == sorted(indexes), "in order"
+    assert 15 <= len(shown) <= 40, f"{len(shown)} of 90 shown: about one per 100 ms, the rest dropped"
+    assert max(ages) < 0.45, f"ages {[round(a, 2) for a in ages]}: stale frames were queued"

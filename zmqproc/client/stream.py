@@ -5,14 +5,20 @@ videos, the viewer's streams) keeps its rules here.
 Inputs are pulled only when the session has room for them (its credit), so memory stays bounded whatever the length
 of the source. ``ordered``: results come out in input order (a later one waits for an earlier); else as they come.
 ``latest``: for sources faster than the processing (a camera), an input that cannot go out at once is replaced by the
-next one (counted as dropped), so what is shown stays fresh.
+next one (counted as dropped), and only ``depth`` requests are out at once: enough to keep the servers busy (the rate
+results come back at, times their service time, plus one on its way), not the whole credit, which would only queue
+stale frames on the server. So the age of what is shown stays about one service time, whatever the source's rate.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+LIVE_WINDOW = 8  # latest: the results the rate and the service time are taken over
+LIVE_MAX_DEPTH = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,9 @@ class Stream:
     _ready: deque[Item] = field(default_factory=deque)
     _next_out: int = 0
     _cancelled: bool = False
+    depth: int = 1  # latest: requests out at most, tuned by what comes back (see the module's docstring)
+    _ends: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_WINDOW))  # latest: when the last results came
+    _service: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_WINDOW))  # ...and the servers' time on them
 
     @property
     def in_flight(self) -> int:
@@ -68,8 +77,15 @@ class Stream:
         self.progress.pulled += 1
 
     def to_send(self) -> tuple[int, Any] | None:
-        """The input to submit when the session has room for it (its index and value)."""
+        """The input to submit when :meth:`may_send` says so (its index and value)."""
         return self._held
+
+    def may_send(self, room: bool) -> bool:
+        """Submit the held input now? ``room``: the session would send it at once. One request is always out (so a
+        stream moves even on a server that has not granted credit yet); live, no more than ``depth``."""
+        if self._held is None:
+            return False
+        return not self._sent or (room and (not self.latest or len(self._sent) < self.depth))
 
     def submitted(self, index: int, request_id: str) -> None:
         assert self._held is not None and self._held[0] == index
@@ -83,8 +99,10 @@ class Stream:
         self.progress.failed += 1
         self._hand_out(Item(index, None, error))
 
-    def finished(self, request_id: str, result: Any = None, error: BaseException | None = None) -> None:
-        """A request of this stream ended (its future's outcome)."""
+    def finished(
+        self, request_id: str, result: Any = None, error: BaseException | None = None, *, now: float = 0.0, service_s: float | None = None
+    ) -> None:
+        """A request of this stream ended (its future's outcome); live, ``now`` and the server's ``service_s`` tune ``depth``."""
         index = self._sent.pop(request_id, None)
         if index is None:
             return
@@ -92,7 +110,18 @@ class Stream:
             self.progress.done += 1
         else:
             self.progress.failed += 1
+        if self.latest and service_s is not None:
+            self._tune(now, service_s)
         self._hand_out(Item(index, result, error))
+
+    def _tune(self, now: float, service_s: float) -> None:
+        """Keep as many out as the servers work on at once (results per second x seconds each), and one more."""
+        self._ends.append(now)
+        self._service.append(service_s)
+        if len(self._ends) > 1 and now > self._ends[0]:
+            rate = (len(self._ends) - 1) / (now - self._ends[0])
+            service = sorted(self._service)[len(self._service) // 2]
+            self.depth = max(1, min(LIVE_MAX_DEPTH, math.ceil(rate * service) + 1))
 
     def ready(self) -> list[Item]:
         """What to hand out now (ordered: the next ones in input order)."""

@@ -173,8 +173,10 @@ class Client:
         future gives it, or its ``error``: one failure does not end the stream), in input order unless ``ordered`` is
         False. Inputs are pulled only as the servers' credit allows, so memory stays bounded however long ``images``
         is; the work spreads over every connected server. ``latest``: for a source faster than the processing (a
-        camera), an input that cannot go out at once is replaced by the next (``stream.progress.dropped``). Closing
-        the iterator (``break``) withdraws what is still out.
+        camera), an input that cannot go out at once is replaced by the next (a dropped input has no item: a gap in the
+        indexes), and only as many requests are out as the
+        servers work on at once, so the age of a result stays about one processing time (see
+        :mod:`~zmqproc.client.stream`). Closing the iterator (``break``) withdraws what is still out.
         """
         t = self.timeout if timeout is None else timeout
         stream = Stream(ordered, latest)
@@ -189,9 +191,9 @@ class Client:
                     except StopIteration:
                         exhausted = True
                 held = stream.to_send()
-                if held is not None and (stream.in_flight == 0 or self._room_for(held[1])):  # one is always out
+                if held is not None and stream.may_send(self._room_for(held[1])):
                     try:
-                        future = self.submit(held[1], pipeline, reply_format=reply_format, timeout=t, details=details)
+                        future = self.submit(held[1], pipeline, reply_format=reply_format, timeout=t, details=True)
                     except ValueError as exc:  # not an image this client can send: that input's item, not the stream's end
                         stream.refused(exc)
                         yield from stream.ready()
@@ -206,7 +208,9 @@ class Client:
                     while True:
                         request_id, result, error = ended.get(timeout=wait) if wait else ended.get_nowait()
                         futures.pop(request_id, None)
-                        stream.finished(request_id, result, error)
+                        service_s = result.server_ms / 1000 if result is not None else None
+                        value = result if details or result is None else result.image
+                        stream.finished(request_id, value, error, now=time.monotonic(), service_s=service_s)
                         wait = 0.0
                 yield from stream.ready()
             yield from stream.ready()
