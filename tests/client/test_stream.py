@@ -25,7 +25,8 @@ def test_ordered_results_wait_for_earlier_ones_and_errors_are_items():
     s.finished("r0", "out0")
     items = s.ready()
     assert [(i.index, i.result, i.ok) for i in items] == [(0, "out0", True), (1, None, False), (2, "out2", True)]
-    assert (s.progress.done, s.progress.failed, s.in_flight) == (2, 1, 0) and s.over(source_exhausted=True)
+    s.exhausted = True
+    assert (s.progress.done, s.progress.failed, s.in_flight) == (2, 1, 0) and s.over()
 
 
 def test_unordered_results_come_as_they_end():
@@ -62,7 +63,7 @@ def test_cancel_stops_pulling_and_names_what_to_withdraw():
     assert s.cancel() == ["r0"] and not s.wants_input() and s.to_send() is None
     s.finished("r0", error=RuntimeError("cancelled"))
     s.ready()
-    assert s.over(source_exhausted=False)
+    assert s.over()
 
 
 def test_an_input_that_cannot_be_sent_is_its_own_failed_item():
@@ -105,3 +106,34 @@ def test_without_timings_live_mode_keeps_one_out():
     feed(s, "f0", "r0")
     s.pulled("f1")
     assert not s.may_send(room=True), "the first result has not told the stream how many the servers take"
+
+
+def test_advance_pulls_and_sends_while_there_is_room_and_an_unsendable_input_is_its_own_item():
+    s = Stream()
+    source, sent, room = iter(["a", b"junk", "b", "c", "d"]), [], [True, True, True, False]
+
+    def send(value):
+        if value == b"junk":
+            raise ValueError("not an image")
+        sent.append(value)
+        return f"r{len(sent)}"
+
+    s.advance(lambda: next(source), lambda _value: room.pop(0), send)
+    assert sent == ["a", "b"] and s.to_send() == (3, "c"), "stops at the first input without room; holds it, pulls no more"
+    s.finished("r1", "A")
+    assert [(i.index, i.ok) for i in s.ready()] == [(0, True), (1, False)]
+    s.advance(lambda: next(source), lambda _value: True, send)
+    assert sent == ["a", "b", "c", "d"] and s.exhausted
+
+
+def test_a_live_source_is_read_once_per_advance():
+    s = Stream(latest=True)
+    reads = []
+
+    def camera():
+        reads.append(len(reads))
+        return f"f{len(reads)}"
+
+    s.advance(camera, lambda _value: True, lambda value: "r0")
+    s.advance(camera, lambda _value: True, lambda value: "r1")
+    assert len(reads) <= 3 and s.in_flight == 1, "one out until the first result tunes the depth"

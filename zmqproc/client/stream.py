@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,7 @@ class Stream:
     _ready: deque[Item] = field(default_factory=deque)
     _next_out: int = 0
     _cancelled: bool = False
+    exhausted: bool = False  # the source has nothing more
     depth: int = 1  # latest: requests out at most, tuned by what comes back (see the module's docstring)
     _ends: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_WINDOW))  # latest: when the last results came
     _service: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_WINDOW))  # ...and the servers' time on them
@@ -63,6 +65,29 @@ class Stream:
     def in_flight(self) -> int:
         """Requests of this stream sent and not ended."""
         return len(self._sent)
+
+    def advance(self, pull: Callable[[], Any] | None, room_for: Callable[[Any], bool], send: Callable[[Any], str]) -> None:
+        """Pull and send what the rules allow now. ``pull()``: the source's next input (StopIteration at its end; None
+        for a source that pushes through :meth:`pulled`), at most one per call when live, as a camera blocks until its
+        next frame; ``room_for(value)``: the session would send it at once; ``send(value)``: its request id, or
+        ValueError when it cannot be sent (that input's item, not the stream's end)."""
+        pulled_once = False
+        while not self._cancelled:
+            if pull is not None and not self.exhausted and (self._held is None or (self.latest and not pulled_once)):
+                pulled_once = True
+                try:
+                    self.pulled(pull())
+                except StopIteration:
+                    self.exhausted = True
+            held = self._held
+            if held is None or not self.may_send(room_for(held[1])):
+                return
+            try:
+                request_id = send(held[1])
+            except ValueError as exc:
+                self.refused(exc)
+                continue
+            self.submitted(held[0], request_id)
 
     def wants_input(self) -> bool:
         """Pull the next input now? Only when nothing pulled waits, or (latest) always: a fresher one replaces it."""
@@ -137,10 +162,10 @@ class Stream:
             self._held = None
         return list(self._sent)
 
-    def over(self, source_exhausted: bool) -> bool:
+    def over(self) -> bool:
         """Nothing is left to pull, send or hand out."""
         nothing_left = self._held is None and not self._sent and not self._ready and not self._finished
-        return nothing_left and (source_exhausted or self._cancelled)
+        return nothing_left and (self.exhausted or self._cancelled)
 
     def _skip(self, index: int) -> None:
         """An input that will never have an outcome: an ordered stream does not wait for it."""

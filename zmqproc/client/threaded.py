@@ -181,29 +181,21 @@ class Client:
         t = self.timeout if timeout is None else timeout
         stream = Stream(ordered, latest)
         ended: queue.SimpleQueue[tuple[str, Any, BaseException | None]] = queue.SimpleQueue()
-        source, exhausted = iter(images), False
+        source = iter(images)
         futures: dict[str, Future[Any]] = {}
+
+        def send(image: np.ndarray | bytes) -> str:
+            future = self.submit(image, pipeline, reply_format=reply_format, timeout=t, details=True)
+            request_id: str = future.request_id  # type: ignore[attr-defined]
+            futures[request_id] = future
+            future.add_done_callback(functools.partial(_report, ended, request_id))
+            return request_id
+
         try:
-            while not stream.over(exhausted):
-                if not exhausted and stream.wants_input():
-                    try:
-                        stream.pulled(next(source))
-                    except StopIteration:
-                        exhausted = True
-                held = stream.to_send()
-                if held is not None and stream.may_send(self._room_for(held[1])):
-                    try:
-                        future = self.submit(held[1], pipeline, reply_format=reply_format, timeout=t, details=True)
-                    except ValueError as exc:  # not an image this client can send: that input's item, not the stream's end
-                        stream.refused(exc)
-                        yield from stream.ready()
-                        continue
-                    request_id = future.request_id  # type: ignore[attr-defined]
-                    stream.submitted(held[0], request_id)
-                    futures[request_id] = future
-                    future.add_done_callback(functools.partial(_report, ended, request_id))
-                    continue
-                wait = 0.0 if latest and not exhausted else STREAM_POLL_S  # a live source is read again at once
+            while not stream.over():
+                stream.advance(lambda: next(source), self._room_for, send)
+                yield from stream.ready()
+                wait = 0.0 if latest and not stream.exhausted else STREAM_POLL_S  # a live source is read again at once
                 with contextlib.suppress(queue.Empty):
                     while True:
                         request_id, result, error = ended.get(timeout=wait) if wait else ended.get_nowait()
@@ -213,7 +205,6 @@ class Client:
                         stream.finished(request_id, value, error, now=time.monotonic(), service_s=service_s)
                         wait = 0.0
                 yield from stream.ready()
-            yield from stream.ready()
         finally:
             for request_id in stream.cancel():
                 futures[request_id].cancel()
