@@ -9,7 +9,9 @@ answers). ``--open FILE_OR_DIR ... --batch --output-dir DIR [--name-pattern PAT]
 result as it arrives, prints the summary line and exits 0 when every file
 succeeded, 1 otherwise (the others still written). ``--pipeline`` takes pipeline
 text or a preset's .json file. ``--curve-server-key FILE --curve-secret FILE``
-connect with CURVE.
+connect with CURVE. ``--open CLIP.mkv`` (or ``--camera 0|URL``) plays a stream;
+with ``--screenshot OUT.png --quit-when-done`` the window is saved once
+``--frames N`` processed frames were shown.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", metavar="DIR", help="--batch: write the results here (default: a new folder in the cache)")
     p.add_argument("--name-pattern", metavar="PAT", help="--batch: result file names, e.g. {stem}_{pipeline}.{ext}")
     p.add_argument("--format", choices=ENCODED_FORMATS, help="--batch: the results' file format (default png)")
+    p.add_argument("--camera", metavar="SRC", help="play a camera: its index (0, 1, ...) or a stream URL (http://..., rtsp://...)")
+    p.add_argument("--frames", type=int, default=30, help="a stream: take the screenshot / quit after this many processed frames")
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once the result is shown")
     p.add_argument("--quit-when-done", action="store_true", help="exit after processing (0 ok, 1 failed)")
     return p
@@ -65,9 +69,19 @@ class Script:
         window.jobFinished.connect(self._finished)
         window.batch_panel.finished.connect(lambda summary, level: self._finished(level == "ok", summary))
         window.client.opsReceived.connect(lambda _ops: self._finished(*self.outcome) if self.outcome else None)
+        if window.player.active:  # a stream: done after --frames processed frames, or at its end
+            self._watch = QTimer(window)
+            self._watch.timeout.connect(self._stream_progress)
+            self._watch.start(100)
         # A scripted run always ends: each request ends by its deadline (sooner when no server answers); this is a guard.
         files = len(window.batch_panel.paths) if args.batch else 1
         QTimer.singleShot(round((args.timeout * files + 5) * 1000), lambda: self._finished(False, "gave up waiting for the result"))
+
+    def _stream_progress(self) -> None:
+        player = self.window.player
+        if player.meter.shown >= self.args.frames or not player.active:
+            self._watch.stop()
+            self._finished(player.meter.shown > 0, f"{player.meter.shown} processed frames shown: {player.stats.text()}")
 
     def _finished(self, ok: bool, message: str) -> None:
         self.outcome = self.outcome or (ok, message)
@@ -107,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setOrganizationName("zmqproc")
     app.setApplicationName("viewer")
     window = MainWindow(connection=connection, timeout=args.timeout)
+    app.aboutToQuit.connect(window.player.stop)  # a quit without closing the window: the reader's thread ends first
     if pipeline is not None:
         window.editor.set_steps(pipeline)
     if args.transfer:
@@ -126,9 +141,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.open_files(files)
         if args.batch and len(files) == 1:
             panel.set_paths(files)  # a batch of one
-        if window.original is None and args.quit_when_done and not args.batch:  # a batch names its unreadable files
+        if window.original is None and not window.player.active and args.quit_when_done and not args.batch:  # a batch names its own
             print(f"zmqproc-gui: cannot open {args.open[0]}", file=sys.stderr)
             return 1
+    if args.camera is not None and not window.open_camera(args.camera) and args.quit_when_done:
+        print(f"zmqproc-gui: {window.notice.text()}", file=sys.stderr)
+        return 1
+    if window.player.active and (args.screenshot or args.quit_when_done):
+        watcher = Script(window, args)
+        app.exec()
+        return watcher.exit_code
     if args.live:
         window.live.setChecked(True)
     if args.process or args.batch:

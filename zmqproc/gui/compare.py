@@ -140,6 +140,12 @@ class CompareView(QWidget):
         self.result_info.setText(f"result {describe(image)}" + (f" ({info})" if info else ""))
         self._show_mode()
 
+    def set_frame(self, original: np.ndarray, result: np.ndarray, info: str = "") -> None:
+        """A stream's frame and its result together; the zoom and the part shown stay (a video plays in place)."""
+        self.original = original
+        self.original_view.set_image(original, keep_view=True, pixmap=to_pixmap(original, self.display))
+        self.set_result(result, None, info)
+
     def set_stale(self, stale: bool) -> None:
         """Mark the result as made by another pipeline than the one now in the editor (or not)."""
         self.result_title.setText("Result — out of date: the pipeline changed (Ctrl+R)" if stale else "Result")

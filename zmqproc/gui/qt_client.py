@@ -97,6 +97,10 @@ class QtClient(QObject):
         """Requests sent again after a lost connection, a server restart, ``busy`` or a silent server."""
         return self._session.resent
 
+    def room_for(self, image: np.ndarray | bytes) -> bool:
+        """A ``process`` request of this image would go out at once (see :meth:`ClientSession.room_for`)."""
+        return self._session.room_for(image.nbytes if isinstance(image, np.ndarray) else len(image))
+
     def set_endpoints(self, endpoints: Sequence[str], *, curve: ClientCurve | None = None, tunnels: Sequence[Tunnel] = ()) -> None:
         """Connect to these servers instead (through ``tunnels`` when given, one per endpoint); what is pending fails."""
         self._drop("the viewer switched servers")

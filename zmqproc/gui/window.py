@@ -4,7 +4,8 @@ What each part does lives in its own module (compare, pipeline_editor,
 batch_panel, connection_control, messages); here are the menus and shortcuts,
 opening and saving files, and one job at a time: Process (Ctrl+R), or Live,
 where every parameter change sends the pipeline again after a short pause and a
-newer request supersedes the one in flight.
+newer request supersedes the one in flight. Videos and cameras play in the
+:class:`~zmqproc.gui.player.Player` bar.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
+    QInputDialog,
     QLabel,
     QListWidget,
     QMainWindow,
@@ -38,11 +40,12 @@ from .. import samples
 from ..client.pipeline import to_text
 from ..errors import ProcessingError, TooLarge
 from ..formats import SUFFIXES, TABLE, for_path
-from ..images import encode_image, sniff_format
+from ..images import VIDEO_CODECS, encode_image, sniff_format
 from .batch_panel import BatchPanel
 from .compare import CompareView, DisplayRangeDialog
 from .connection import ConnectionSettings, string_list
 from .connection_control import ConnectionControl
+from .frame_reader import camera_source
 from .helpers import (
     expand_paths,
     neighbour,
@@ -58,6 +61,7 @@ from .helpers import (
 from .histogram import HistogramPanel
 from .messages import explain
 from .pipeline_editor import PipelineEditor, load_pipeline, read_preset
+from .player import VIDEO_FILTER, Player
 from .qt_client import QtClient
 from .views import to_qimage
 
@@ -167,6 +171,9 @@ class MainWindow(QMainWindow):
         top_layout.setContentsMargins(0, 0, 0, 0)
         top_layout.addWidget(self.notice)
         top_layout.addWidget(self.compare, 1)
+        self.player = Player(self.client, self.compare, lambda: self.editor.steps(), lambda: self.transfer_mode() == "encoded")
+        self.player.notice.connect(self.notify)
+        top_layout.addWidget(self.player)
         center.addWidget(top)
         center.addWidget(self.tabs)
         center.setStretchFactor(0, 3)
@@ -218,6 +225,8 @@ class MainWindow(QMainWindow):
         file_menu = bar.addMenu("&File")
         self._action(file_menu, "&Open…", self.open_dialog, QKeySequence.StandardKey.Open)
         self._action(file_menu, "Open &folder as batch…", self.open_folder)
+        self._action(file_menu, "Open &video…", self.open_video_dialog, "Ctrl+Shift+O")
+        self._action(file_menu, "Open c&amera…", self.open_camera_dialog)
         self.samples_menu = file_menu.addMenu("Open &sample")
         for name, (_, what) in samples.SAMPLES.items():
             self._action(self.samples_menu, f"{name}: {what}", lambda n=name: self.open_sample(n))
@@ -244,6 +253,11 @@ class MainWindow(QMainWindow):
         self._action(run_menu, "Process &batch", self.start_batch, "Ctrl+B")
         self._action(run_menu, "&Cancel", self.cancel, "Esc")
         self._action(run_menu, "&Live", self.live.toggle, "Ctrl+L")
+        run_menu.addSeparator()
+        self._action(run_menu, "Play / pause &stream", self.player.play_pause, "P")
+        self._action(run_menu, "S&tep one frame", self.player.step, ".")
+        self._action(run_menu, "Save processed &video…", self.player.save_dialog)
+        self._action(run_menu, "Close strea&m", self.player.stop)
         view_menu = bar.addMenu("&View")
         self._action(view_menu, "&Fit", self.compare.fit, "Ctrl+0")
         self._action(view_menu, "&1:1 (100 %)", self.compare.actual_size, "Ctrl+1")
@@ -283,6 +297,8 @@ class MainWindow(QMainWindow):
         self.connection.save(self.settings)
         self.settings.sync()
         self.batch_panel.close_batch()
+        self.player.cancel_save()
+        self.player.stop()
         self.client.close()
         self.control.close_tunnels()
         super().closeEvent(event)
@@ -327,10 +343,46 @@ class MainWindow(QMainWindow):
             return
         if not paths:
             return
+        if len(paths) == 1 and Path(paths[0]).suffix.lower() in VIDEO_CODECS:
+            self.open_video(paths[0])
+            return
         if len(paths) > 1:  # every file goes in the batch list: one that cannot be read fails there, in words
             self.batch_panel.set_paths(paths)
             self.tabs.setCurrentWidget(self.batch_panel)
         any(self.open_image(path) for path in paths)  # shows the first that opens
+
+    def open_video_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open video", str(self.settings.value("last_dir", "")), VIDEO_FILTER)
+        if path:
+            self.open_video(path)
+
+    def open_video(self, path: str) -> bool:
+        """Play a video file through the pipeline, its processed frames beside the originals."""
+        if not self.player.open(path):
+            return False
+        self.setWindowTitle(f"zmqproc viewer — {Path(path).name}")
+        self._remember(path)
+        return True
+
+    def open_camera_dialog(self) -> None:
+        text, ok = QInputDialog.getText(
+            self, "Open camera", "Camera index (0, 1, …) or stream URL (http://…, rtsp://…):", text=str(self.settings.value("camera", "0"))
+        )
+        if ok:
+            self.open_camera(text)
+
+    def open_camera(self, text: str) -> bool:
+        """Play a camera (an index, or a stream's URL) live through the pipeline."""
+        try:
+            source = camera_source(text)
+        except ValueError as exc:
+            self.notify(str(exc), "error")
+            return False
+        self.settings.setValue("camera", text.strip())
+        if not self.player.open(source):
+            return False
+        self.setWindowTitle(f"zmqproc viewer — camera {source}")
+        return True
 
     @property
     def batch_paths(self) -> list[str]:
@@ -346,6 +398,7 @@ class MainWindow(QMainWindow):
         except ValueError as exc:
             self.notify(f"Cannot open {Path(path).name}: {exc}.", "error")
             return False
+        self.player.stop()
         self.path, self.original, self.result, self.original_in_memory = path, image, None, False
         self.compare.set_original(image)
         self._update_histogram()
@@ -477,6 +530,10 @@ class MainWindow(QMainWindow):
 
     def process(self, live: bool = False) -> None:
         """Send the original through the pipeline; a job in flight is superseded (cancelled, its reply ignored)."""
+        if self.player.active:
+            if not live:
+                self.notify("A stream plays: its frames go through the pipeline as they come. Pause (P), step (.) a frame.", "warn")
+            return
         if self.original is None or self.path is None:
             if not live:
                 self.notify("Open an image first.", "warn")
@@ -506,6 +563,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"processing {Path(self.path).name}… (Esc cancels)")
 
     def _pipeline_changed(self) -> None:
+        self.player.pipeline_changed()
         self.compare.set_stale(self.result is not None and self.editor.text() != self._result_pipeline)
         if self.live.isChecked():
             self._live_timer.start()  # restarted by every change: sent once the user pauses
@@ -516,6 +574,7 @@ class MainWindow(QMainWindow):
         if self._job is not None:
             self.client.cancel(self._job[0])
         self.batch_panel.cancel()
+        self.player.cancel_save()
 
     def _on_processed(self, request_id: str, result: Any) -> None:
         if self._job is None or request_id != self._job[0]:
