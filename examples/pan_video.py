@@ -1,8 +1,8 @@
 """A video to try streams with, made from a shipped sample photo: a slow pan, 5 s at 30 fps, 640x480, lossless.
 
-    python examples/pan_video.py pan.mkv [--sample coffee]
-    zmqproc process pan.mkv -o pan-edges.mkv --op canny
-    python gui_app.py --open pan.mkv --pipeline canny
+python examples/pan_video.py pan.mkv [--sample coffee]
+zmqproc process pan.mkv -o pan-edges.mkv --op canny
+python gui_app.py --open pan.mkv --pipeline canny
 """
 
 from __future__ import annotations
