@@ -3,6 +3,9 @@ inputs in live mode, cancel."""
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
+
 from zmqproc.client.stream import Stream
 
 
@@ -137,3 +140,22 @@ def test_a_live_source_is_read_once_per_advance():
     s.advance(camera, lambda _value: True, lambda value: "r0")
     s.advance(camera, lambda _value: True, lambda value: "r1")
     assert len(reads) <= 3 and s.in_flight == 1, "one out until the first result tunes the depth"
+
+
+def test_with_a_timeout_no_more_is_out_than_the_servers_finish_in_half_of_it():
+    """One worker, 0.4 s a request, a 10 s timeout: 12 out (4.8 s of work), not a credit of 33 (13 s: the last time out)."""
+    s = Stream(timeout=10.0)
+    source, out = itertools.count(), deque()
+
+    def send(value):
+        out.append(f"r{value}")
+        return out[-1]
+
+    now, most = 0.0, 0
+    for _ in range(100):
+        s.advance(lambda: next(source), lambda _value: True, send)
+        most = max(most, s.in_flight)
+        now += 0.4
+        s.finished(out.popleft(), "out", now=now)  # the oldest one ends
+        s.ready()
+    assert s.depth == 12 and most <= 12, f"depth {s.depth}, {most} out"

@@ -280,3 +280,14 @@ def test_live_map_keeps_the_age_of_results_bounded_when_processing_is_slower_tha
     assert indexes == sorted(indexes), "in order"
     assert 15 <= len(shown) <= 40, f"{len(shown)} of 90 shown: about one per 100 ms, the rest dropped"
     assert max(ages) < 0.45, f"ages {[round(a, 2) for a in ages]}: stale frames were queued"
+
+
+def test_a_slow_sequence_does_not_queue_its_requests_past_their_timeout(start_server, tmp_path):
+    """40 inputs at 100 ms each on one worker, 2 s per request: the whole credit (33) out at once would leave the last
+    ones 3.3 s in the server's queue; the stream keeps out only what the server finishes in half the timeout."""
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(SLOW_OP)
+    server = start_server("--workers", "1", "--ops", str(plugin))
+    with Client(server.endpoint, timeout=2.0) as client:
+        items = list(client.map((np.full((8, 8), i, np.uint8) for i in range(40)), "slow"))
+    assert [i.error for i in items if not i.ok] == [] and len(items) == 40

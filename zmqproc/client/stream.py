@@ -3,7 +3,9 @@ out, and (live) which inputs are dropped. Every driver of a sequence (``Client.m
 videos, the viewer's streams) keeps its rules here.
 
 Inputs are pulled only when the session has room for them (its credit), so memory stays bounded whatever the length
-of the source. ``ordered``: results come out in input order (a later one waits for an earlier); else as they come.
+of the source. Nor are more requests out than the servers finish in half of a request's ``timeout`` (at the rate
+results come back; four until the first ones came): a slow pipeline's requests would otherwise wait in the servers'
+queues past their deadline. ``ordered``: results come out in input order (a later one waits for an earlier); else as they come.
 ``latest``: for sources faster than the processing (a camera), an input that cannot go out at once is replaced by the
 next one (counted as dropped), and only ``depth`` requests are out at once: enough to keep the servers busy (the rate
 results come back at, times their service time, plus one on its way), not the whole credit, which would only queue
@@ -18,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-LIVE_WINDOW = 8  # latest: the results the rate and the service time are taken over
+WINDOW = 8  # the results the rate and (live) the service time are taken over
+START_DEPTH = 4  # with a timeout: requests out before the rate is known
+QUEUE_SHARE = 0.5  # with a timeout: no more out than the servers finish in this share of it
 LIVE_MAX_DEPTH = 16
 
 
@@ -49,6 +53,7 @@ class Stream:
 
     ordered: bool = True
     latest: bool = False
+    timeout: float | None = None  # a request's timeout, in seconds
     progress: Progress = field(default_factory=Progress)
     _held: tuple[int, Any] | None = None  # pulled, not sent yet (there was no room)
     _sent: dict[str, int] = field(default_factory=dict)  # request id -> input index
@@ -57,9 +62,12 @@ class Stream:
     _next_out: int = 0
     _cancelled: bool = False
     exhausted: bool = False  # the source has nothing more
-    depth: int = 1  # latest: requests out at most, tuned by what comes back (see the module's docstring)
-    _ends: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_WINDOW))  # latest: when the last results came
-    _service: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_WINDOW))  # ...and the servers' time on them
+    depth: float = math.inf  # requests out at most, tuned by what comes back (see the module's docstring)
+    _ends: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # when the last results came
+    _service: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # live: the servers' time on them
+
+    def __post_init__(self) -> None:
+        self.depth = 1 if self.latest else START_DEPTH if self.timeout is not None else math.inf
 
     @property
     def in_flight(self) -> int:
@@ -107,10 +115,10 @@ class Stream:
 
     def may_send(self, room: bool) -> bool:
         """Submit the held input now? ``room``: the session would send it at once. One request is always out (so a
-        stream moves even on a server that has not granted credit yet); live, no more than ``depth``."""
+        stream moves even on a server that has not granted credit yet); no more than ``depth``."""
         if self._held is None:
             return False
-        return not self._sent or (room and (not self.latest or len(self._sent) < self.depth))
+        return not self._sent or (room and len(self._sent) < self.depth)
 
     def submitted(self, index: int, request_id: str) -> None:
         assert self._held is not None and self._held[0] == index
@@ -125,9 +133,15 @@ class Stream:
         self._hand_out(Item(index, None, error))
 
     def finished(
-        self, request_id: str, result: Any = None, error: BaseException | None = None, *, now: float = 0.0, service_s: float | None = None
+        self,
+        request_id: str,
+        result: Any = None,
+        error: BaseException | None = None,
+        *,
+        now: float | None = None,
+        service_s: float | None = None,
     ) -> None:
-        """A request of this stream ended (its future's outcome); live, ``now`` and the server's ``service_s`` tune ``depth``."""
+        """A request of this stream ended (its future's outcome); ``now`` and (live) the server's ``service_s`` tune ``depth``."""
         index = self._sent.pop(request_id, None)
         if index is None:
             return
@@ -135,18 +149,24 @@ class Stream:
             self.progress.done += 1
         else:
             self.progress.failed += 1
-        if self.latest and service_s is not None:
+        if now is not None:
             self._tune(now, service_s)
         self._hand_out(Item(index, result, error))
 
-    def _tune(self, now: float, service_s: float) -> None:
-        """Keep as many out as the servers work on at once (results per second x seconds each), and one more."""
+    def _tune(self, now: float, service_s: float | None) -> None:
+        """Live: as many out as the servers work on at once (results per second x seconds each), and one more. With a
+        timeout: as many as they finish in QUEUE_SHARE of it."""
         self._ends.append(now)
-        self._service.append(service_s)
-        if len(self._ends) > 1 and now > self._ends[0]:
-            rate = (len(self._ends) - 1) / (now - self._ends[0])
+        if service_s is not None:
+            self._service.append(service_s)
+        if len(self._ends) < 2 or now <= self._ends[0]:
+            return
+        rate = (len(self._ends) - 1) / (now - self._ends[0])
+        if self.latest and self._service:
             service = sorted(self._service)[len(self._service) // 2]
             self.depth = max(1, min(LIVE_MAX_DEPTH, math.ceil(rate * service) + 1))
+        elif not self.latest and self.timeout is not None:
+            self.depth = max(START_DEPTH, math.floor(rate * self.timeout * QUEUE_SHARE))
 
     def ready(self) -> list[Item]:
         """What to hand out now (ordered: the next ones in input order)."""

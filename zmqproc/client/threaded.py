@@ -179,7 +179,7 @@ class Client:
         :mod:`~zmqproc.client.stream`). Closing the iterator (``break``) withdraws what is still out.
         """
         t = self.timeout if timeout is None else timeout
-        stream = Stream(ordered, latest)
+        stream = Stream(ordered, latest, t)
         ended: queue.SimpleQueue[tuple[str, Any, BaseException | None]] = queue.SimpleQueue()
         source = iter(images)
         futures: dict[str, Future[Any]] = {}

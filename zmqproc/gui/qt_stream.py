@@ -37,7 +37,7 @@ class QtStream(QObject):
         """``source``: inputs to pull; None: they are pushed (:meth:`push`, then :meth:`end_of_source`)."""
         super().__init__(parent)
         self.client, self.pipeline, self.reply_format = client, pipeline, reply_format
-        self.stream = Stream(ordered=True, latest=latest)
+        self.stream = Stream(ordered=True, latest=latest, timeout=client.timeout)
         self._source = source
         self._over = False
         client.processed.connect(self._processed)
