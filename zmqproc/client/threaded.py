@@ -180,7 +180,7 @@ class Client:
         """
         t = self.timeout if timeout is None else timeout
         stream = Stream(ordered, latest, t)
-        ended: queue.SimpleQueue[tuple[str, Any, BaseException | None]] = queue.SimpleQueue()
+        ended: queue.SimpleQueue[tuple[str, float, Any, BaseException | None]] = queue.SimpleQueue()
         source = iter(images)
         futures: dict[str, Future[Any]] = {}
 
@@ -198,11 +198,11 @@ class Client:
                 wait = 0.0 if latest and not stream.exhausted else STREAM_POLL_S  # a live source is read again at once
                 with contextlib.suppress(queue.Empty):
                     while True:
-                        request_id, result, error = ended.get(timeout=wait) if wait else ended.get_nowait()
+                        request_id, at, result, error = ended.get(timeout=wait) if wait else ended.get_nowait()
                         futures.pop(request_id, None)
                         service_s = result.server_ms / 1000 if result is not None else None
                         value = result if details or result is None else result.image
-                        stream.finished(request_id, value, error, now=time.monotonic(), service_s=service_s)
+                        stream.finished(request_id, value, error, now=at, service_s=service_s)
                         wait = 0.0
                 yield from stream.ready()
         finally:
@@ -470,8 +470,9 @@ def _end(entry: tuple[Future[Any], Callable[[Any], Any]], event: Resolve | Fail)
             future.set_result(convert(event.value))
 
 
-def _report(ended: queue.SimpleQueue[tuple[str, Any, BaseException | None]], request_id: str, future: Future[Any]) -> None:
-    ended.put((request_id, *_outcome(future)))
+def _report(ended: queue.SimpleQueue[tuple[str, float, Any, BaseException | None]], request_id: str, future: Future[Any]) -> None:
+    """A map's request ended: its outcome, and when (not when the caller gets to it: the rate a stream is tuned by)."""
+    ended.put((request_id, time.monotonic(), *_outcome(future)))
 
 
 def _outcome(future: Future[Any]) -> tuple[Any, BaseException | None]:
