@@ -287,6 +287,22 @@ def test_work_goes_to_the_route_with_room_and_fewest_outstanding_a_full_one_does
     assert sum(r.over_grant for r in rig.servers) == 0
 
 
+def test_room_for_counts_the_work_submitted_and_not_sent_yet():
+    rig = Rig(routes=2)
+    rig.servers[0].requests, rig.servers[1].requests = 2, 1
+    rig.connect()
+    rig.submit(1)  # sent: route 1 holds none, route 0 one
+    for _ in range(2):  # submitted, not sent yet (the driver's turn has not come): they take the two free slots
+        rig.session.submit_process(IMAGE, "invert", 30.0, rig.now)
+    assert not rig.session.room_for(IMAGE.nbytes), "the grants' three slots hold the three submitted"
+    for frames in rig.servers[0].answer():  # read, and not sent anything yet
+        rig.session.receive(0, frames, rig.now)
+    assert rig.session.room_for(IMAGE.nbytes), "the answer frees a slot for one more beside the two waiting"
+    rig.session.submit_process(IMAGE, "invert", 30.0, rig.now)
+    rig.pump()
+    assert rig.held(0) + rig.held(1) == 3 and sum(r.over_grant for r in rig.servers) == 0
+
+
 def test_a_forgotten_request_still_counts_against_the_grant_until_its_server_answers():
     rig = Rig()
     rig.servers[0].requests = 1

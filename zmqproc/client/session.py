@@ -225,12 +225,27 @@ class ClientSession:
         return self.routes[route].blocked
 
     def room_for(self, size: int) -> bool:
-        """A ``process`` request of ``size`` payload bytes submitted now would go out at once: nothing waits before it
-        and a usable route's grant has room (what a stream asks before it pulls its next input)."""
-        if self.waiting_bytes or self._delayed:
+        """A ``process`` request of ``size`` payload bytes submitted now would go out in the driver's next turn: no retry
+        waits for its time, and the routes' grants hold the work waiting before it and then it (what a stream asks
+        before it pulls its next input: the driver may not have sent what was just submitted)."""
+        if self._delayed:
             return False
-        probe = _Request("", "process", 0, {}, None, size, 0.0)
-        return self._pick(probe) is not None
+        waiting = [self._requests.get(request_id) for _, request_id in sorted(self._work)]
+        queue = [q for q in waiting if q is not None and q.waiting]
+        if any(q.deaths for q in queue):
+            return False  # a suspect waits for a route of its own: no room is promised beside it
+        saved = [(r.work, r.work_bytes) for r in self.routes]
+        try:
+            for request in [*queue, _Request("", "process", 0, {}, None, size, 0.0)]:
+                target = self._pick(request)
+                if target is None:
+                    return False
+                self.routes[target].work += 1  # as if sent: the next one is judged beside it
+                self.routes[target].work_bytes += request.size
+            return True
+        finally:
+            for r, (work, work_bytes) in zip(self.routes, saved, strict=True):
+                r.work, r.work_bytes = work, work_bytes
 
     def has_room(self) -> bool:
         """False while the payload waiting to be sent is over ``max_waiting_bytes``."""
