@@ -156,6 +156,17 @@ def test_with_a_timeout_no_more_is_out_than_the_servers_finish_in_half_of_it():
         s.advance(lambda: next(source), lambda _value: True, send)
         most = max(most, s.in_flight)
         now += 0.4
-        s.finished(out.popleft(), "out", now=now)  # the oldest one ends
+        s.finished(out.popleft(), "out", now=now, service_s=0.4)  # the oldest one ends
         s.ready()
     assert s.depth == 12 and most <= 12, f"depth {s.depth}, {most} out"
+
+
+def test_two_results_at_once_from_two_servers_do_not_open_the_flood_gates():
+    """Two servers finish together: two ends 10 ms apart say 100 results/s, which a 10 s timeout would turn into 500 out."""
+    s = Stream(timeout=10.0)
+    for i in range(4):
+        feed(s, i, f"r{i}")
+    s.finished("r0", "out", now=1.00, service_s=1.0)
+    s.finished("r1", "out", now=1.01, service_s=1.0)
+    s.finished("r2", error=RuntimeError("decode_failed"), now=1.02)
+    assert s.depth == 4, "the rate is taken over eight results, not two; failures do not count"

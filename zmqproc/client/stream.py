@@ -4,8 +4,8 @@ videos, the viewer's streams) keeps its rules here.
 
 Inputs are pulled only when the session has room for them (its credit), so memory stays bounded whatever the length
 of the source. Nor are more requests out than the servers finish in half of a request's ``timeout`` (at the rate
-results come back; four until the first ones came): a slow pipeline's requests would otherwise wait in the servers'
-queues past their deadline. ``ordered``: results come out in input order (a later one waits for an earlier); else as they come.
+results come back, over the last eight; four until then, and at most twice as many at each step): a slow pipeline's
+requests would otherwise wait in the servers' queues past their deadline. ``ordered``: results come out in input order (a later one waits for an earlier); else as they come.
 ``latest``: for sources faster than the processing (a camera), an input that cannot go out at once is replaced by the
 next one (counted as dropped), and only ``depth`` requests are out at once: enough to keep the servers busy (the rate
 results come back at, times their service time, plus one on its way), not the whole credit, which would only queue
@@ -149,24 +149,23 @@ class Stream:
             self.progress.done += 1
         else:
             self.progress.failed += 1
-        if now is not None:
+        if now is not None and service_s is not None:  # a failure is no measure of the work (often fast, or a burst)
             self._tune(now, service_s)
         self._hand_out(Item(index, result, error))
 
-    def _tune(self, now: float, service_s: float | None) -> None:
+    def _tune(self, now: float, service_s: float) -> None:
         """Live: as many out as the servers work on at once (results per second x seconds each), and one more. With a
-        timeout: as many as they finish in QUEUE_SHARE of it."""
+        timeout: as many as they finish in QUEUE_SHARE of it, once WINDOW results tell the rate."""
         self._ends.append(now)
-        if service_s is not None:
-            self._service.append(service_s)
+        self._service.append(service_s)
         if len(self._ends) < 2 or now <= self._ends[0]:
             return
         rate = (len(self._ends) - 1) / (now - self._ends[0])
-        if self.latest and self._service:
+        if self.latest:
             service = sorted(self._service)[len(self._service) // 2]
             self.depth = max(1, min(LIVE_MAX_DEPTH, math.ceil(rate * service) + 1))
-        elif not self.latest and self.timeout is not None:
-            self.depth = max(START_DEPTH, math.floor(rate * self.timeout * QUEUE_SHARE))
+        elif self.timeout is not None and len(self._ends) == WINDOW:
+            self.depth = max(START_DEPTH, min(2 * self.depth, math.floor(rate * self.timeout * QUEUE_SHARE)))
 
     def ready(self) -> list[Item]:
         """What to hand out now (ordered: the next ones in input order)."""
