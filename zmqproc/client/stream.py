@@ -5,11 +5,13 @@ videos, the viewer's streams) keeps its rules here.
 Inputs are pulled only when the session has room for them (its credit), so memory stays bounded whatever the length
 of the source. Nor are more requests out than the servers finish in half of a request's ``timeout`` (at the rate
 results come back, over the last eight; four until then, and at most twice as many at each step): a slow pipeline's
-requests would otherwise wait in the servers' queues past their deadline. ``ordered``: results come out in input order (a later one waits for an earlier); else as they come.
-``latest``: for sources faster than the processing (a camera), an input that cannot go out at once is replaced by the
-next one (counted as dropped), and only ``depth`` requests are out at once: enough to keep the servers busy (the rate
-results come back at, times their service time, plus one on its way), not the whole credit, which would only queue
-stale frames on the server. So the age of what is shown stays about one service time, whatever the source's rate.
+requests would otherwise wait in the servers' queues past their deadline.
+
+``ordered``: results come out in input order (a later one waits for an earlier); else as they come. ``latest``: for
+sources faster than the processing (a camera), an input that cannot go out at once is replaced by the next one
+(counted as dropped), and only ``depth`` requests are out at once: enough to keep the servers busy (the rate results
+come back at, times their service time, plus one on its way), not the whole credit, which would only queue stale
+frames on the server. So the age of what is shown stays about one service time, whatever the source's rate.
 """
 
 from __future__ import annotations
