@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from zmqproc import ops
-from zmqproc.errors import BadParams
+from zmqproc.errors import BadParams, InternalError
 from zmqproc.ops.declare import OpDeclarationError, Range, op
 from zmqproc.protocol import Step
 
@@ -51,6 +51,7 @@ def test_a_typed_function_becomes_an_op_with_the_usual_schema(registry):
         },
         "source": "builtin",  # registered by hand here; zmqproc.ops.plugins records the file a plugin came from
         "dtypes": ["uint8"],  # the default: what a client checks before sending
+        "tileable": False,  # it declares no halo
     }
     image = np.arange(64, dtype=np.uint8).reshape(8, 8)
     served, _ = ops.run_pipeline(image, ops.validate_pipeline([Step("posterize", {"levels": 8, "mode": "mid"})]))
@@ -103,6 +104,48 @@ def test_decorator_arguments_are_checked_too(registry):
         op(results={"mask": "image", "boxes": "boxes"})(f)
     op(name="with_kinds", results={"found": "boxes"})(f)
     assert ops.REGISTRY["with_kinds"].to_wire()["results"] == {"found": "boxes"}
+
+
+def test_tiling_declarations_are_checked_too(registry):
+    def f(image: np.ndarray, k: int = 1) -> np.ndarray:
+        return image
+
+    for halo in (-1, 1.5, True, "2"):
+        with pytest.raises(OpDeclarationError, match=r"f: halo= .* is not a number of pixels \(an int >= 0\) or a function of the params"):
+            op(halo=halo)(f)
+    with pytest.raises(OpDeclarationError, match=r"f: tile_dtypes= names float32, not some of the dtypes it takes \(uint8\)"):
+        op(halo=0, tile_dtypes=["float32"])(f)
+    with pytest.raises(OpDeclarationError, match=r"f: tile_dtypes= names none, not some"):
+        op(halo=0, tile_dtypes=[])(f)
+    with pytest.raises(OpDeclarationError, match=r"f: tile_dtypes= without halo= \(an op without a halo is never tiled\)"):
+        op(tile_dtypes=["uint8"])(f)
+    assert "f" not in ops.REGISTRY
+
+
+def test_a_halo_follows_the_params_and_the_pixel_type(registry):
+    @op(dtypes=["uint8", "uint16", "float32"], halo=lambda p: None if p["radius"] > 4 else p["radius"], tile_dtypes=["uint8", "uint16"])
+    def spread(image: np.ndarray, radius: Annotated[int, Range(0, 9)] = 2) -> np.ndarray:
+        return image
+
+    declared = ops.REGISTRY["spread"]
+    assert declared.to_wire()["tileable"] is True
+    assert declared.halo_for({"radius": 3}, "uint16") == 3
+    for params, dtype, words in (
+        ({"radius": 5}, "uint8", r"with these parameters \(radius=5\)"),
+        ({"radius": 3}, "float32", "for float32 images"),
+    ):
+        with pytest.raises(BadParams, match=f"cannot be tiled {words}") as refused:
+            declared.halo_for(params, dtype)
+        assert refused.value.details == {"op": "spread", "tileable": False}
+
+
+def test_a_halo_function_giving_no_pixel_count_is_an_internal_error(registry):
+    @op(halo=lambda p: -1)
+    def broken(image: np.ndarray) -> np.ndarray:
+        return image
+
+    with pytest.raises(InternalError, match="broken: its halo function gave -1, not a number of pixels"):
+        ops.REGISTRY["broken"].halo_for({}, "uint8")
 
 
 def test_a_name_cannot_be_taken_twice(registry):

@@ -1,7 +1,9 @@
 """The built-in operations: OpenCV functions declared with ``@op`` like any plugin (docs/plugins.md).
 
 Besides the signature, each declares what the server's budget needs (``output``
-rule, ``scratch`` memory, ``cost`` per input byte, see :class:`zmqproc.ops.Op`).
+rule, ``scratch`` memory, ``cost`` per input byte, see :class:`zmqproc.ops.Op`),
+and its ``halo`` where tiles give exactly the whole image's result (checked by
+tests/ops/test_tiling.py); those declaring none are never tiled.
 """
 
 from __future__ import annotations
@@ -58,28 +60,45 @@ def _luma_only(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray) -> np.
     return _color_keep_alpha(on_color, image)
 
 
+def _sigma_radius(sigma: float) -> int:
+    """The radius of the kernel cv2.GaussianBlur derives from ``sigma`` for uint8 images: ksize = cvRound(sigma*3*2 + 1) | 1."""
+    return (round(sigma * 3 * 2 + 1) | 1) // 2
+
+
+# float32: OpenCV's vector loops and their scalar tails round differently, so a pixel's last bits depend on its column.
+_INTEGER_DTYPES = ("uint8", "uint16")
+
+
 # --- the operations ------------------------------------------------------------
 
 
-@op(dtypes=ALL_DTYPES, alias=True, scratch=0.0, cost=0.0)
+@op(dtypes=ALL_DTYPES, alias=True, scratch=0.0, cost=0.0, halo=0)
 def identity(image: np.ndarray) -> np.ndarray:
     """Return the image unchanged."""
     return image
 
 
-@op(dtypes=ALL_DTYPES, output="gray", scratch=0.0, cost=0.1)
+@op(dtypes=ALL_DTYPES, output="gray", scratch=0.0, cost=0.1, halo=0, tile_dtypes=_INTEGER_DTYPES)
 def grayscale(image: np.ndarray) -> np.ndarray:
     """Convert to one grey channel."""
     return _gray(image)
 
 
-@op(dtypes=("uint8", "uint16"), scratch=1.0, cost=0.1)
+@op(dtypes=("uint8", "uint16"), scratch=1.0, cost=0.1, halo=0)
 def invert(image: np.ndarray) -> np.ndarray:
     """Photographic negative (alpha kept)."""
     return _color_keep_alpha(cv2.bitwise_not, image)
 
 
-@op(dtypes=ALL_DTYPES, odd=["ksize"], scratch=0.5, cost=0.4, cost_param="ksize")
+@op(
+    dtypes=ALL_DTYPES,
+    odd=["ksize"],
+    scratch=0.5,
+    cost=0.4,
+    cost_param="ksize",
+    halo=lambda p: p["ksize"] // 2,
+    tile_dtypes=_INTEGER_DTYPES,
+)
 def gaussian_blur(
     image: np.ndarray,
     ksize: Annotated[int, Range(1, 99), "kernel size (odd)"] = 5,
@@ -89,12 +108,15 @@ def gaussian_blur(
     return cv2.GaussianBlur(image, (ksize, ksize), sigma)
 
 
-@op(odd=["ksize"], scratch=0.5, cost=1.1, cost_param="ksize")
+@op(odd=["ksize"], scratch=0.5, cost=1.1, cost_param="ksize", halo=lambda p: p["ksize"] // 2)
 def median_blur(image: np.ndarray, ksize: Annotated[int, Range(3, 31), "aperture (odd)"] = 5) -> np.ndarray:
     """Median filter: removes salt-and-pepper noise."""
     return cv2.medianBlur(image, ksize)
 
 
+# No halo: its result depends on the image's size. OpenCV runs Intel IPP's filter on images at least 16 pixels wide and
+# its own code on narrower ones (1 apart at many pixels), and with several OpenCV threads IPP cuts a big image into
+# stripes of rows that differ at their seams (tests/ops/test_tiling.py shows both).
 @op(heavy=True, scratch=2.0, cost=25.0, cost_param="d")
 def bilateral_filter(
     image: np.ndarray,
@@ -106,7 +128,7 @@ def bilateral_filter(
     return _color_keep_alpha(lambda img: cv2.bilateralFilter(img, d, sigma_color, sigma_space), image)
 
 
-@op(output="gray", scratch=10.0, cost=5.0)
+@op(output="gray", scratch=10.0, cost=5.0)  # no halo: hysteresis follows an edge as far as it goes
 def canny(
     image: np.ndarray,
     threshold1: Annotated[float, Range(0.0, 1000.0)] = 100.0,
@@ -118,7 +140,7 @@ def canny(
     return cv2.Canny(_gray(image), threshold1, threshold2, apertureSize=aperture, L2gradient=l2_gradient)
 
 
-@op(odd=["ksize"], output="gray", scratch=13.0, cost=2.5)
+@op(odd=["ksize"], output="gray", scratch=13.0, cost=2.5, halo=lambda p: max(1, p["ksize"] // 2))  # ksize 1: 3 taps
 def sobel(image: np.ndarray, direction: Literal["x", "y", "both"] = "both", ksize: Annotated[int, Range(1, 7)] = 3) -> np.ndarray:
     """Sobel gradient magnitude (one channel out)."""
     gray = _gray(image)
@@ -138,7 +160,7 @@ _THRESHOLD_TYPES = {
 }
 
 
-@op(output="gray", scratch=1.0, cost=0.2)
+@op(output="gray", scratch=1.0, cost=0.2, halo=lambda p: None if p["method"] == "otsu" else 0)  # Otsu's level is the image's
 def threshold(
     image: np.ndarray,
     method: Literal["fixed", "otsu"] = "fixed",
@@ -223,7 +245,7 @@ def flip(image: np.ndarray, mode: Literal["horizontal", "vertical", "both"] = "h
     return cv2.flip(image, _FLIPS[mode])
 
 
-@op(scratch=2.0, cost=1.0)
+@op(scratch=2.0, cost=1.0, halo=lambda p: _sigma_radius(p["sigma"]))
 def sharpen(
     image: np.ndarray, amount: Annotated[float, Range(0.0, 5.0)] = 1.0, sigma: Annotated[float, Range(0.1, 10.0)] = 1.0
 ) -> np.ndarray:
@@ -239,7 +261,7 @@ def sharpen(
 _SEPIA = np.array([[0.131, 0.534, 0.272], [0.168, 0.686, 0.349], [0.189, 0.769, 0.393]], dtype=np.float32)
 
 
-@op(output="color", scratch=1.0, cost=0.3)
+@op(output="color", scratch=1.0, cost=0.3, halo=0)
 def sepia(image: np.ndarray, intensity: Annotated[float, Range(0.0, 1.0)] = 1.0) -> np.ndarray:
     """Sepia tone (grey images become colour)."""
 
@@ -251,7 +273,14 @@ def sepia(image: np.ndarray, intensity: Annotated[float, Range(0.0, 1.0)] = 1.0)
     return _color_keep_alpha(tone, image)
 
 
-@op(heavy=True, odd=["template_window", "search_window"], scratch=4.0, cost=500.0, cost_param="search_window")
+@op(
+    heavy=True,
+    odd=["template_window", "search_window"],
+    scratch=4.0,
+    cost=500.0,
+    cost_param="search_window",
+    halo=lambda p: p["template_window"] // 2 + p["search_window"] // 2,  # templates compared across the search window
+)
 def denoise(
     image: np.ndarray,
     h: Annotated[float, Range(1.0, 30.0), "filter strength"] = 10.0,

@@ -59,6 +59,8 @@ class Declared:
     cost: float = 1.0
     cost_param: str | None = None
     alias: bool = False
+    halo: ops.Halo | None = None
+    tile_dtypes: tuple[str, ...] | None = None
 
 
 @overload
@@ -76,6 +78,8 @@ def op(
     cost: float = 1.0,
     cost_param: str | None = None,
     alias: bool = False,
+    halo: ops.Halo | None = None,
+    tile_dtypes: Iterable[str] | None = None,
 ) -> Callable[[F], F]: ...
 def op(fn: F | None = None, /, **declared: Any) -> F | Callable[[F], F]:
     """Register ``fn`` as an op (``@op`` or ``@op(...)``) and return it unchanged.
@@ -91,11 +95,15 @@ def op(fn: F | None = None, /, **declared: Any) -> F | Callable[[F], F]:
     name: same, gray, color, resize, rotate; or a function of the shape and the
     params); ``scratch``, working memory in multiples of the output's bytes;
     ``cost``, CPU nanoseconds per input byte, growing with param ``cost_param``;
-    ``alias``, it returns its input itself.
+    ``alias``, it returns its input itself. For tiling a big image (docs/plugins.md,
+    Tiling): ``halo``, how far in pixels an output pixel's inputs reach (an int, or a
+    function of the validated params returning one, or None: not with these params);
+    an op without one is never tiled; ``tile_dtypes``, the pixel types for which
+    tiles give exactly the whole image's result (default: all of ``dtypes``).
     """
 
     def register(f: F) -> F:
-        fields: dict[str, Any] = {k: tuple(v) if k in ("odd", "dtypes") else v for k, v in declared.items()}
+        fields: dict[str, Any] = {k: v if v is None or k not in ("odd", "dtypes", "tile_dtypes") else tuple(v) for k, v in declared.items()}
         declared_op = declare(f, Declared(**fields))
         ops.register(declared_op)
         setattr(f, ATTRIBUTE, declared_op)
@@ -129,6 +137,7 @@ def declare(fn: Callable[..., Any], declared: Declared = Declared()) -> ops.Op:
         raise OpDeclarationError(f"{where}: output= {declared.output!r} is not a rule ({', '.join(ops.OUTPUT_RULES)}) or a function")
     if declared.cost_param is not None and params.get(declared.cost_param, ops.Param("bool", False)).type not in ("int", "float"):
         raise OpDeclarationError(f"{where}: cost_param= {declared.cost_param!r} is not one of its number parameters")
+    _check_tiling(where, declared)
     doc = inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0].replace("\n", " ")
     return ops.Op(
         declared.name or fn.__name__,
@@ -143,7 +152,22 @@ def declare(fn: Callable[..., Any], declared: Declared = Declared()) -> ops.Op:
         declared.cost_param,
         declared.alias,
         result_kinds=dict(declared.results),
+        halo=declared.halo,
+        tile_dtypes=declared.tile_dtypes,
     )
+
+
+def _check_tiling(where: str, declared: Declared) -> None:
+    halo, tile_dtypes = declared.halo, declared.tile_dtypes
+    if halo is not None and not callable(halo) and not ops.is_pixel_count(halo):
+        raise OpDeclarationError(f"{where}: halo= {halo!r} is not a number of pixels (an int >= 0) or a function of the params")
+    if tile_dtypes is None:
+        return
+    if halo is None:
+        raise OpDeclarationError(f"{where}: tile_dtypes= without halo= (an op without a halo is never tiled)")
+    if not tile_dtypes or not set(tile_dtypes) <= set(declared.dtypes):
+        named = ", ".join(tile_dtypes) or "none"
+        raise OpDeclarationError(f"{where}: tile_dtypes= names {named}, not some of the dtypes it takes ({', '.join(declared.dtypes)})")
 
 
 def _param(where: str, p: inspect.Parameter, hint: Any, odd: bool) -> ops.Param:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadParams, TooLarge, UnknownOp
+from ..errors import BadParams, InternalError, TooLarge, UnknownOp
 from ..images import dtype_name
 from ..protocol import Limits, Step
 
@@ -72,6 +72,12 @@ class Param:
 
 
 Shape = tuple[int, int, int]  # (height, width, channels); a 2-D image has 1 channel
+Halo = int | Callable[[dict[str, Any]], int | None]  # pixels, or a function of the params (None: not tileable with them)
+
+
+def is_pixel_count(value: object) -> bool:
+    """An int (not a bool) of 0 or more: what a halo is."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +92,9 @@ class Op:
     the param named ``cost_param``. ``heavy`` ops never run inline in the
     server's socket loop; ``alias`` ops return their input itself (no new memory).
     The server sizes every job from these before it runs (:mod:`zmqproc.server.budget`).
+    ``halo``: how far from an output pixel the input pixels it depends on lie, so that a tile
+    padded by it gives the whole image's result exactly (None: never tiled); ``tile_dtypes``:
+    the pixel types for which that holds (None: every one it takes).
     """
 
     name: str
@@ -101,6 +110,8 @@ class Op:
     alias: bool = False
     result_kinds: dict[str, str] = field(default_factory=dict)  # result key -> boxes, points or polygons (drawn by the viewer)
     source: str = "builtin"  # where it came from: builtin, or the plugin file, module or package (zmqproc.ops.plugins)
+    halo: Halo | None = None
+    tile_dtypes: tuple[str, ...] | None = None
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every value checked; unknown names are an error."""
@@ -120,16 +131,39 @@ class Op:
             scale = max(1.0, params[self.cost_param] / self.params[self.cost_param].default)
         return self.cost * scale * nbytes
 
+    def check_dtype(self, dtype: str) -> None:
+        """BadParams unless the op takes ``dtype`` images."""
+        if dtype not in self.dtypes:
+            details = {"op": self.name, "takes": list(self.dtypes), "dtype": dtype}
+            raise BadParams(f"{self.name} takes {', '.join(self.dtypes)} images, not {dtype}", details=details)
+
     def run(self, image: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-        if dtype_name(image) not in self.dtypes:
-            details = {"op": self.name, "takes": list(self.dtypes), "dtype": str(image.dtype)}
-            raise BadParams(f"{self.name} takes {', '.join(self.dtypes)} images, not {image.dtype}", details=details)
+        self.check_dtype(dtype_name(image) or str(image.dtype))
         out = self.fn(image, **params)
         return out if isinstance(out, tuple) else (out, {})
 
+    def halo_for(self, params: dict[str, Any], dtype: str) -> int:
+        """The halo on ``dtype`` images with validated ``params``; BadParams (``tileable`` false) when it cannot be tiled."""
+        self.check_dtype(dtype)
+        refused = {"op": self.name, "tileable": False}
+        if self.halo is None:
+            raise BadParams("cannot be tiled: its result depends on the whole image", details=refused)
+        if self.tile_dtypes is not None and dtype not in self.tile_dtypes:
+            exact = ", ".join(self.tile_dtypes)
+            message = f"cannot be tiled for {dtype} images: its result on them is not exactly the whole image's (it tiles {exact} images)"
+            raise BadParams(message, details=refused)
+        halo = self.halo(params) if callable(self.halo) else self.halo
+        if halo is None:
+            shown = ", ".join(f"{name}={value}" for name, value in params.items())
+            raise BadParams(f"cannot be tiled with these parameters ({shown})", details=refused)
+        if not is_pixel_count(halo):
+            raise InternalError(f"{self.name}: its halo function gave {halo!r}, not a number of pixels")
+        return halo
+
     def to_wire(self) -> dict[str, Any]:
         params = {n: p.to_wire() for n, p in self.params.items()}
-        wire = {"name": self.name, "doc": self.doc, "params": params, "source": self.source, "dtypes": list(self.dtypes)}
+        wire: dict[str, Any] = {"name": self.name, "doc": self.doc, "params": params, "source": self.source, "dtypes": list(self.dtypes)}
+        wire["tileable"] = self.halo is not None
         if self.result_kinds:
             wire["results"] = dict(self.result_kinds)
         return wire
@@ -161,8 +195,24 @@ def validate_pipeline(steps: Sequence[Step]) -> list[tuple[Op, dict[str, Any]]]:
         try:
             resolved.append((found, found.validate(step.params)))
         except BadParams as err:
-            raise BadParams(f"step {number} ({step.op}): {err.message}", details={"step": number}) from None
+            raise _in_step(number, step.op, err) from None
     return resolved
+
+
+def pipeline_halo(pipeline: Sequence[tuple[Op, dict[str, Any]]], dtype: str) -> int:
+    """The halo of validated steps on ``dtype`` images, the sum of theirs; an error names the step that cannot be tiled."""
+    total = 0
+    for number, (step_op, params) in enumerate(pipeline, 1):
+        try:
+            total += step_op.halo_for(params, dtype)
+        except BadParams as err:
+            raise _in_step(number, step_op.name, err) from None
+    return total
+
+
+def _in_step(number: int, name: str, err: BadParams) -> BadParams:
+    """``err`` raised by a pipeline's step, saying which (``step`` in its map)."""
+    return BadParams(f"step {number} ({name}): {err.message}", details={**err.details, "step": number})
 
 
 def result_kinds(pipeline: Sequence[tuple[Op, dict[str, Any]]], results: dict[str, Any]) -> dict[str, str]:
@@ -191,7 +241,7 @@ def run_pipeline(
         try:
             image, found = step_op.run(image, params)
         except BadParams as err:  # the image does not suit this step (its dtype or channels)
-            raise BadParams(f"step {number} ({step_op.name}): {err.message}", details={**err.details, "step": number}) from None
+            raise _in_step(number, step_op.name, err) from None
         results.update(found)
     return image, results
 
