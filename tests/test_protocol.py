@@ -17,6 +17,7 @@ from zmqproc.protocol import (
     encode_reply,
     encode_request,
     process_fields,
+    tile_fields,
 )
 
 
@@ -184,3 +185,17 @@ def test_credit_admits_within_both_bounds_and_a_lone_request_of_any_size():
     assert grant.admits(1, 40, 60) and not grant.admits(1, 40, 61)  # bytes
     assert not grant.admits(2, 10, 1)  # requests
     assert not Credit(seq=2, requests=0, bytes=100).admits(0, 0, 1)  # shutting down: nothing
+
+
+def test_an_ops_request_may_ask_for_a_pipelines_halo():
+    req = decode_request(encode_request("ops", "t1", tile_fields([Step("gaussian_blur", {"ksize": 5})], "uint16")))
+    assert (req.kind, req.pipeline, req.tile_dtype) == ("ops", (Step("gaussian_blur", {"ksize": 5}),), "uint16")
+    assert decode_request(encode_request("ops", "t2")).tile_dtype is None
+
+
+@pytest.mark.parametrize(
+    "tile", [[], {"pipeline": [{"op": "invert"}], "dtype": "float64"}, {"dtype": "uint8"}, {"pipeline": [], "dtype": "uint8"}]
+)
+def test_a_malformed_tile_request_is_bad_request(tile):
+    with pytest.raises(BadRequest):
+        decode_request(frames_of({"v": 1, "id": "t", "kind": "ops", "tile": tile}))

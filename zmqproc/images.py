@@ -45,7 +45,7 @@ def _positive_int(value: object) -> bool:
     return type(value) is int and value > 0
 
 
-MAX_CLIENT_PIXELS = 1 << 28  # the most a client decodes to show or sends as a file (268 Mpx; OpenCV's own ceiling is 1 << 30)
+MAX_CLIENT_PIXELS = 1 << 30  # the most a client decodes or sends as a file (OpenCV's own ceiling; bigger goes as tiles)
 MAX_JPEG_SCANS = 128  # a progressive JPEG re-decodes the whole image per scan: 6000 empty scans took 28 s of CPU
 
 

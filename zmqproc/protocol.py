@@ -25,7 +25,7 @@ from .errors import (
     UnsupportedVersion,
     error_from_wire,
 )
-from .formats import REPLY_FORMATS
+from .formats import RAW_DTYPES, REPLY_FORMATS
 from .images import ImageDescriptor, parse_descriptor
 
 VERSION = 1
@@ -69,6 +69,7 @@ class Request:
     deadline_ms: float | None = None
     target: str | None = None
     credit_seq: int | None = None  # the grant the client sent it under (flow control)
+    tile_dtype: str | None = None  # ops with ``tile``: the halo of ``pipeline`` on images of this pixel type is asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +207,8 @@ def _decode_checked(header: dict[str, Any], request_id: str, frames: Sequence[Bu
         if not _valid_id(target):
             raise BadRequest("'target' must be the id of an earlier request")
         return Request(request_id, kind, target=target)
+    if kind == "ops" and "tile" in header:
+        return _tile_request(request_id, header["tile"])
     if kind != "process":
         return Request(request_id, kind)
 
@@ -228,6 +231,21 @@ def _decode_checked(header: dict[str, Any], request_id: str, frames: Sequence[Bu
     if credit_seq is not None and not _count(credit_seq):
         raise BadRequest("'credit_seq' must be a non-negative integer (the seq of a credit this server sent)")
     return Request(request_id, kind, pipeline, image, payload, reply_format, deadline_ms, credit_seq=credit_seq)
+
+
+def _tile_request(request_id: str, tile: object) -> Request:
+    """An ``ops`` request that asks for a pipeline's halo (see Tiles in docs/protocol.md)."""
+    if not isinstance(tile, dict):
+        raise BadRequest("'tile' must be a map with 'pipeline' and 'dtype'")
+    dtype = tile.get("dtype")
+    if dtype not in RAW_DTYPES:
+        raise BadRequest(f"'tile.dtype' must be one of {', '.join(RAW_DTYPES)}")
+    return Request(request_id, "ops", _parse_pipeline(tile.get("pipeline")), tile_dtype=dtype)
+
+
+def tile_fields(pipeline: Sequence[Step], dtype: str) -> dict[str, Any]:
+    """The keys of an ``ops`` request that asks for ``pipeline``'s halo on ``dtype`` images."""
+    return {"tile": {"pipeline": [step.to_wire() for step in pipeline], "dtype": dtype}}
 
 
 def encode_reply(

@@ -238,3 +238,31 @@ def test_a_video_is_processed_frame_by_frame_keeping_its_rate_and_size(endpoint,
     assert len(read) == 10 and all(np.array_equal(r, 255 - f) for r, f in zip(read, frames, strict=True)), "in order, lossless"
     bad = zmqproc("process", str(tmp_path / "clip.mkv"), "-o", str(tmp_path / "out.gif"), "--server", endpoint)
     assert bad.returncode != 0 and "a video is written as .mkv, .avi, .mp4, .mov" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_huge_image_goes_as_tiles_from_the_command_line(start_server, endpoint, tmp_path):
+    """Issue 22: a file bigger than the server takes is tiled by itself, exactly; --tile forces a size."""
+    import cv2
+    import numpy as np
+
+    from zmqproc import Client
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 65536, (1200, 1800, 3), np.uint16)  # 2.2 Mpx, 16-bit
+    cv2.imwrite(str(tmp_path / "big.tif"), image)
+    small = start_server("--max-pixels", "1000000")
+    with Client(endpoint) as client:
+        expected = client.process(image, "gaussian_blur:ksize=31")
+    for extra in ([], ["--tile", "300"]):
+        target = tmp_path / f"out{len(extra)}.tif"
+        out = zmqproc(
+            "process", str(tmp_path / "big.tif"), "-o", str(target), "--op", "gaussian_blur:ksize=31", "--server", small.endpoint, *extra
+        )
+        assert out.returncode == 0 and out.stdout.startswith(f"wrote {target}"), out.stdout + out.stderr
+        assert np.array_equal(cv2.imread(str(target), cv2.IMREAD_UNCHANGED), expected)
+    refused = zmqproc(
+        "process", str(tmp_path / "big.tif"), "-o", str(tmp_path / "x.tif"), "--op", "equalize_hist", "--server", small.endpoint
+    )
+    assert_one_clear_line(refused)
+    bad = zmqproc("process", str(tmp_path / "big.tif"), "-o", str(tmp_path / "x.tif"), "--tile", "0", "--server", small.endpoint)
+    assert bad.returncode == 2 and "a tile size in pixels" in bad.stderr

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import samples
 from ..endpoints import DEFAULT_SERVER, Endpoint, port_state
 from ..errors import ProcessingError, ZmqprocError
@@ -153,10 +155,13 @@ def _process_video(args: argparse.Namespace, given: str) -> int:
 
 
 class _Progress:
-    """done / failed / total, images/s and ETA: one line rewritten on a terminal, a plain line every 2 s otherwise."""
+    """done / failed / total, images/s (or, for the tiles of ``nbytes``, MB/s) and ETA: one line rewritten on a terminal,
+    a plain line every 2 s otherwise."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.started, self._shown = total, 0, time.monotonic(), 0.0
+    def __init__(self, total: int, unit: str = "images", nbytes: int = 0) -> None:
+        self.total, self.done, self.started = total, 0, time.monotonic()
+        self._shown = self.started  # the first line once there is a rate to show
+        self.unit, self.nbytes = unit, nbytes
         self.tty = sys.stderr.isatty()
 
     def show(self, failed: int, final: bool = False) -> None:
@@ -167,7 +172,8 @@ class _Progress:
         finished = self.done + failed
         rate = finished / max(now - self.started, 1e-9)
         eta = f", ETA {(self.total - finished) / rate:.0f} s" if rate and finished < self.total else ""
-        line = f"{finished}/{self.total}: {self.done} done, {failed} failed, {rate:.1f} images/s{eta}"
+        speed = f"{rate * self.nbytes / self.total / 1e6:.1f} MB/s" if self.nbytes else f"{rate:.1f} {self.unit}/s"
+        line = f"{finished}/{self.total} {self.unit}: {self.done} done, {failed} failed, {speed}{eta}"
         if self.tty:
             print(f"\r{line}\x1b[K", end="\n" if final else "", file=sys.stderr, flush=True)
         elif not final:
@@ -184,8 +190,18 @@ def _process_one(args: argparse.Namespace, given: str) -> int:
     fmt = for_path(args.output)
     if fmt is None:
         raise UserError(f"cannot write {args.output}: name it .{', .'.join(s.lstrip('.') for f in TABLE for s in f.suffixes)}")
+    bar: _Progress | None = None
+
+    def tiles_done(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = _Progress(total, "tiles", _pixel_bytes(data))
+        bar.done = done
+        bar.show(0, final=done == total)
+
     with _client(args) as client:
-        result = client.process(data, steps, reply_format=fmt.name if fmt.server_encodes else "raw", details=True)
+        reply_format = fmt.name if fmt.server_encodes else "raw"
+        result = client.process(data, steps, reply_format=reply_format, details=True, tile=args.tile, progress=tiles_done)
     try:
         Path(args.output).write_bytes(file_bytes(result.image, fmt.name))
     except ProcessingError as exc:  # the result's pixels do not fit the file's format (float32 as bmp, ...)
@@ -197,8 +213,24 @@ def _process_one(args: argparse.Namespace, given: str) -> int:
         else:
             Path(args.results).write_text(text)
     found = f"; {_summary(result.results, result.result_kinds)}" if result.results else ""
-    print(f"wrote {args.output} (server {result.server_ms:.1f} ms{found})", file=sys.stderr if args.results == "-" else sys.stdout)
+    how = f"as {bar.total} tiles, server {result.server_ms:.1f} ms in all" if bar is not None else f"server {result.server_ms:.1f} ms"
+    print(f"wrote {args.output} ({how}{found})", file=sys.stderr if args.results == "-" else sys.stdout)
     return 0
+
+
+def _pixel_bytes(data: bytes) -> int:
+    """What a file decodes to, in bytes."""
+    desc = describe_file(data, MAX_CLIENT_PIXELS)
+    assert desc.shape is not None and desc.dtype is not None
+    return int(np.prod(desc.shape)) * np.dtype(desc.dtype).itemsize
+
+
+def _tile_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a tile size in pixels or 'auto', not {text!r}")
+    return int(text)
 
 
 def _summary(results: dict[str, Any], kinds: dict[str, str]) -> str:
@@ -312,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--format", choices=ENCODED_FORMATS, default="png", help="many inputs: the results' format (default %(default)s)")
     sp.add_argument("--skip-existing", action="store_true", help="many inputs: skip those whose result is already in the folder")
+    sp.add_argument(
+        "--tile",
+        type=_tile_arg,
+        default="auto",
+        metavar="N|auto",
+        help="one image: as tiles of N pixels, exactly the whole image's result (default auto: tiles when the image is more "
+        "than the server takes or its workers can share it, if the pipeline can be tiled)",
+    )
     sp.add_argument("--op", action="append", default=[], metavar="NAME[:k=v,...]", help="a pipeline step (repeatable, in order)")
     sp.add_argument("--results", metavar="FILE", help="write what the ops found (faces, points, counts) as JSON to FILE, - for stdout")
     sp.set_defaults(run=cmd_process)

@@ -27,11 +27,24 @@ class Processed:
     result_kinds: dict[str, str] = field(default_factory=dict)  # result key -> boxes, points or polygons
 
 
+@dataclass(frozen=True, slots=True)
+class TilePlan:
+    """What a server said for tiling a pipeline: its halo (None: a server that does not tile) and the server's limits."""
+
+    halo: int | None
+    max_pixels: int
+    max_frame_bytes: int
+    workers: int
+
+
 def reply_value(kind: str, reply: Reply) -> Any:
-    """The typed value of an ok process, ops or stats reply; MalformedReply when its content breaks the contract."""
+    """The typed value of an ok process, ops, stats or tile-plan (an ops request with ``tile``) reply; MalformedReply when
+    its content breaks the contract."""
     header = reply.header
     if kind == "process":
         return decode_processed(reply)
+    if kind == "tile":
+        return _tile_plan(header)
     if kind == "ops":
         listing = header.get("ops")
         if not isinstance(listing, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in listing):
@@ -82,3 +95,14 @@ def _raw_image(desc: dict[str, Any], payload: Buffer) -> np.ndarray | None:
     if view.nbytes != count * dtype.itemsize:
         return None
     return np.frombuffer(view, dtype=dtype).reshape(shape)
+
+
+def _tile_plan(header: dict[str, Any]) -> TilePlan:
+    tile, limits = header.get("tile"), header.get("limits")
+    halo = tile.get("halo") if isinstance(tile, dict) else None
+    if not isinstance(limits, dict):  # a server from before tiling: no limits said, and no halo
+        return TilePlan(None, 0, 0, 1)
+    numbers = [limits.get(k) for k in ("max_pixels", "max_frame_bytes", "workers")]
+    if not all(type(n) is int and n > 0 for n in numbers) or (halo is not None and (type(halo) is not int or halo < 0)):
+        raise MalformedReply(f"a tile plan needs positive int limits and a halo >= 0, got {limits} and {tile}")
+    return TilePlan(halo, int(limits["max_pixels"]), int(limits["max_frame_bytes"]), int(limits["workers"]))

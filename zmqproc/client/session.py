@@ -66,7 +66,7 @@ from ..errors import (
     TunnelError,
 )
 from ..images import ImageDescriptor, describe_array, sniff_format
-from ..protocol import Buffer, Credit, Reply, Step, decode_reply, encode_request, process_fields
+from ..protocol import Buffer, Credit, Reply, Step, decode_reply, encode_request, process_fields, tile_fields
 from .events import Event, Fail, Resolve, RouteChanged, Send, ServerRestarted, StateChanged
 from .pipeline import PipelineSpec, to_steps
 from .replies import reply_value
@@ -270,6 +270,12 @@ class ClientSession:
             size, desc = memoryview(image).nbytes, ImageDescriptor(sniff_format(bytes(memoryview(image)[:16])))
         steps = _text_steps(pipeline) if isinstance(pipeline, str) else to_steps(pipeline)
         return self._add("process", process_fields(steps, desc, reply_format), payload, size, timeout, now).id
+
+    def submit_tile_plan(self, pipeline: PipelineSpec, dtype: str, timeout: float, now: float) -> str:
+        """Ask a server for ``pipeline``'s halo on ``dtype`` images and its limits (an ``ops`` request with ``tile``);
+        its id. The value is a :class:`~zmqproc.client.replies.TilePlan`."""
+        steps = _text_steps(pipeline) if isinstance(pipeline, str) else to_steps(pipeline)
+        return self._add("ops", tile_fields(steps, dtype), None, 0, timeout, now).id
 
     def submit(self, kind: str, timeout: float, now: float) -> str:
         """A ``ping``, ``ops`` or ``stats`` request (to any connected route); its id."""
@@ -650,7 +656,8 @@ class ClientSession:
             return
         error = reply.error
         if error is None:
-            self._resolve(request, rtt if request.kind == "ping" else reply_value(request.kind, reply))
+            kind = "tile" if "tile" in request.fields else request.kind
+            self._resolve(request, rtt if kind == "ping" else reply_value(kind, reply))
         elif not isinstance(error, Busy) or request.cancelling:
             self._fail(request, error)
         elif here:

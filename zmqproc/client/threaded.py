@@ -17,7 +17,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,8 @@ import numpy as np
 import zmq
 
 from ..endpoints import check as check_endpoint
-from ..errors import Cancelled, ConnectionLost, RequestTimeout
+from ..errors import BadParams, Cancelled, ConnectionLost, RequestTimeout
+from ..images import MAX_CLIENT_PIXELS, ImageDescriptor, decode_image, describe_file, dtype_name, sniff_format
 from ..security import ClientCurve
 from ..zmqflags import POLLIN, POLLOUT, readable, recv_frames
 from . import dealer
@@ -34,6 +35,7 @@ from .pipeline import PipelineSpec
 from .replies import Processed
 from .session import ClientOptions, ClientSession
 from .stream import Item, Stream
+from .tiles import TiledJob, tile_size
 
 if TYPE_CHECKING:
     from ..ssh.tunnel import Tunnel
@@ -152,9 +154,22 @@ class Client:
         reply_format: str | None = None,
         timeout: float | None = None,
         details: bool = False,
+        tile: int | str | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Any:
-        """Send and wait (see :meth:`submit`): the processed image, or a typed error."""
+        """Send and wait (see :meth:`submit`): the processed image, or a typed error.
+
+        ``tile``: a size in pixels, or ``"auto"``: the image goes as tiles, each padded by the halo the servers say the
+        pipeline needs, spread over every connected server's workers, and the result is put together exactly as the
+        whole image's (see :mod:`~zmqproc.client.tiles`). ``"auto"`` tiles when the image is more than a server takes,
+        or when several workers can share it (not through SSH, where a file goes smaller whole), and sends it whole
+        otherwise (a file is decoded here only to be tiled; tiles travel raw and their result is an array, whatever
+        ``reply_format`` asks of a whole image). ``timeout`` covers the whole image; ``progress(done, total)`` is
+        called as tiles are placed.
+        """
         t = self.timeout if timeout is None else timeout
+        if tile is not None:
+            return self._process_tiled(image, pipeline, tile, t, details, reply_format, progress)
         future = self._start(lambda now: self._session.submit_process(image, pipeline, t, now, reply_format), _processed(details))
         return self._wait(future, t)
 
@@ -168,7 +183,8 @@ class Client:
         reply_format: str | None = None,
         timeout: float | None = None,
         details: bool = False,
-    ) -> Iterator[Item]:
+        deadline: float | None = None,
+    ) -> Generator[Item, None, None]:
         """Process a sequence: an :class:`~zmqproc.client.stream.Item` per input (its ``result`` as :meth:`submit`'s
         future gives it, or its ``error``: one failure does not end the stream), in input order unless ``ordered`` is
         False. Inputs are pulled only as the servers' credit allows, so memory stays bounded however long ``images``
@@ -176,7 +192,8 @@ class Client:
         camera), an input that cannot go out at once is replaced by the next (a dropped input has no item: a gap in the
         indexes), and only as many requests are out as the
         servers work on at once, so the age of a result stays about one processing time (see
-        :mod:`~zmqproc.client.stream`). Closing the iterator (``break``) withdraws what is still out.
+        :mod:`~zmqproc.client.stream`). Closing the iterator (``break``) withdraws what is still out. ``deadline`` (a
+        ``time.monotonic()`` value): every request ends by then, whatever ``timeout`` says.
         """
         t = self.timeout if timeout is None else timeout
         stream = Stream(ordered, latest, t)
@@ -185,7 +202,8 @@ class Client:
         futures: dict[str, Future[Any]] = {}
 
         def send(image: np.ndarray | bytes) -> str:
-            future = self.submit(image, pipeline, reply_format=reply_format, timeout=t, details=True)
+            left = t if deadline is None else max(0.001, min(t, deadline - time.monotonic()))
+            future = self.submit(image, pipeline, reply_format=reply_format, timeout=left, details=True)
             request_id: str = future.request_id  # type: ignore[attr-defined]
             futures[request_id] = future
             future.add_done_callback(functools.partial(_report, ended, request_id))
@@ -208,6 +226,46 @@ class Client:
         finally:
             for request_id in stream.cancel():
                 futures[request_id].cancel()
+
+    def _process_tiled(
+        self,
+        image: np.ndarray | bytes,
+        pipeline: PipelineSpec,
+        tile: int | str,
+        t: float,
+        details: bool,
+        reply_format: str | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> Any:
+        deadline = time.monotonic() + t
+        if isinstance(image, np.ndarray):
+            (height, width), dtype, pixel_bytes = image.shape[:2], dtype_name(image) or "", image.itemsize * _channels(image)
+        else:  # a file: its size from its header; decoded only if it goes as tiles
+            desc = describe_file(image, MAX_CLIENT_PIXELS)
+            assert desc.shape is not None and desc.dtype is not None
+            (height, width, channels), dtype = desc.shape, desc.dtype
+            pixel_bytes = np.dtype(dtype).itemsize * channels
+        try:
+            plan = self._wait(self._start(lambda now: self._session.submit_tile_plan(pipeline, dtype, t, now), _same), t)
+        except BadParams as exc:
+            if tile != "auto" or exc.details.get("tileable") is not False:
+                raise
+            plan = None  # not a pipeline to tile: whole, as asked
+        share = not self.tunnels  # through SSH a file travels smaller whole than as raw tiles: tile only what must be
+        size = None if plan is None else tile_size(plan, height, width, pixel_bytes, tile, max(1, len(self.connected)), share)
+        left = max(0.001, deadline - time.monotonic())
+        if plan is None or size is None:
+            return self.process(image, pipeline, timeout=left, details=details, reply_format=reply_format)
+        pixels = image if isinstance(image, np.ndarray) else decode_image(ImageDescriptor(sniff_format(image[:16])), image)
+        job = TiledJob(pixels, plan.halo or 0, size)
+        with contextlib.closing(self.map(job.inputs(), pipeline, ordered=False, timeout=t, details=True, deadline=deadline)) as items:
+            for item in items:
+                job.place(item)  # a tile's error is the image's: closing the stream withdraws the other tiles
+                if progress is not None:
+                    progress(job.assembly.placed, len(job.tiles))
+        result = job.assembly
+        assert result.image is not None
+        return Processed(result.image, result.results, job.server_ms, self.epoch, result.kinds) if details else result.image
 
     def _room_for(self, image: np.ndarray | bytes) -> bool:
         with self._lock:
@@ -481,3 +539,7 @@ def _outcome(future: Future[Any]) -> tuple[Any, BaseException | None]:
         return None, Cancelled("cancelled")
     error = future.exception()
     return (None, error) if error is not None else (future.result(), None)
+
+
+def _channels(image: np.ndarray) -> int:
+    return 1 if image.ndim == 2 else image.shape[2]

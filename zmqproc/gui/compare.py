@@ -146,6 +146,13 @@ class CompareView(QWidget):
         self.original_view.set_image(original, keep_view=True, pixmap=to_pixmap(original, self.display))
         self.set_result(result, None, info)
 
+    def repaint_result(self, core: tuple[int, int, int, int]) -> None:
+        """Rows y0..y1, columns x0..x1 of the result changed in place (a tile arrived): shown again there."""
+        y0, y1, x0, x1 = core
+        if self.result is not None:
+            for view in (self.result_view, self.original_view):
+                view.repaint_region(self.result, y0, y1, x0, x1)
+
     def set_stale(self, stale: bool) -> None:
         """Mark the result as made by another pipeline than the one now in the editor (or not)."""
         self.result_title.setText("Result — out of date: the pipeline changed (Ctrl+R)" if stale else "Result")

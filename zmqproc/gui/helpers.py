@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from .messages import pixel_type_sentence
 
 DEFAULT_PATTERN = "{stem}_{pipeline}.{ext}"
 FIELDS = ("stem", "pipeline", "ext", "index")
+STATS_SAMPLE = 16_000_000  # region statistics of a bigger region are taken over an even sample of this many pixels
 
 
 def check_pattern(pattern: str) -> str:
@@ -195,9 +197,11 @@ class ChannelStats:
 
 def region_stats(image: np.ndarray, region: Region | None, bins: int = 256) -> list[ChannelStats]:
     """Per-channel statistics and histograms of ``region`` of ``image`` (all of it when None), in the image's own values:
-    8-bit over 0-255, others over the region's own range (NaN and infinities left out)."""
+    8-bit over 0-255, others over the region's own range (NaN and infinities left out); over STATS_SAMPLE pixels, of
+    an even sample of them."""
     x, y, w, h = region or (0, 0, image.shape[1], image.shape[0])
-    part = image[y : y + h, x : x + w]
+    step = max(1, math.ceil(math.sqrt(w * h / STATS_SAMPLE)))  # a huge region: every step-th pixel
+    part = image[y : y + h : step, x : x + w : step]
     planes = [part] if part.ndim == 2 else [part[:, :, c] for c in range(part.shape[2])]
     names = {1: ["v"], 3: ["B", "G", "R"], 4: ["B", "G", "R", "A"]}[len(planes)]
     found = []

@@ -23,7 +23,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from ..client import dealer
 from ..client.events import Fail, Resolve, ServerRestarted, StateChanged
 from ..client.pipeline import PipelineSpec
-from ..client.replies import Processed
+from ..client.replies import Processed, TilePlan
 from ..client.session import CONNECTED, CONNECTING, LOST, SLOW, ClientOptions, ClientSession
 from ..security import ClientCurve
 from .qt_socket import QZmqSocket
@@ -43,6 +43,7 @@ class QtClient(QObject):
     processed = Signal(str, object)  # request id, zmqproc.client.Processed
     failed = Signal(str, object)  # request id, exception
     opsReceived = Signal(object)  # the server's op list
+    planReceived = Signal(str, object)  # request id, zmqproc.client.replies.TilePlan
     stateChanged = Signal(str, float)  # state, best ping round trip in seconds (-1 when unknown)
     serverRestarted = Signal(str)  # the new epoch
     tunnelChanged = Signal()  # an SSH tunnel opened, is reconnecting or failed (emitted from its thread, delivered on this one)
@@ -127,6 +128,12 @@ class QtClient(QObject):
         self._pump(later=True)
         return request_id
 
+    def request_tile_plan(self, pipeline: PipelineSpec, dtype: str) -> str:
+        """Ask for ``pipeline``'s halo on ``dtype`` images and the server's limits: ``planReceived`` or ``failed``."""
+        request_id = self._session.submit_tile_plan(pipeline, dtype, self.timeout, time.monotonic())
+        self._pump(later=True)
+        return request_id
+
     def request_ops(self, timeout: float | None = None) -> str:
         request_id = self._session.submit("ops", self.timeout if timeout is None else timeout, time.monotonic())
         self._pump(later=True)
@@ -197,6 +204,8 @@ class QtClient(QObject):
         if isinstance(event, Resolve):
             if isinstance(event.value, Processed):
                 self.processed.emit(event.request_id, event.value)
+            elif isinstance(event.value, TilePlan):
+                self.planReceived.emit(event.request_id, event.value)
             else:
                 self.opsReceived.emit(event.value)
         elif isinstance(event, Fail):

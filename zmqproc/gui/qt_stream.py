@@ -3,7 +3,7 @@
 
 Inputs come from an iterator (pulled as credit allows: a video saved frame by frame) or are pushed by a live source
 (:meth:`QtStream.push`, a camera or a playing video, with ``latest``). ``itemReady(Item)`` for each outcome, in input
-order; ``ended()`` once, when nothing is left.
+order (unless not ``ordered``); ``ended()`` once, when nothing is left.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ class QtStream(QObject):
         *,
         source: Iterator[np.ndarray | bytes] | None = None,
         latest: bool = False,
+        ordered: bool = True,
         reply_format: str | None = None,
         parent: QObject | None = None,
     ) -> None:
         """``source``: inputs to pull; None: they are pushed (:meth:`push`, then :meth:`end_of_source`)."""
         super().__init__(parent)
         self.client, self.pipeline, self.reply_format = client, pipeline, reply_format
-        self.stream = Stream(ordered=True, latest=latest, timeout=client.timeout)
+        self.stream = Stream(ordered=ordered, latest=latest, timeout=client.timeout)
         self._source = source
         self._over = False
         client.processed.connect(self._processed)

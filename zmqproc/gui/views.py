@@ -6,6 +6,10 @@ result of another size show the same part of the picture. 100 % means one image
 pixel per *device* pixel, also on a 2x screen. In ``split`` and ``flick`` modes
 the view shows a second image over the first, scaled to it: left of the divider
 (split) or instead of it (flick).
+
+A huge image is never made into one full-size QImage: it is shown from an overview (every n-th pixel, at most
+OVERVIEW_SIDE long), and zoomed in, the part in view is shown at its true pixels over it. Scene coordinates stay the
+image's pixels either way.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
@@ -50,7 +54,9 @@ from PySide6.QtWidgets import (
 OVERLAY_COLOR = QColor(255, 200, 0)
 HIGHLIGHT_COLOR = QColor(0, 220, 255)
 ZOOM_STEP = 1.25
-MIN_SCALE, MAX_SCALE = 0.01, 64.0  # device pixels per image pixel
+MIN_SCALE, MAX_SCALE = 0.001, 64.0  # device pixels per image pixel
+OVERVIEW_SIDE = 4096  # a longer image is shown from every n-th pixel; zoomed in, the part in view at its own pixels
+DETAIL_MAX_PIXELS = 12_000_000  # the most image pixels the part in view may have to be shown at its own pixels
 
 
 AUTO_PERCENTILES = (0.5, 99.5)  # a 16-bit or float image is shown from its 0.5th to its 99.5th percentile by default
@@ -80,9 +86,15 @@ def to_qimage(image: np.ndarray, display: tuple[float, float] | None = None) -> 
     return view.copy()
 
 
+def overview_step(image: np.ndarray) -> int:
+    """Every how many pixels an image is shown at first: 1 up to OVERVIEW_SIDE pixels long."""
+    return max(1, math.ceil(int(max(image.shape[:2])) / OVERVIEW_SIDE))
+
+
 def to_pixmap(image: np.ndarray, display: tuple[float, float] | None = None) -> QPixmap:
-    """What a view shows: one conversion, no intermediate copy (a 12 MP photo: about 18 ms)."""
-    view, _arr = _qimage_over(image, display)  # _arr holds the pixels until the pixmap has its own
+    """What a view shows: one conversion, no intermediate copy (a 12 MP photo: about 18 ms); a huge image's overview."""
+    step = overview_step(image)
+    view, _arr = _qimage_over(image[::step, ::step] if step > 1 else image, display)  # _arr holds the pixels meanwhile
     return QPixmap.fromImage(view)
 
 
@@ -153,6 +165,14 @@ class ImageView(QGraphicsView):
         self._item = QGraphicsPixmapItem()
         self._item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self.scene().addItem(self._item)
+        self._detail = QGraphicsPixmapItem(self._item)  # a huge image's part in view, at its own pixels, over the overview
+        self._detail.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        self._display: tuple[float, float] | None = None  # the range the image is shown in (its details in the same)
+        self._patches: list[QGraphicsPixmapItem] = []  # parts repainted since the picture was set (tiles that arrived)
+        self._detail_timer = QTimer(self)
+        self._detail_timer.setSingleShot(True)
+        self._detail_timer.setInterval(40)
+        self._detail_timer.timeout.connect(self._show_detail)
         self._clip = QGraphicsPathItem()  # the second image's window: left of the divider, or all
         self._clip.setFlag(QGraphicsItem.GraphicsItemFlag.ItemClipsChildrenToShape)
         self._clip.setPen(QPen(Qt.PenStyle.NoPen))
@@ -189,18 +209,31 @@ class ImageView(QGraphicsView):
     def has_image(self) -> bool:
         return self.image is not None
 
-    def set_image(self, image: np.ndarray | None, *, keep_view: bool = False, pixmap: QPixmap | None = None) -> None:
-        """Show ``image`` (``pixmap``: made already); fitted, unless ``keep_view`` keeps the part of the picture shown."""
+    def set_image(
+        self,
+        image: np.ndarray | None,
+        *,
+        keep_view: bool = False,
+        pixmap: QPixmap | None = None,
+        display: tuple[float, float] | None = None,
+    ) -> None:
+        """Show ``image`` (``pixmap``: made already, with ``display``, its range); fitted, unless ``keep_view`` keeps the
+        part of the picture shown."""
         state = self.view_state() if keep_view and self.image is not None else None
         self.image = image
         self.set_overlays({})
         if not keep_view:
             self._region_item.setVisible(False)  # a new picture: the old rectangle is not about it
         self._placeholder.setVisible(image is None)
-        self._item.setPixmap(QPixmap() if image is None else pixmap or to_pixmap(image))
-        self._checker.setRect(self._item.boundingRect())
+        huge = image is not None and overview_step(image) > 1
+        self._display = display or (auto_range(image) if huge and image is not None and image.dtype != np.uint8 else None)
+        self._item.setPixmap(QPixmap() if image is None else pixmap or to_pixmap(image, self._display))
+        self._item.setTransform(self._to_image(self._item.pixmap()))
+        self._detail.setVisible(False)
+        self._drop_patches()
+        self._checker.setRect(self._image_rect())
         self._checker.setVisible(image is not None and image.ndim == 3 and image.shape[2] == 4)
-        rect = self._item.boundingRect() if image is not None else self._placeholder.boundingRect()
+        rect = self._image_rect() if image is not None else self._placeholder.boundingRect()
         self.scene().setSceneRect(rect)
         self._fit_other()
         if state is None or state.fitted:
@@ -208,9 +241,26 @@ class ImageView(QGraphicsView):
         else:
             self.apply_view_state(state)
 
+    def repaint_region(self, image: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> None:
+        """Rows y0..y1, columns x0..x1 of ``image`` (shown here, or as the other image) changed in place (a tile
+        arrived): that part is laid over what is shown, until the next picture."""
+        for item, shown in ((self._item, self.image), (self._other_item, self.other)):
+            if shown is not image or item.pixmap().isNull():
+                continue
+            step = overview_step(image)
+            oy0, ox0 = -(-y0 // step), -(-x0 // step)  # the first overview row and column in the region
+            if oy0 * step >= y1 or ox0 * step >= x1:
+                continue
+            patch = QGraphicsPixmapItem(to_pixmap(image[oy0 * step : y1 : step, ox0 * step : x1 : step], self._display), item)
+            patch.setPos(ox0, oy0)
+            patch.setZValue(-1)  # under the overlays and the detail
+            self._patches.append(patch)
+        self._detail_timer.start()
+
     def set_other(self, image: np.ndarray | None, pixmap: QPixmap | None = None) -> None:
         """The image to compare with (the result over the original), scaled to this view's image."""
         self.other = image
+        self._drop_patches()
         self._other_item.setPixmap(QPixmap() if image is None else pixmap or to_pixmap(image))
         self._fit_other()
         self._show_layers()
@@ -239,16 +289,20 @@ class ImageView(QGraphicsView):
         """
         for item in self._overlays:
             self.scene().removeItem(item)
-        parent = self._other_item if on_other else self._item
+        parent, image = (self._other_item, self.other) if on_other else (self._item, self.image)
+        pixmap = parent.pixmap()
+        kx, ky = (1.0, 1.0) if image is None or pixmap.isNull() else (pixmap.width() / image.shape[1], pixmap.height() / image.shape[0])
         pen = _pen(OVERLAY_COLOR, 2)
         items: list[QGraphicsItem] = [QGraphicsRectItem(QRectF(x, y, w, h), parent) for x, y, w, h in shapes.get("boxes", ())]
         keys = [("boxes", i) for i in range(len(items))]
         items += [QGraphicsPolygonItem(QPolygonF([QPointF(x, y) for x, y in poly]), parent) for poly in shapes.get("polygons", ())]
         keys += [("polygons", i) for i in range(len(items) - len(keys))]
+        for item in items:  # in the image's pixels, over an overview of it
+            item.setTransform(QTransform.fromScale(kx, ky))
         for i, (x, y) in enumerate(shapes.get("points", ())):
             marker = QGraphicsEllipseItem(QRectF(-4, -4, 8, 8), parent)
             marker.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)  # the same size at any zoom
-            marker.setPos(x + 0.5, y + 0.5)
+            marker.setPos((x + 0.5) * kx, (y + 0.5) * ky)
             items.append(marker)
             keys.append(("points", i))
         for item in items:
@@ -431,6 +485,7 @@ class ImageView(QGraphicsView):
         finally:
             self._quiet = was
         self._pixels_as_seen()
+        self._detail_timer.start()
         self.scaleChanged.emit()
         if not quiet:
             self.viewChanged.emit()
@@ -438,7 +493,7 @@ class ImageView(QGraphicsView):
     def _pixels_as_seen(self) -> None:
         """Above 1:1 each image pixel is a square (nearest neighbour), so the readout matches what is seen; below, smooth."""
         mode = Qt.TransformationMode.FastTransformation if self.zoom_percent() > 100.5 else Qt.TransformationMode.SmoothTransformation
-        for item in (self._item, self._other_item):
+        for item in (self._item, self._other_item, self._detail):
             if item.transformationMode() != mode:
                 item.setTransformationMode(mode)
 
@@ -449,19 +504,52 @@ class ImageView(QGraphicsView):
         """A scroll position changed: the user's pan if they are at it (not a range adjusted by Qt, not an echo)."""
         user = self._touched or self._dragging or any(b.isSliderDown() for b in (self.horizontalScrollBar(), self.verticalScrollBar()))
         self._touched = False
+        self._detail_timer.start()
         if user and not self._quiet:
             self._fitted = False
             self.viewChanged.emit()
 
+    def _drop_patches(self) -> None:
+        for patch in self._patches:
+            self.scene().removeItem(patch)
+        self._patches = []
+
+    def _image_rect(self) -> QRectF:
+        """The image in scene coordinates: its own pixels (whatever size the pixmap shown for it)."""
+        if self.image is None:
+            return self._item.boundingRect()
+        return QRectF(0, 0, self.image.shape[1], self.image.shape[0])
+
+    def _to_image(self, pixmap: QPixmap) -> QTransform:
+        """The scale that lays a pixmap (an overview, or the image itself) onto the image's pixels."""
+        if self.image is None or pixmap.isNull():
+            return QTransform()
+        return QTransform.fromScale(self.image.shape[1] / pixmap.width(), self.image.shape[0] / pixmap.height())
+
+    def _show_detail(self) -> None:
+        """A huge image zoomed in: the part in view at its own pixels (at most DETAIL_MAX_PIXELS), else the overview."""
+        image, shown = self.image, False
+        if image is not None and overview_step(image) > 1 and not self._clip.isVisible():
+            magnified = self.transform().m11() * overview_step(image) > 1.0  # the overview's pixels are blown up
+            region = self.visible_region()
+            if magnified and region is not None and region[2] * region[3] <= DETAIL_MAX_PIXELS:
+                x, y, w, h = region
+                sx, sy = self._item.transform().m11(), self._item.transform().m22()
+                self._detail.setPixmap(to_pixmap(image[y : y + h, x : x + w], self._display))
+                self._detail.setTransform(QTransform.fromScale(1 / sx, 1 / sy))  # undo the overview's scale
+                self._detail.setPos(x / sx, y / sy)
+                shown = True
+        self._detail.setVisible(shown)
+
     def _fit_other(self) -> None:
         """Scale the other image onto this one's rectangle (a result of another size covers the same picture)."""
-        pixmap, rect = self._other_item.pixmap(), self._item.boundingRect()
+        pixmap, rect = self._other_item.pixmap(), self._image_rect()
         if pixmap.isNull() or rect.isEmpty():
             return
         self._other_item.setTransform(QTransform.fromScale(rect.width() / pixmap.width(), rect.height() / pixmap.height()))
 
     def _show_layers(self) -> None:
-        rect = self._item.boundingRect()
+        rect = self._image_rect()
         comparing = self._mode != "single" and self.other is not None and self.image is not None
         self._clip.setVisible(comparing)
         self._divider.setVisible(comparing and self._mode == "split")

@@ -38,9 +38,12 @@ from PySide6.QtWidgets import (
 
 from .. import samples
 from ..client.pipeline import to_text
+from ..client.replies import Processed
+from ..client.tiles import Tile
 from ..errors import ProcessingError, TooLarge
 from ..formats import SUFFIXES, TABLE, for_path
 from ..images import VIDEO_CODECS, encode_image, sniff_format
+from ..protocol import Step
 from .batch_panel import BatchPanel
 from .compare import CompareView, DisplayRangeDialog
 from .connection import ConnectionSettings, string_list
@@ -63,6 +66,7 @@ from .messages import explain
 from .pipeline_editor import PipelineEditor, load_pipeline, read_preset
 from .player import VIDEO_FILTER, Player
 from .qt_client import QtClient
+from .tiled import WORTH_ASKING, TiledProcess
 from .views import to_qimage
 
 OPEN_FILTER = f"Images ({' '.join('*' + s for s in sorted(SUFFIXES))});;All files (*)"
@@ -102,7 +106,8 @@ class MainWindow(QMainWindow):
         self._result_pipeline = ""  # the pipeline that made the result shown
         self._result_links: list[tuple[str, int] | None] = []  # per row of the Results tab: the overlay it is, if drawn
         self.ops: list[dict[str, Any]] = []
-        self._job: tuple[str, float, str] | None = None  # request id, started, pipeline text
+        self._job: tuple[str, float, str] | None = None  # request id ("" while tiles go), started, pipeline text
+        self._tiled: TiledProcess | None = None  # the job, when it goes as tiles
         self._tray: QSystemTrayIcon | None = None
         self._live_timer = QTimer(self)
         self._live_timer.setSingleShot(True)
@@ -547,20 +552,70 @@ class MainWindow(QMainWindow):
         if problem is not None:
             self.notify(problem, "error")
             return
-        if self._job is not None:
-            self.client.cancel(self._job[0])
-        try:
-            payload = self._payload(self.path, self.original)
-        except (OSError, ValueError) as exc:
-            self.notify(f"Cannot send {Path(self.path).name}: {explain(exc)}", "error")
-            return
-        reply_format = "png" if self.transfer_mode() == "encoded" else None
-        request_id = self.client.process(payload, steps, reply_format=reply_format)
-        self._job = (request_id, time.monotonic(), to_text(steps))
+        self._withdraw()
+        if self.original.shape[0] * self.original.shape[1] >= WORTH_ASKING:  # perhaps as tiles: the servers say
+            tiled = self._tiled = TiledProcess(self.client, self.original, steps, share=self.transfer_mode() == "raw", parent=self)
+            self._job = ("", time.monotonic(), to_text(steps))
+            tiled.whole.connect(lambda: self._send_whole(steps) if tiled is self._tiled else None)
+            tiled.tilePlaced.connect(lambda tile: self._tile_arrived(tiled, tile))
+            tiled.finished.connect(lambda processed, error: self._tiles_finished(tiled, processed, error))
+        else:
+            self._send_whole(steps)
         self.cancel_button.setEnabled(True)
         if self.notice.property("level") == "error":
             self.notice.hide()  # an old error is not about this job
         self.statusBar().showMessage(f"processing {Path(self.path).name}… (Esc cancels)")
+
+    def _send_whole(self, steps: list[Step]) -> None:
+        assert self.path is not None and self.original is not None
+        self._tiled = None
+        try:
+            payload = self._payload(self.path, self.original)
+        except (OSError, ValueError) as exc:
+            self._end_job()
+            self.notify(f"Cannot send {Path(self.path).name}: {explain(exc)}", "error")
+            return
+        reply_format = "png" if self.transfer_mode() == "encoded" else None
+        started = self._job[1] if self._job is not None else time.monotonic()
+        self._job = (self.client.process(payload, steps, reply_format=reply_format), started, to_text(steps))
+
+    def _withdraw(self) -> None:
+        """The job in flight is superseded: its request or its tiles withdrawn, whatever comes of them ignored."""
+        if self._tiled is not None:
+            tiled, self._tiled = self._tiled, None
+            tiled.cancel()
+        elif self._job is not None and self._job[0]:
+            self.client.cancel(self._job[0])
+        self._job = None
+
+    def _tile_arrived(self, tiled: TiledProcess, tile: Tile) -> None:
+        if tiled is not self._tiled or tiled.job is None:
+            return
+        done, total = tiled.progress
+        if done == 1:  # the result appears, black where no tile has come yet
+            image = tiled.job.assembly.image
+            assert image is not None
+            self.result = image
+            self.compare.set_result(image, None, f"{total} tiles arriving")
+        else:
+            self.compare.repaint_result(tile.core)
+        self.statusBar().showMessage(f"processing {Path(self.path or '').name}: {done} of {total} tiles… (Esc cancels)")
+
+    def _tiles_finished(self, tiled: TiledProcess, processed: Processed | None, error: BaseException | None) -> None:
+        if tiled is not self._tiled or self._job is None:
+            return  # superseded
+        _, started, pipeline = self._job
+        self._end_job()
+        if processed is None:
+            assert error is not None
+            self._finish(False, self._too_many_pixels(error) or explain(error))
+            return
+        assert tiled.job is not None
+        tiles = f"{len(tiled.job.tiles)} tiles of {tiled.job.size} px"
+        self._result_pipeline = pipeline
+        self.show_result(result_array(processed.image), processed.results, processed.result_kinds, f"raw pixels, {tiles}")
+        elapsed = time.monotonic() - started
+        self._finish(True, f"Done: {pipeline} in {elapsed * 1000:.0f} ms as {tiles} (server {processed.server_ms:.0f} ms in all).")
 
     def _pipeline_changed(self) -> None:
         self.player.pipeline_changed()
@@ -571,7 +626,9 @@ class MainWindow(QMainWindow):
     def cancel(self) -> None:
         """Esc: withdraw the running request (the server stops it) and the batch."""
         self._live_timer.stop()
-        if self._job is not None:
+        if self._tiled is not None:
+            self._tiled.cancel()  # ends with Cancelled, as a request does
+        elif self._job is not None:
             self.client.cancel(self._job[0])
         self.batch_panel.cancel()
         self.player.cancel_save()
@@ -667,7 +724,7 @@ class MainWindow(QMainWindow):
             self._result_links.append(link)
 
     def _end_job(self) -> None:
-        self._job = None
+        self._job, self._tiled = None, None
         self.cancel_button.setEnabled(False)
 
     def _finish(self, ok: bool, message: str) -> None:

@@ -147,7 +147,8 @@ class ServerCore:
         self._now = now  # the time of the latest receive or pump
         self.stopping_since: float | None = None
         self.counters = _Counters()
-        self._ops_reply = {"ops": ops.describe()}
+        limits = {"max_pixels": config.limits.max_pixels, "max_frame_bytes": config.limits.max_frame_bytes, "workers": config.workers}
+        self._ops_reply = {"ops": ops.describe(), "limits": limits}
         self._started_at = now
         self.bugs: list[str] = []  # tracebacks of bugs met by requests, taken by the server for its log
 
@@ -180,6 +181,9 @@ class ServerCore:
             return self._admit(client, request, now)
         if request.kind == "ping":
             fields: dict[str, Any] = {"time": self._wall_clock()}
+        elif request.kind == "ops" and request.tile_dtype is not None:  # a pipeline's halo, for tiles
+            halo = ops.pipeline_halo(ops.validate_pipeline(request.pipeline), request.tile_dtype)
+            fields = {**self._ops_reply, "tile": {"halo": halo}}
         elif request.kind == "ops":
             fields = self._ops_reply
         elif request.kind == "stats":
