@@ -10,7 +10,6 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog
 
 from tests.media import mjpeg_camera, read_video_frames, write_video
 from zmqproc import Client
-from zmqproc.gui.pipeline_editor import load_pipeline
 
 SLOW_OP = '''
 import time
@@ -33,13 +32,6 @@ def clip(tmp_path):
     return str(tmp_path / "clip.mkv"), frames
 
 
-def open_window(make_window, endpoint, qtbot, pipeline):
-    win = make_window(endpoint)
-    qtbot.waitUntil(lambda: bool(win.ops), timeout=10000)
-    win.editor.set_steps(load_pipeline(pipeline))
-    return win
-
-
 def shown_pairs_agree(win) -> bool:
     original, result = win.compare.original, win.compare.result
     return original is not None and result is not None and np.array_equal(result, 255 - original)
@@ -48,7 +40,7 @@ def shown_pairs_agree(win) -> bool:
 def test_a_video_opened_from_the_menu_plays_processed_beside_its_original_and_pauses_and_steps(
     qtbot, make_window, endpoint, clip, monkeypatch
 ):
-    win = open_window(make_window, endpoint, qtbot, "invert")
+    win = make_window(endpoint, pipeline="invert")
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *_a, **_k: (clip[0], ""))
     qtbot.keyClick(win, Qt.Key.Key_O, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     player = win.player
@@ -75,7 +67,7 @@ def test_a_video_opened_from_the_menu_plays_processed_beside_its_original_and_pa
 
 def test_the_processed_video_is_saved_frame_exact_from_the_button(qtbot, make_window, endpoint, clip, tmp_path, monkeypatch):
     pipeline = "gaussian_blur:ksize=5;sharpen"
-    win = open_window(make_window, endpoint, qtbot, pipeline)
+    win = make_window(endpoint, pipeline=pipeline)
     assert win.open_video(clip[0])
     target = tmp_path / "saved"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *_a, **_k: (str(target), "Lossless, Matroska FFV1 (*.mkv)"))
@@ -94,7 +86,7 @@ def test_a_camera_plays_live_with_bounded_latency_when_processing_is_slower(qtbo
     plugin = tmp_path / "slow.py"
     plugin.write_text(SLOW_OP)
     server = start_server("--workers", "1", "--ops", str(plugin))
-    win = open_window(make_window, server.endpoint, qtbot, "slow")
+    win = make_window(server.endpoint, pipeline="slow")
     with mjpeg_camera(fps=30) as url:
         monkeypatch.setattr(QInputDialog, "getText", lambda *_a, **_k: (url, True))
         file_menu = next(a for a in win.menuBar().actions() if a.text() == "&File").menu()
@@ -111,7 +103,7 @@ def test_a_camera_plays_live_with_bounded_latency_when_processing_is_slower(qtbo
 
 
 def test_a_file_that_is_not_a_video_is_said_and_the_viewer_goes_on(qtbot, make_window, endpoint, tmp_path):
-    win = open_window(make_window, endpoint, qtbot, "invert")
+    win = make_window(endpoint, pipeline="invert")
     bad = tmp_path / "holiday.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
     assert not win.open_video(str(bad))

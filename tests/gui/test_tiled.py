@@ -9,7 +9,6 @@ import pytest
 from PySide6.QtCore import Qt
 
 from zmqproc import Client
-from zmqproc.gui.pipeline_editor import load_pipeline
 from zmqproc.gui.views import OVERVIEW_SIDE
 
 
@@ -22,15 +21,8 @@ def big_file(tmp_path):
     return str(tmp_path / "big.png"), image
 
 
-def ready(make_window, endpoint, qtbot, pipeline):
-    win = make_window(endpoint)
-    qtbot.waitUntil(lambda: bool(win.ops), timeout=10000)
-    win.editor.set_steps(load_pipeline(pipeline))
-    return win
-
-
 def test_an_image_goes_as_tiles_painted_in_as_they_arrive_and_is_exact(qtbot, make_window, endpoint, big_file):
-    win = ready(make_window, endpoint, qtbot, "gaussian_blur:ksize=15")
+    win = make_window(endpoint, pipeline="gaussian_blur:ksize=15")
     assert win.open_image(big_file[0])
     seen = []
     with qtbot.waitSignal(win.jobFinished, timeout=30000) as job:
@@ -49,7 +41,7 @@ def test_an_image_goes_as_tiles_painted_in_as_they_arrive_and_is_exact(qtbot, ma
 
 
 def test_esc_cancels_the_tiles_still_out(qtbot, make_window, endpoint, big_file):
-    win = ready(make_window, endpoint, qtbot, "denoise:search_window=35")
+    win = make_window(endpoint, pipeline="denoise:search_window=35")
     assert win.open_image(big_file[0])
     with qtbot.waitSignal(win.jobFinished, timeout=30000) as job:
         win.process()
@@ -65,7 +57,7 @@ def test_a_huge_image_is_shown_from_an_overview_and_at_true_pixels_zoomed_in(qtb
     image[:, :, 2] = (np.arange(9000) % 256).astype(np.uint8)
     image[::50, :, 1] = 255
     cv2.imwrite(str(tmp_path / "huge.bmp"), image)
-    win = ready(make_window, endpoint, qtbot, "invert")
+    win = make_window(endpoint, pipeline="invert")
     win.transfer.setCurrentIndex(win.transfer.findData("encoded"))  # even so: too big whole, it goes as raw tiles
     assert win.open_image(str(tmp_path / "huge.bmp"))
     view = win.original_view
