@@ -249,21 +249,29 @@ def tile_fields(pipeline: Sequence[Step], dtype: str) -> dict[str, Any]:
 
 
 def encode_reply(
-    request_id: str | None, epoch: str, fields: dict[str, Any], payload: Any = None, credit: Credit | None = None
+    request_id: str | None,
+    epoch: str,
+    fields: dict[str, Any],
+    payload: Any = None,
+    credit: Credit | None = None,
+    pack: Callable[[Any], bytes] = _pack,
 ) -> list[Any]:
-    """Frames of an ok reply; ``payload`` is any buffer (a numpy array travels without a copy)."""
+    """Frames of an ok reply; ``payload`` is any buffer (a numpy array travels without a copy); ``pack``: the caller's
+    own msgpack packer."""
     header = {"v": VERSION, "id": request_id, "status": "ok", "epoch": epoch, **fields}
     if credit is not None:
         header["credit"] = credit.to_wire()
-    return [_pack(header)] if payload is None else [_pack(header), payload]
+    return [pack(header)] if payload is None else [pack(header), payload]
 
 
-def encode_error(request_id: str | None, epoch: str, err: ProcessingError, credit: Credit | None = None) -> list[Any]:
+def encode_error(
+    request_id: str | None, epoch: str, err: ProcessingError, credit: Credit | None = None, pack: Callable[[Any], bytes] = _pack
+) -> list[Any]:
     """Frames of an error reply: a header only."""
     header: dict[str, Any] = {"v": VERSION, "id": request_id, "status": "error", "epoch": epoch, "error": err.to_wire()}
     if credit is not None:
         header["credit"] = credit.to_wire()
-    return [_pack(header)]
+    return [pack(header)]
 
 
 def encode_request(
@@ -312,6 +320,8 @@ def decode_reply(frames: Sequence[Buffer]) -> Reply:
     if header["status"] == "error" and not isinstance(header.get("error"), dict):
         raise MalformedReply("an error reply needs an 'error' map")  # else Reply.error would raise AttributeError
     credit = header.get("credit")
-    if credit is not None and not (isinstance(credit, dict) and all(_count(credit.get(k)) for k in ("seq", "requests", "bytes"))):
+    if credit is not None and not (
+        isinstance(credit, dict) and _count(credit.get("seq")) and _count(credit.get("requests")) and _count(credit.get("bytes"))
+    ):
         raise MalformedReply("reply credit must be a map of non-negative integers seq, requests and bytes")
     return Reply(request_id, header, frames[1] if len(frames) == 2 else None)

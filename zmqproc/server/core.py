@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from ..errors import Busy, Cancelled, DeadlineExceeded, InternalError, ProcessingError
 from ..ops import registry as ops
 from ..protocol import Buffer, Limits, Request, decode_request, encode_error, encode_reply
@@ -151,6 +153,7 @@ class ServerCore:
         self._ops_reply = {"ops": ops.describe(), "limits": limits}
         self._started_at = now
         self.bugs: list[str] = []  # tracebacks of bugs met by requests, taken by the server for its log
+        self._pack = msgpack.Packer(use_bin_type=True).pack  # one Packer for every reply: packb would build one per call
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -332,7 +335,7 @@ class ServerCore:
         if outcome.code != "ok":
             assert outcome.error is not None
             return [self._answer(job, outcome.error, now)]
-        frames = encode_reply(job.request_id, self.epoch, outcome.fields, outcome.result, self._credit_after(job, now))
+        frames = encode_reply(job.request_id, self.epoch, outcome.fields, outcome.result, self._credit_after(job, now), self._pack)
         self.counters.codes["ok"] += 1
         size = result_bytes(outcome.result)
         if size < TRACK_MIN_BYTES:
@@ -441,15 +444,15 @@ class ServerCore:
     def _answer(self, job: Job, err: ProcessingError, now: float) -> Send:
         """The error reply to an admitted job (which is then no longer outstanding)."""
         self.counters.codes[err.code] += 1
-        return Send(job.client, encode_error(job.request_id, self.epoch, err, self._credit_after(job, now)))
+        return Send(job.client, encode_error(job.request_id, self.epoch, err, self._credit_after(job, now), self._pack))
 
     def _error(self, client: bytes, request_id: str | None, err: ProcessingError, now: float) -> Send:
         self.counters.codes[err.code] += 1
-        return Send(client, encode_error(request_id, self.epoch, err, self.credit.credit(client, now)))
+        return Send(client, encode_error(request_id, self.epoch, err, self.credit.credit(client, now), self._pack))
 
     def _ok(self, client: bytes, request_id: str, fields: dict[str, Any], now: float) -> Send:
         self.counters.codes["ok"] += 1
-        return Send(client, encode_reply(request_id, self.epoch, fields, credit=self.credit.credit(client, now)))
+        return Send(client, encode_reply(request_id, self.epoch, fields, credit=self.credit.credit(client, now), pack=self._pack))
 
     def stats(self, now: float) -> dict[str, Any]:
         c = self.counters

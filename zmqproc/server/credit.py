@@ -72,11 +72,12 @@ class CreditLedger:
     def credit(self, client: bytes, now: float) -> Credit:
         """The grant to send in a reply to ``client`` now; a new ``seq`` when its share changed."""
         account = self._account(client, now)
-        share = self._share(now)
-        if account.throttled and share.requests:
-            share = Credit(0, 1, 1)
-        if (share.requests, share.bytes) != (account.current.requests, account.current.bytes):
-            account.current = Credit(account.current.seq + 1, share.requests, share.bytes)
+        requests, size = self._share(now)
+        if account.throttled and requests:
+            requests, size = 1, 1
+        current = account.current
+        if requests != current.requests or size != current.bytes:
+            account.current = Credit(current.seq + 1, requests, size)
             account.grants[account.current.seq] = account.current
             while len(account.grants) > GRANT_HISTORY:
                 account.grants.popitem(last=False)
@@ -145,8 +146,9 @@ class CreditLedger:
         for client in gone:
             del self._accounts[client]
 
-    def _share(self, now: float) -> Credit:
+    def _share(self, now: float) -> tuple[int, int]:
+        """(requests, bytes) of a connection's share now."""
         if self.closing:
-            return Credit(0, 0, 0)
+            return 0, 0
         slots = max(1, self.active(now)) + 1
-        return Credit(0, max(1, min(self.max_share, self.max_requests // slots)), max(1, self.max_bytes // slots))
+        return max(1, min(self.max_share, self.max_requests // slots)), max(1, self.max_bytes // slots)

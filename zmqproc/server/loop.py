@@ -185,7 +185,9 @@ class Server:
                 self._act(core, router, pool, core.shutdown(now))
             if self._held:
                 self._check_held(core, pool, now)
-            workers_ready = pool.due_in() == 0.0 or any(socket is not router for socket, _ in ready)
+            incoming, workers_ready = False, pool.due_in() == 0.0
+            for socket, _ in ready:
+                incoming, workers_ready = incoming or socket is router, workers_ready or socket is not router
             for event in pool.events() if workers_ready else ():
                 if isinstance(event, Died):
                     log.warning("a worker died (exit code %s) holding job %s; replaced", event.exitcode, event.job)
@@ -198,8 +200,9 @@ class Server:
                 self._act(core, router, pool, core.finished(event.job, event.outcome, now))
                 self._release_segment(pool, event.job)
             for _ in range(RECEIVE_BATCH):
-                if not readable(router):
+                if not incoming and not readable(router):  # the poll said so for the first
                     break
+                incoming = False
                 client, *frames = recv_frames(router)
                 self._act(core, router, pool, core.receive(client.bytes, [f.buffer for f in frames], now))
                 while core.bugs:
