@@ -230,13 +230,16 @@ class ClientSession:
         before it pulls its next input: the driver may not have sent what was just submitted)."""
         if self._delayed:
             return False
+        probe = _Request("", "process", 0, {}, None, size, 0.0)
+        if not self._work:
+            return self._pick(probe) is not None
         waiting = [self._requests.get(request_id) for _, request_id in sorted(self._work)]
         queue = [q for q in waiting if q is not None and q.waiting]
         if any(q.deaths for q in queue):
             return False  # a suspect waits for a route of its own: no room is promised beside it
         saved = [(r.work, r.work_bytes) for r in self.routes]
         try:
-            for request in [*queue, _Request("", "process", 0, {}, None, size, 0.0)]:
+            for request in [*queue, probe]:
                 target = self._pick(request)
                 if target is None:
                     return False

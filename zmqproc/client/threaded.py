@@ -44,6 +44,7 @@ __all__ = ["Client", "ClientOptions", "Processed"]
 
 log = logging.getLogger("zmqproc.client")
 STREAM_POLL_S = 0.05  # map(): how long it waits for an outcome before it looks at its source again
+_ENDS = (Resolve, Fail)  # the session's events that end a future
 
 
 class Client:
@@ -346,11 +347,13 @@ class Client:
         return future
 
     def _input(self, hand_over: bool) -> bool:
-        """New work for the driver (the caller holds the lock): True when the driver sleeps in poll and must be woken."""
+        """New work for the driver (the caller holds the lock): True when the driver sleeps in poll and must be woken
+        (once: the work submitted until it is awake finds it awake)."""
         self._fresh = True
         if hand_over and self._driver is None:
             self._wanted.notify()  # nobody drives: the client's thread will
-        return self._polling
+        wake, self._polling = self._polling, False
+        return wake
 
     def _call(self, kind: str, timeout: float | None) -> Any:
         t = self.timeout if timeout is None else timeout
@@ -450,7 +453,7 @@ class Client:
             self._fresh = False
             if self.options.max_waiting_bytes is not None:
                 self._room.notify_all()
-            done = [(self._futures.pop(e.request_id, None), e) for e in session.events() if isinstance(e, Resolve | Fail)]
+            done = [(self._futures.pop(e.request_id, None), e) for e in session.events() if isinstance(e, _ENDS)]
             self._wakeup = session.next_wakeup()
         for entry, event in done:
             if entry is not None:
@@ -514,8 +517,12 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _image(value: Processed) -> Any:
+    return value.image
+
+
 def _processed(details: bool) -> Callable[[Processed], Any]:
-    return _same if details else (lambda p: p.image)
+    return _same if details else _image
 
 
 def _end(entry: tuple[Future[Any], Callable[[Any], Any]], event: Resolve | Fail) -> None:
