@@ -170,3 +170,21 @@ def test_two_results_at_once_from_two_servers_do_not_open_the_flood_gates():
     s.finished("r1", "out", now=1.01, service_s=1.0)
     s.finished("r2", error=RuntimeError("decode_failed"), now=1.02)
     assert s.depth == 4, "the rate is taken over eight results, not two; failures do not count"
+
+
+def test_a_lean_stream_keeps_out_what_the_servers_work_on_and_drops_nothing():
+    """A huge image's tiles on two workers, 1 s each: three out (not the whole credit queued on the server), all done."""
+    s = Stream(ordered=False, lean=True, timeout=3600.0)
+    source, out, running, now, most = iter(range(40)), [], [], 0.0, 0
+    while not s.over():
+        s.advance(lambda: next(source), lambda _value: True, lambda value: out.append(f"r{value}") or out[-1])
+        most = max(most, s.in_flight) if s.progress.done >= 8 else most
+        queued = [r for r in out if r not in running]
+        while queued and len(running) < 2:
+            running.append(queued.pop(0))
+        now += 0.5
+        done = running.pop(0)
+        out.remove(done)
+        s.finished(done, "tile", now=now, service_s=1.0)
+        s.ready()
+    assert s.progress.done == 40 and s.progress.dropped == 0 and most <= 3, f"{most} out"

@@ -102,3 +102,9 @@ def test_a_tiled_job_places_items_and_a_failed_tile_fails_the_image():
     assert np.array_equal(job.assembly.image, image) and job.server_ms == 9.0
     with pytest.raises(BadParams):
         TiledJob(image, 2, 16).place(Item(0, None, BadParams("step 1 (x): bad")))
+
+
+def test_auto_cuts_evenly_into_a_multiple_of_the_workers():
+    """A 3x3 grid on 2 workers leaves the last tile running alone: 10000x10000 goes as 4x4 tiles of 2500."""
+    size = auto_tile(10000, 10000, 13, 2, PLAN.max_pixels, PLAN.max_frame_bytes, 3)
+    assert size == 2500 and len(grid(10000, 10000, size, 13)) % 2 == 0

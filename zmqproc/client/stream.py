@@ -12,6 +12,8 @@ sources faster than the processing (a camera), an input that cannot go out at on
 (counted as dropped), and only ``depth`` requests are out at once: enough to keep the servers busy (the rate results
 come back at, times their service time, plus one on its way), not the whole credit, which would only queue stale
 frames on the server. So the age of what is shown stays about one service time, whatever the source's rate.
+``lean``: the same depth without dropping, so the servers hold no more of a sequence than they work on (a huge
+image's tiles, whose memory on the servers counts more than a queue's head start).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class Stream:
 
     ordered: bool = True
     latest: bool = False
-    timeout: float | None = None  # a request's timeout, in seconds
+    timeout: float | None = None
+    lean: bool = False  # a request's timeout, in seconds
     progress: Progress = field(default_factory=Progress)
     _held: tuple[int, Any] | None = None  # pulled, not sent yet (there was no room)
     _sent: dict[str, int] = field(default_factory=dict)  # request id -> input index
@@ -69,7 +72,7 @@ class Stream:
     _service: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # live: the servers' time on them
 
     def __post_init__(self) -> None:
-        self.depth = 1 if self.latest else START_DEPTH if self.timeout is not None else math.inf
+        self.depth = 1 if self.latest else START_DEPTH if self.timeout is not None or self.lean else math.inf
 
     @property
     def in_flight(self) -> int:
@@ -156,14 +159,14 @@ class Stream:
         self._hand_out(Item(index, result, error))
 
     def _tune(self, now: float, service_s: float) -> None:
-        """Live: as many out as the servers work on at once (results per second x seconds each), and one more. With a
+        """Live or lean: as many out as the servers work on at once (results per second x seconds each), and one more. With a
         timeout: as many as they finish in QUEUE_SHARE of it, once WINDOW results tell the rate."""
         self._ends.append(now)
         self._service.append(service_s)
         if len(self._ends) < 2 or now <= self._ends[0]:
             return
         rate = (len(self._ends) - 1) / (now - self._ends[0])
-        if self.latest:
+        if self.latest or self.lean:
             service = sorted(self._service)[len(self._service) // 2]
             self.depth = max(1, min(LIVE_MAX_DEPTH, math.ceil(rate * service) + 1))
         elif self.timeout is not None and len(self._ends) == WINDOW:

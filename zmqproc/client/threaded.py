@@ -185,6 +185,7 @@ class Client:
         timeout: float | None = None,
         details: bool = False,
         deadline: float | None = None,
+        lean: bool = False,
     ) -> Generator[Item, None, None]:
         """Process a sequence: an :class:`~zmqproc.client.stream.Item` per input (its ``result`` as :meth:`submit`'s
         future gives it, or its ``error``: one failure does not end the stream), in input order unless ``ordered`` is
@@ -194,10 +195,11 @@ class Client:
         indexes), and only as many requests are out as the
         servers work on at once, so the age of a result stays about one processing time (see
         :mod:`~zmqproc.client.stream`). Closing the iterator (``break``) withdraws what is still out. ``deadline`` (a
-        ``time.monotonic()`` value): every request ends by then, whatever ``timeout`` says.
+        ``time.monotonic()`` value): every request ends by then, whatever ``timeout`` says. ``lean``: only as many out
+        as the servers work on at once, none dropped (the servers then hold little of the sequence: a huge image's tiles).
         """
         t = self.timeout if timeout is None else timeout
-        stream = Stream(ordered, latest, t)
+        stream = Stream(ordered, latest, t, lean)
         ended: queue.SimpleQueue[tuple[str, float, Any, BaseException | None]] = queue.SimpleQueue()
         source = iter(images)
         futures: dict[str, Future[Any]] = {}
@@ -259,7 +261,8 @@ class Client:
             return self.process(image, pipeline, timeout=left, details=details, reply_format=reply_format)
         pixels = image if isinstance(image, np.ndarray) else decode_image(ImageDescriptor(sniff_format(image[:16])), image)
         job = TiledJob(pixels, plan.halo or 0, size)
-        with contextlib.closing(self.map(job.inputs(), pipeline, ordered=False, timeout=t, details=True, deadline=deadline)) as items:
+        tiles = self.map(job.inputs(), pipeline, ordered=False, timeout=t, details=True, deadline=deadline, lean=True)
+        with contextlib.closing(tiles) as items:
             for item in items:
                 job.place(item)  # a tile's error is the image's: closing the stream withdraws the other tiles
                 if progress is not None:

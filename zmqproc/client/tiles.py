@@ -67,10 +67,29 @@ def auto_tile(
     side = max(AUTO_TILE_RANGE[0], min(AUTO_TILE_RANGE[1], side))
     while side > MIN_TILE and ((side + 2 * halo) ** 2 > max_pixels or (side + 2 * halo) ** 2 * pixel_bytes > max_frame_bytes):
         side //= 2
-    if too_big:
-        return side
     shareable = share and workers > 1 and pixels >= 2 * AUTO_TILE_RANGE[0] ** 2
-    return side if shareable and side < max(height, width) else None
+    if not too_big and not (shareable and side < max(height, width)):
+        return None
+    smallest = MIN_TILE if too_big else AUTO_TILE_RANGE[0]
+    return _even(height, width, side, smallest, halo, workers, max_pixels, max_frame_bytes, pixel_bytes)
+
+
+def _even(
+    height: int, width: int, side: int, smallest: int, halo: int, workers: int, max_pixels: int, max_frame_bytes: int, pixel_bytes: int
+) -> int:
+    """A tile size from ``side`` down to ``smallest`` that cuts the image evenly into a multiple of ``workers`` tiles (no
+    last tile runs alone while the other workers idle), if one is near; else ``side``."""
+    longest = max(height, width)
+    first = -(-longest // side)
+    for across in range(first, first + 8):
+        size = -(-longest // across)
+        count = -(-height // size) * -(-width // size)
+        fits = (size + 2 * halo) ** 2 <= max_pixels and (size + 2 * halo) ** 2 * pixel_bytes <= max_frame_bytes
+        if size < smallest:
+            break
+        if count % max(1, workers) == 0 and fits:
+            return size
+    return side
 
 
 def cut(image: np.ndarray, tile: Tile) -> np.ndarray:

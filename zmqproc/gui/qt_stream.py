@@ -32,13 +32,14 @@ class QtStream(QObject):
         source: Iterator[np.ndarray | bytes] | None = None,
         latest: bool = False,
         ordered: bool = True,
+        lean: bool = False,
         reply_format: str | None = None,
         parent: QObject | None = None,
     ) -> None:
         """``source``: inputs to pull; None: they are pushed (:meth:`push`, then :meth:`end_of_source`)."""
         super().__init__(parent)
         self.client, self.pipeline, self.reply_format = client, pipeline, reply_format
-        self.stream = Stream(ordered=ordered, latest=latest, timeout=client.timeout)
+        self.stream = Stream(ordered=ordered, latest=latest, timeout=client.timeout, lean=lean)
         self._source = source
         self._over = False
         client.processed.connect(self._processed)

@@ -71,7 +71,7 @@ class TiledProcess(QObject):
             self.whole.emit()
             return
         self.job = TiledJob(self.image, plan.halo or 0, size)
-        self.stream = QtStream(self.client, self.pipeline, source=self.job.inputs(), ordered=False, parent=self)
+        self.stream = QtStream(self.client, self.pipeline, source=self.job.inputs(), ordered=False, lean=True, parent=self)
         self.stream.itemReady.connect(self._tile)
         self.stream.ended.connect(self._ended)
         self.stream.start()
