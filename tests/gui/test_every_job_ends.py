@@ -123,8 +123,8 @@ def test_closing_the_viewer_cancels_the_job_the_server_was_computing(qtbot, make
     cv2.imwrite(str(big), np.random.default_rng(11).integers(0, 256, (1500, 2000, 3), dtype=np.uint8))
     win.open_files([str(big)])
     win.editor.set_steps("denoise:search_window=35,template_window=21")
-    win.process()
-    wait_until(lambda: server_stats(server.endpoint)["running"] == 1, 10, "the job running")
+    win.process()  # the viewer asks the server whether to tile first: its answer comes through the event loop
+    qtbot.waitUntil(lambda: server_stats(server.endpoint)["running"] == 1, timeout=10000)
     closed = time.monotonic()
     win.close()
     wait_until(lambda: server_stats(server.endpoint)["running"] == 0, 3, "the server stopping the abandoned job")
