@@ -100,6 +100,35 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by process ``pid`` and its living descendants (a server's forkserver and workers)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += cpu_seconds(current)
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    pending += [int(child) for child in children.read().split()]
+        except OSError:  # it ended meanwhile
+            continue
+    return total
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the section of ``path`` that has ``section``'s heading (its first line), up to the next "## " heading; or
+    append it."""
+    heading = section.split("\n", 1)[0]
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(f"\n{heading}\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[: start + 1] + section + (text[end:] if end >= 0 else "")
+    path.write_text(text)
+
+
 def rate(round_trip: Callable[[], object], seconds: float, warmup: int = 20) -> float:
     """Round trips per second of ``round_trip`` called in a loop for ``seconds``."""
     for _ in range(warmup):

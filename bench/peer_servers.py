@@ -2,6 +2,7 @@
 
 python bench/peer_servers.py imagezmq tcp://127.0.0.1:PORT   # imagezmq ImageHub (REP): recv_image, send_reply(image)
 python bench/peer_servers.py http PORT                       # FastAPI on uvicorn: POST /echo, octet-stream both ways
+python bench/peer_servers.py netgear PORT [jpeg]             # vidgear NetGear receiver (PAIR, bidirectional): frames back
 """
 
 import sys
@@ -36,6 +37,25 @@ def http_echo(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def netgear_echo(port: str, jpeg: bool) -> None:
+    """vidgear's NetGear as its docs pair it for processed frames: a receiver in bidirectional mode, its default pattern
+    (0, PAIR: one sender), that hands each frame back as the ``return_data`` of its next reply; JPEG compression on or
+    off. It ends when its sender closes."""
+    from vidgear.gears import NetGear
+
+    options = {"bidirectional_mode": True, "jpeg_compression": jpeg}
+    receiver = NetGear(receive_mode=True, address="127.0.0.1", port=port, pattern=0, logging=False, **options)
+    processed = None
+    while (data := receiver.recv(return_data=processed)) is not None:
+        _message, processed = data  # identity: the frame itself goes back
+    receiver.close()
+
+
 if __name__ == "__main__":
     kind, where = sys.argv[1], sys.argv[2]
-    imagezmq_hub(where) if kind == "imagezmq" else http_echo(int(where))
+    if kind == "imagezmq":
+        imagezmq_hub(where)
+    elif kind == "netgear":
+        netgear_echo(where, sys.argv[3:] == ["jpeg"])
+    else:
+        http_echo(int(where))

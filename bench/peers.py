@@ -32,7 +32,7 @@ import numpy as np
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import ROOT, free_port, inflight_rate, process, rate, raw_echo_server, zmqproc_server  # noqa: E402
+from bench.harness import ROOT, free_port, inflight_rate, process, rate, raw_echo_server, write_section, zmqproc_server  # noqa: E402
 from zmqproc import Client  # noqa: E402
 
 PEERS = ("raw pyzmq", "zmqproc", "bare DEALER", "imagezmq", "FastAPI")
@@ -243,18 +243,6 @@ def chart(results: dict[str, dict[str, float]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the "## Peers" section of ``path`` (up to the next "## " heading), or append it."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find("\n## Peers\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[: start + 1] + section + (text[end:] if end >= 0 else "")
-    path.write_text(text)
 
 
 def section(results: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
