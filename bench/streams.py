@@ -458,7 +458,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=4.0, help="length of one run (after its warm-up)")
     p.add_argument("--repeat", type=int, default=2, help="rounds; each results/s is the best of its rounds")
-    p.add_argument("--quick", action="store_true", help="a bounded run: 1 s runs, one round (about a minute)")
+    p.add_argument("--quick", action="store_true", help="a bounded run: 1 s runs, one round")
     p.add_argument("--write", action="store_true", help="write the '## Streams' section of docs/benchmarks.md")
     args = p.parse_args()
     if args.quick:
