@@ -296,3 +296,19 @@ def test_a_slow_sequence_does_not_queue_its_requests_past_their_timeout(start_se
             if item.index == 10:
                 time.sleep(1.0)  # the caller is busy (a big file to write): results pile up meanwhile
     assert [i.error for i in items if not i.ok] == [] and len(items) == 40
+
+
+def test_results_come_out_while_a_slow_source_still_gives_inputs(endpoint):
+    """A 30 fps source through a fast server: each result is handed out soon after its frame, not once the credit is full."""
+    captured: dict[int, float] = {}
+
+    def camera():
+        start = time.monotonic()
+        for i in range(45):
+            time.sleep(max(0.0, start + i / 30 - time.monotonic()))
+            captured[i] = time.monotonic()
+            yield np.full((48, 64, 3), i, np.uint8)
+
+    with Client(endpoint) as client:
+        ages = [time.monotonic() - captured[item.index] for item in client.map(camera(), "invert")]
+    assert len(ages) == 45 and max(ages) < 0.3, f"results waited up to {max(ages):.2f} s behind the source"

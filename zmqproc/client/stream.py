@@ -79,15 +79,19 @@ class Stream:
         """Requests of this stream sent and not ended."""
         return len(self._sent)
 
-    def advance(self, pull: Callable[[], Any] | None, room_for: Callable[[Any], bool], send: Callable[[Any], str]) -> None:
+    def advance(
+        self, pull: Callable[[], Any] | None, room_for: Callable[[Any], bool], send: Callable[[Any], str], most: int | None = None
+    ) -> None:
         """Pull and send what the rules allow now. ``pull()``: the source's next input (StopIteration at its end; None
         for a source that pushes through :meth:`pulled`), at most one per call when live, as a camera blocks until its
         next frame; ``room_for(value)``: the session would send it at once; ``send(value)``: its request id, or
-        ValueError when it cannot be sent (that input's item, not the stream's end)."""
-        pulled_once = False
+        ValueError when it cannot be sent (that input's item, not the stream's end). ``most``: inputs pulled in this call
+        at most (a driver that hands results out between calls: a source that blocks must not hold them back)."""
+        pulled, pulled_once = 0, False
         while not self._cancelled:
-            if pull is not None and not self.exhausted and (self._held is None or (self.latest and not pulled_once)):
-                pulled_once = True
+            fresh = self._held is None and (most is None or pulled < most)
+            if pull is not None and not self.exhausted and (fresh or (self.latest and not pulled_once)):
+                pulled_once, pulled = True, pulled + 1
                 try:
                     self.pulled(pull())
                 except StopIteration:

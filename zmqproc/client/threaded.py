@@ -214,9 +214,10 @@ class Client:
 
         try:
             while not stream.over():
-                stream.advance(lambda: next(source), self._room_for, send)
+                stream.advance(lambda: next(source), self._room_for, send, most=1)  # results go out between inputs
                 yield from stream.ready()
-                wait = 0.0 if latest and not stream.exhausted else STREAM_POLL_S  # a live source is read again at once
+                more = not stream.exhausted and (latest or stream.to_send() is None)  # room for another input: read it now
+                wait = 0.0 if more else STREAM_POLL_S
                 with contextlib.suppress(queue.Empty):
                     while True:
                         request_id, at, result, error = ended.get(timeout=wait) if wait else ended.get_nowait()
