@@ -89,8 +89,8 @@ class Stream:
         at most (a driver that hands results out between calls: a source that blocks must not hold them back)."""
         pulled, pulled_once = 0, False
         while not self._cancelled:
-            fresh = self._held is None and (most is None or pulled < most)
-            if pull is not None and not self.exhausted and (fresh or (self.latest and not pulled_once)):
+            within = self._held is None and (most is None or pulled < most)
+            if pull is not None and not self.exhausted and self.wants_input() and (within or not pulled_once):
                 pulled_once, pulled = True, pulled + 1
                 try:
                     self.pulled(pull())

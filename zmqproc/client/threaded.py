@@ -35,7 +35,7 @@ from .pipeline import PipelineSpec
 from .replies import Processed
 from .session import ClientOptions, ClientSession
 from .stream import Item, Stream
-from .tiles import TiledJob, tile_size
+from .tiles import TiledJob, pixel_bytes, tile_size
 
 if TYPE_CHECKING:
     from ..ssh.tunnel import Tunnel
@@ -243,12 +243,12 @@ class Client:
     ) -> Any:
         deadline = time.monotonic() + t
         if isinstance(image, np.ndarray):
-            (height, width), dtype, pixel_bytes = image.shape[:2], dtype_name(image) or "", image.itemsize * _channels(image)
+            (height, width), dtype, each = image.shape[:2], dtype_name(image) or "", pixel_bytes(image)
         else:  # a file: its size from its header; decoded only if it goes as tiles
             desc = describe_file(image, MAX_CLIENT_PIXELS)
             assert desc.shape is not None and desc.dtype is not None
             (height, width, channels), dtype = desc.shape, desc.dtype
-            pixel_bytes = np.dtype(dtype).itemsize * channels
+            each = np.dtype(dtype).itemsize * channels
         try:
             plan = self._wait(self._start(lambda now: self._session.submit_tile_plan(pipeline, dtype, t, now), _same), t)
         except BadParams as exc:
@@ -256,7 +256,7 @@ class Client:
                 raise
             plan = None  # not a pipeline to tile: whole, as asked
         share = not self.tunnels  # through SSH a file travels smaller whole than as raw tiles: tile only what must be
-        size = None if plan is None else tile_size(plan, height, width, pixel_bytes, tile, max(1, len(self.connected)), share)
+        size = None if plan is None else tile_size(plan, height, width, each, tile, max(1, len(self.connected)), share)
         left = max(0.001, deadline - time.monotonic())
         if plan is None or size is None:
             return self.process(image, pipeline, timeout=left, details=details, reply_format=reply_format)
@@ -550,7 +550,3 @@ def _outcome(future: Future[Any]) -> tuple[Any, BaseException | None]:
         return None, Cancelled("cancelled")
     error = future.exception()
     return (None, error) if error is not None else (future.result(), None)
-
-
-def _channels(image: np.ndarray) -> int:
-    return 1 if image.ndim == 2 else image.shape[2]

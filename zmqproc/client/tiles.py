@@ -92,6 +92,11 @@ def _even(
     return side
 
 
+def pixel_bytes(image: np.ndarray) -> int:
+    """Bytes per pixel, all channels."""
+    return image.itemsize * (1 if image.ndim == 2 else image.shape[2])
+
+
 def cut(image: np.ndarray, tile: Tile) -> np.ndarray:
     """The padded tile, contiguous (what a request carries without another copy)."""
     y0, y1, x0, x1 = tile.padded

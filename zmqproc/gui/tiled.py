@@ -14,7 +14,7 @@ from PySide6.QtCore import QObject, Signal
 from ..client.pipeline import PipelineSpec
 from ..client.replies import Processed, TilePlan
 from ..client.stream import Item
-from ..client.tiles import AUTO_TILE_RANGE, TiledJob, tile_size
+from ..client.tiles import AUTO_TILE_RANGE, TiledJob, pixel_bytes, tile_size
 from ..errors import BadParams, Cancelled
 from ..images import dtype_name
 from .qt_client import QtClient
@@ -59,9 +59,8 @@ class TiledProcess(QObject):
         if request_id != self._plan_id or self._done:
             return
         height, width = self.image.shape[:2]
-        pixel_bytes = self.image.itemsize * (1 if self.image.ndim == 2 else self.image.shape[2])
         try:
-            size = tile_size(plan, height, width, pixel_bytes, "auto", max(1, len(self.client.endpoints)), self.share)
+            size = tile_size(plan, height, width, pixel_bytes(self.image), "auto", max(1, len(self.client.endpoints)), self.share)
         except BadParams as exc:
             self._finish(None, exc)
             return
