@@ -27,8 +27,8 @@ def test_an_image_goes_as_tiles_painted_in_as_they_arrive_and_is_exact(qtbot, ma
     seen = []
     with qtbot.waitSignal(win.jobFinished, timeout=30000) as job:
         qtbot.keyClick(win, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
-        qtbot.waitUntil(lambda: win._tiled is not None and win._tiled.job is not None, timeout=10000)
-        tiled = win._tiled
+        tiled = win._tiled  # made on the key press, before any tile can arrive
+        assert tiled is not None
         tiled.tilePlaced.connect(lambda tile: seen.append((tiled.progress, win.compare.result is not None)))
     ok, message = job.args
     with Client(endpoint) as client:
