@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zmqproc.protocol import Credit
+from zmqproc.protocol import PART_BYTES, Credit
 from zmqproc.server.credit import CreditLedger
 
 A, B, C = b"a", b"b", b"c"
@@ -10,8 +10,17 @@ A, B, C = b"a", b"b", b"c"
 
 def test_one_connection_gets_half_the_capacity_and_the_rest_waits_for_newcomers():
     ledger = CreditLedger(max_requests=10, max_bytes=1000)
-    assert ledger.credit(A, 0.0) == Credit(seq=1, requests=5, bytes=500)
-    assert ledger.credit(A, 0.1) == Credit(seq=1, requests=5, bytes=500), "unchanged share, same grant"
+    assert ledger.credit(A, 0.0) == Credit(seq=1, requests=5, bytes=500, part_bytes=PART_BYTES)
+    assert ledger.credit(A, 0.1) == Credit(seq=1, requests=5, bytes=500, part_bytes=PART_BYTES), "unchanged share, same grant"
+
+
+def test_every_grant_says_the_size_of_parts_even_the_first_one_while_shutting_down():
+    ledger = CreditLedger(max_requests=10, max_bytes=1000)
+    assert ledger.credit(A, 0.0).to_wire()["part_bytes"] == PART_BYTES == 1 << 20
+    ledger.close()
+    closed = ledger.credit(B, 0.0)
+    assert (closed.requests, closed.part_bytes) == (0, PART_BYTES)
+    assert CreditLedger(10, 1000, part_bytes=4096).credit(A, 0.0).part_bytes == 4096
 
 
 def test_shares_shrink_as_connections_become_active_and_grow_back_when_they_idle():

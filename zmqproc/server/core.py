@@ -20,6 +20,15 @@ light work (raw pixels, no heavy op, a small estimated cost) runs inline, at
 most :data:`INLINE_TURN_NS` of it per turn so a ping never waits long; other
 work waits in the fair queue until a worker is idle and its peak bytes fit;
 deadlines, ``--job-timeout``, ``cancel`` and shutdown stop work and answer it.
+
+Payloads in parts (docs/protocol.md): a ``process`` request whose payload
+follows in ``part`` requests is checked and admitted at once, and its bytes
+gather in an :class:`_Upload` until they are all in; then it goes on as any
+other job. A result over :data:`~zmqproc.protocol.PART_BYTES` whose request
+allows it goes out as its first part, the rest held in a :class:`_Download`
+for ``fetch`` requests and counted as its connection's unread replies.
+:meth:`ServerCore.holds` tells the driver whether a job's result buffer is
+still needed.
 """
 
 from __future__ import annotations
@@ -33,9 +42,10 @@ from typing import Any
 
 import msgpack
 
-from ..errors import Busy, Cancelled, DeadlineExceeded, InternalError, ProcessingError
+from ..errors import BadRequest, Busy, Cancelled, DeadlineExceeded, InternalError, ProcessingError
+from ..images import ImageDescriptor, parse_descriptor
 from ..ops import registry as ops
-from ..protocol import Buffer, Limits, Request, decode_request, encode_error, encode_reply
+from ..protocol import PART_BYTES, Buffer, Limits, Request, decode_request, encode_error, encode_reply
 from . import budget
 from .budget import BudgetPlan, Estimate
 from .credit import CreditLedger
@@ -48,6 +58,7 @@ INLINE_JOB_NS = 30_000  # what any inline job costs beside its ops (header, chec
 TRACK_MIN_BYTES = 64 * 1024  # replies this large are held (and counted against their client) until libzmq lets go
 SHUTDOWN_GRACE_S = 3.0  # after SIGTERM, running work may finish this long
 WORKER_DEATHS = 2  # a job whose workers died this many times under it is given up (internal); before that it starts again
+TRANSFER_STALL_S = 30.0  # an upload without a part, or a result held without a fetch, this long is dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +118,39 @@ class Job:
     light: bool
     started: float | None = None
     deaths: int = 0  # workers that died running it
+    down: bool = False  # its result may go in parts
+
+
+@dataclass(slots=True)
+class _Upload:
+    """An admitted ``process`` request whose payload comes in ``part`` requests, until its ``size`` bytes are in."""
+
+    client: bytes
+    request_id: str
+    image: ImageDescriptor  # an encoded file's is unsized until its bytes are in
+    pipeline: list[tuple[ops.Op, dict[str, Any]]]
+    reply_format: str
+    estimate: Estimate | None  # None: an encoded file, sized from its own header once it is in
+    buffer: bytearray
+    size: int
+    deadline: float | None
+    down: bool
+    last_part: float
+    got: int = 0
+
+
+@dataclass(slots=True)
+class _Download:
+    """A result sent in parts: its first part went with the reply, the rest is held for ``fetch`` requests."""
+
+    job: int
+    client: bytes
+    request_id: str
+    data: memoryview  # the whole result, as bytes
+    last_fetch: float
+    sent: int = PART_BYTES  # bytes sent so far
+    sending: int = 1  # replies sent from it that libzmq still holds
+    over: bool = False  # all sent, cancelled or stalled: let go once nothing is sending
 
 
 @dataclass(slots=True)
@@ -141,6 +185,9 @@ class ServerCore:
         self._heavy: WorkQueue[Job] = WorkQueue()
         self._running: dict[int, Job] = {}  # started on a worker, or handed out to run inline
         self._held: dict[int, tuple[bytes, int]] = {}  # job -> (client, reply bytes) until libzmq lets go
+        self._uploads: dict[tuple[bytes, str], _Upload] = {}  # (client, request id) -> its payload's parts so far
+        self._downloads: dict[tuple[bytes, str], _Download] = {}  # (client, request id) -> a result held for fetches
+        self._downloading: dict[int, _Download] = {}  # job -> its download, until it is over and libzmq let go of its parts
         self._readers: dict[bytes, _Reader] = {}
         self._next_job = 0
         self.reserved = 0  # peak bytes of running jobs
@@ -191,31 +238,186 @@ class ServerCore:
             fields = self._ops_reply
         elif request.kind == "stats":
             fields = self.stats(now)
+        elif request.kind == "part":
+            return self._part(client, request, now)
+        elif request.kind == "fetch":
+            return self._fetch(client, request, now)
         else:
             return self._cancel(client, request, now)
         return [self._ok(client, request.id, fields, now)]
 
     def _admit(self, client: bytes, request: Request, now: float) -> list[Action]:
+        """Check and admit a ``process`` request: as a job, or (``up``) as an upload whose bytes come in parts."""
         if self.stopping_since is not None:
             raise Busy.shutting_down()
-        assert request.image is not None and request.payload is not None
+        image = request.image
+        assert image is not None
         pipeline = ops.validate_pipeline(request.pipeline)
-        reply_format = request.reply_format or request.image.format
-        limits = self.config.limits
-        estimate = budget.estimate(request.image, len(request.payload), pipeline, reply_format, limits.max_pixels)
-        budget.check_fits(estimate, self.config.plan)
-        size = len(request.payload)
+        reply_format = request.reply_format or image.format
+        size = len(request.payload) if request.payload is not None else request.up
+        assert size is not None
+        if request.up is not None and (client, request.id) in self._uploads:
+            raise BadRequest(f"an upload with id {request.id!r} is already in progress on this connection")
+        estimate = None if image.dtype is None else self._estimate(image, size, pipeline, reply_format)  # None: an encoded upload
         if not self.credit.admit(client, request.credit_seq, size, now):
             raise Busy("over this connection's credit (docs/protocol.md, Flow control); retry later")
-        self._next_job += 1
-        light = request.image.format == "raw" and not any(o.heavy for o, _ in pipeline) and estimate.cost_ns <= INLINE_MAX_NS
         deadline = None if request.deadline_ms is None else now + request.deadline_ms / 1000
-        spec = Spec.of(request.image, pipeline, reply_format, limits.max_pixels)
-        job = Job(self._next_job, client, request.id, spec, request.payload, size, estimate, now, deadline, light)
-        if light and not self._light and self.spent_ns < INLINE_TURN_NS and self._can_start(job):  # it overtakes nothing
+        if request.payload is None:
+            upload = _Upload(
+                client, request.id, image, pipeline, reply_format, estimate, bytearray(size), size, deadline, request.down, now
+            )
+            self._uploads[(client, request.id)] = upload
+            return self._uploaded(upload, now) if size == 0 else []
+        assert estimate is not None
+        return self._queue(
+            self._job(client, request.id, image, pipeline, reply_format, request.payload, size, estimate, now, deadline, request.down), now
+        )
+
+    def _estimate(self, image: ImageDescriptor, size: int, pipeline: list[tuple[ops.Op, dict[str, Any]]], reply_format: str) -> Estimate:
+        estimate = budget.estimate(image, size, pipeline, reply_format, self.config.limits.max_pixels)
+        budget.check_fits(estimate, self.config.plan)
+        return estimate
+
+    def _job(
+        self,
+        client: bytes,
+        request_id: str,
+        image: ImageDescriptor,
+        pipeline: list[tuple[ops.Op, dict[str, Any]]],
+        reply_format: str,
+        payload: Buffer,
+        size: int,
+        estimate: Estimate,
+        now: float,
+        deadline: float | None,
+        down: bool,
+    ) -> Job:
+        self._next_job += 1
+        light = image.format == "raw" and not any(o.heavy for o, _ in pipeline) and estimate.cost_ns <= INLINE_MAX_NS
+        spec = Spec.of(image, pipeline, reply_format, self.config.limits.max_pixels)
+        return Job(self._next_job, client, request_id, spec, payload, size, estimate, now, deadline, light, down=down)
+
+    def _queue(self, job: Job, now: float) -> list[Action]:
+        """An admitted job with its payload: run inline now if it is light and overtakes nothing, else queued."""
+        if job.light and not self._light and self.spent_ns < INLINE_TURN_NS and self._can_start(job):  # it overtakes nothing
             return [self._run_inline(job, now)]
-        (self._light if light else self._heavy).put(job)
+        (self._light if job.light else self._heavy).put(job)
         return []
+
+    # -- payloads in parts ---------------------------------------------------------------------
+
+    def _part(self, client: bytes, request: Request, now: float) -> list[Action]:
+        """Bytes of an upload, in order; the wrong offset or too many bytes end the upload (answered bad_request)."""
+        key = (client, request.target or "")
+        upload = self._uploads.get(key)
+        if upload is None:
+            raise BadRequest(f"no upload in progress for {request.target!r} on this connection (unknown, already answered, or another's)")
+        data = request.payload
+        assert data is not None
+        end = request.offset + len(data)
+        if request.offset != upload.got or end > upload.size:
+            del self._uploads[key]
+            why = (
+                f"a part at offset {request.offset} where {upload.got} bytes are in"
+                if request.offset != upload.got
+                else f"a part of {len(data)} bytes at offset {request.offset} passes the payload's {upload.size} bytes"
+            )
+            return [
+                self._answer(upload, BadRequest(f"its upload ended: {why}"), now),
+                self._error(client, request.id, BadRequest(f"{why}; the upload of {upload.request_id!r} is ended"), now),
+            ]
+        upload.buffer[upload.got : end] = data
+        upload.got, upload.last_part = end, now
+        received = self._ok(client, request.id, {"received": end}, now)
+        return [received] if end < upload.size else [received, *self._uploaded(upload, now)]
+
+    def _uploaded(self, upload: _Upload, now: float) -> list[Action]:
+        """All of an upload's bytes are in: it goes on as if its payload had come in one frame."""
+        del self._uploads[(upload.client, upload.request_id)]
+        payload = memoryview(upload.buffer)
+        image, estimate = upload.image, upload.estimate
+        try:
+            if estimate is None:  # an encoded file: sized from its own header, now that it is here
+                image = parse_descriptor(image.to_wire(), payload, self.config.limits.max_pixels)
+                estimate = self._estimate(image, upload.size, upload.pipeline, upload.reply_format)
+        except ProcessingError as err:
+            return [self._answer(upload, err, now)]
+        except Exception:
+            self.bugs.append(traceback.format_exc())
+            return [self._answer(upload, InternalError("a bug inside the server met this request (logged); it keeps serving"), now)]
+        job = self._job(
+            upload.client,
+            upload.request_id,
+            image,
+            upload.pipeline,
+            upload.reply_format,
+            payload,
+            upload.size,
+            estimate,
+            now,
+            upload.deadline,
+            upload.down,
+        )
+        return self._queue(job, now)
+
+    def _download(self, job: Job, outcome: Outcome, size: int, now: float) -> Send:
+        """The reply to a job whose result goes in parts: the first part now, the rest held for fetches."""
+        data = memoryview(outcome.result).cast("B")  # results are C-contiguous (arrays from images.describe_array, or bytes)
+        fields = {**outcome.fields, "parts": {"bytes": size}}
+        frames = encode_reply(job.request_id, self.epoch, fields, data[:PART_BYTES], self._credit_after(job, now), self._pack)
+        self.counters.codes["ok"] += 1
+        key = (job.client, job.request_id)
+        earlier = self._downloads.get(key)
+        if earlier is not None:  # the same id again: the earlier result's fetches would be ambiguous
+            self._end_download(earlier, now)
+        self._downloads[key] = self._downloading[job.id] = _Download(job.id, job.client, job.request_id, data, now)
+        self._hold(job.client, job.id, size, now)
+        return Send(job.client, frames, job.id, PART_BYTES)
+
+    def _fetch(self, client: bytes, request: Request, now: float) -> list[Action]:
+        """Bytes of a held result; the result is let go once all of it has been sent."""
+        download = self._downloads.get((client, request.target or ""))
+        if download is None:
+            raise BadRequest(f"no result held for {request.target!r} on this connection (unknown, all fetched, let go, or another's)")
+        end = request.offset + request.length
+        if end > len(download.data):
+            raise BadRequest(f"bytes {request.offset} to {end} pass the result's {len(download.data)}")
+        download.sent += request.length
+        download.last_fetch = now
+        download.sending += 1
+        self.counters.codes["ok"] += 1
+        credit = self.credit.credit(client, now)
+        frames = encode_reply(request.id, self.epoch, {}, download.data[request.offset : end], credit, self._pack)
+        if download.sent >= len(download.data):
+            self._end_download(download, now)
+        return [Send(client, frames, download.job, request.length)]
+
+    def _end_download(self, download: _Download, now: float) -> None:
+        """No more fetches of it; its memory is let go once libzmq holds none of its parts."""
+        key = (download.client, download.request_id)
+        if self._downloads.get(key) is download:
+            del self._downloads[key]
+        download.over = True
+        if not download.sending:
+            del self._downloading[download.job]
+            self._let_go(download.job, now)
+
+    def _expire_transfers(self, now: float) -> list[Action]:
+        """Uploads past their deadline or without a part for TRANSFER_STALL_S are answered; results not fetched are let go."""
+        actions: list[Action] = []
+        for upload in list(self._uploads.values()):
+            progress = f"{upload.got} of its {upload.size} bytes came in parts"
+            if upload.deadline is not None and now > upload.deadline:
+                err = DeadlineExceeded(f"{progress} before its deadline_ms passed")
+            elif now - upload.last_part > TRANSFER_STALL_S:
+                err = DeadlineExceeded(f"{progress}, then none for {TRANSFER_STALL_S:g} s: the upload is dropped")
+            else:
+                continue
+            del self._uploads[(upload.client, upload.request_id)]
+            actions.append(self._answer(upload, err, now))
+        for download in [d for d in self._downloads.values() if now - d.last_fetch > TRANSFER_STALL_S]:
+            self._end_download(download, now)
+        return actions
 
     def _cancel(self, client: bytes, request: Request, now: float) -> list[Action]:
         target = request.target or ""
@@ -226,9 +428,13 @@ class ServerCore:
             if job is not None:  # an inline job is never seen running here: it ends in the turn it starts
                 actions.append(Stop(job.id))
                 self._end(job)
-        if job is not None:
-            actions.append(self._answer(job, Cancelled("cancelled by the client"), now))
-        actions.append(self._ok(client, request.id, {"cancelled": job is not None}, now))
+        found: Job | _Upload | None = job or self._uploads.pop((client, target), None)
+        if found is not None:
+            actions.append(self._answer(found, Cancelled("cancelled by the client"), now))
+        download = self._downloads.get((client, target)) if found is None else None
+        if download is not None:  # answered already: what is held for its fetches is let go
+            self._end_download(download, now)
+        actions.append(self._ok(client, request.id, {"cancelled": found is not None or download is not None}, now))
         return actions
 
     # -- each turn ---------------------------------------------------------------------------
@@ -241,6 +447,8 @@ class ServerCore:
             for late in queue.withdraw_where(lambda j: j.deadline is not None and now > j.deadline):
                 message = f"waited {(now - late.received) * 1000:.0f} ms in the queue, past its deadline_ms"
                 actions.append(self._answer(late, DeadlineExceeded(message), now))
+        if self._uploads or self._downloads:
+            actions += self._expire_transfers(now)
         if self._running or self.stopping_since is not None:
             actions += self._stop_overruns(now)
         if self._readers:
@@ -310,6 +518,8 @@ class ServerCore:
             for job in list(self._running.values()):
                 actions += [Stop(job.id), self._answer(job, Busy.shutting_down("the server stopped it while shutting down; resend"), now)]
                 self._end(job)
+            for download in list(self._downloads.values()):  # results not fetched within the grace are let go
+                self._end_download(download, now)
         return actions
 
     def _answer_stalled(self, now: float) -> list[Action]:
@@ -335,17 +545,23 @@ class ServerCore:
         if outcome.code != "ok":
             assert outcome.error is not None
             return [self._answer(job, outcome.error, now)]
+        size = result_bytes(outcome.result)
+        if job.down and size > PART_BYTES:
+            return [self._download(job, outcome, size, now)]
         frames = encode_reply(job.request_id, self.epoch, outcome.fields, outcome.result, self._credit_after(job, now), self._pack)
         self.counters.codes["ok"] += 1
-        size = result_bytes(outcome.result)
         if size < TRACK_MIN_BYTES:
             return [Send(job.client, frames)]
-        reader = self._readers.setdefault(job.client, _Reader())
+        self._hold(job.client, job.id, size, now)
+        return [Send(job.client, frames, job.id, size)]
+
+    def _hold(self, client: bytes, job_id: int, size: int, now: float) -> None:
+        """``size`` bytes of ``job_id``'s result are held for ``client`` (counted as its unread replies) until let go."""
+        reader = self._readers.setdefault(client, _Reader())
         reader.unread += size
         self.unread += size
-        self._held[job.id] = (job.client, size)
-        self._check_reader(job.client, reader, now)
-        return [Send(job.client, frames, job.id, size)]
+        self._held[job_id] = (client, size)
+        self._check_reader(client, reader, now)
 
     def worker_died(self, job_id: int | None, exitcode: int | None, now: float, delivered: bool = True) -> list[Action]:
         """A worker ended without answering ``job_id``; ``delivered`` False: the job never reached it (a broken pipe).
@@ -371,6 +587,20 @@ class ServerCore:
         return [self._answer(job, InternalError(message), now)]
 
     def reply_released(self, job_id: int, now: float) -> None:
+        """libzmq let go of a reply sent with ``held`` (a result in parts: one of its parts)."""
+        download = self._downloading.get(job_id)
+        if download is not None:
+            download.sending -= 1
+            if download.sending or not download.over:
+                return  # more of it is held for fetches, or still on its way
+            del self._downloading[job_id]
+        self._let_go(job_id, now)
+
+    def holds(self, job_id: int) -> bool:
+        """Whether ``job_id``'s result is still needed: its reply not yet let go by libzmq, or parts of it held for fetches."""
+        return job_id in self._held
+
+    def _let_go(self, job_id: int, now: float) -> None:
         held = self._held.pop(job_id, None)
         if held is None:
             return
@@ -410,19 +640,26 @@ class ServerCore:
             return []
         self.stopping_since = now
         self.credit.close()
-        return [
-            self._answer(job, Busy.shutting_down(), now)
-            for queue in (self._light, self._heavy)
-            for job in queue.withdraw_where(lambda _: True)
-        ]
+        waiting: list[Job | _Upload] = [job for queue in (self._light, self._heavy) for job in queue.withdraw_where(lambda _: True)]
+        waiting += self._uploads.values()
+        self._uploads.clear()
+        return [self._answer(job, Busy.shutting_down(), now) for job in waiting]
 
     def done(self) -> bool:
-        """Shutting down and nothing is left running."""
-        return self.stopping_since is not None and not self._running
+        """Shutting down, nothing is left running, and no result is held for fetches (they have the grace too)."""
+        return self.stopping_since is not None and not self._running and not self._downloads
 
     def next_wakeup(self, now: float) -> float | None:
         """Seconds until :meth:`pump` has something to do by the clock alone (None: nothing timed is pending)."""
-        if not (self._light or self._heavy or self._running or self._readers or self.stopping_since is not None):
+        if not (
+            self._light
+            or self._heavy
+            or self._running
+            or self._readers
+            or self._uploads
+            or self._downloads
+            or self.stopping_since is not None
+        ):
             return None
         times = [j.deadline for q in (self._light, self._heavy) for j in q if j.deadline is not None]
         for job in self._running.values():
@@ -431,18 +668,23 @@ class ServerCore:
             if job.deadline is not None:
                 times.append(job.deadline)
         times += [r.over_since + self.config.job_timeout for r in self._readers.values() if r.over_since is not None]
+        for upload in self._uploads.values():
+            times.append(upload.last_part + TRANSFER_STALL_S)
+            if upload.deadline is not None:
+                times.append(upload.deadline)
+        times += [d.last_fetch + TRANSFER_STALL_S for d in self._downloads.values()]
         if self.stopping_since is not None:
             times.append(self.stopping_since + SHUTDOWN_GRACE_S)
         return None if not times else max(0.0, min(times) - now)
 
     # -- replies ---------------------------------------------------------------------------------
 
-    def _credit_after(self, job: Job, now: float) -> Any:
+    def _credit_after(self, job: Job | _Upload, now: float) -> Any:
         self.credit.release(job.client, job.size, now)
         return self.credit.credit(job.client, now)
 
-    def _answer(self, job: Job, err: ProcessingError, now: float) -> Send:
-        """The error reply to an admitted job (which is then no longer outstanding)."""
+    def _answer(self, job: Job | _Upload, err: ProcessingError, now: float) -> Send:
+        """The error reply to an admitted job or upload (which is then no longer outstanding)."""
         self.counters.codes[err.code] += 1
         return Send(job.client, encode_error(job.request_id, self.epoch, err, self._credit_after(job, now), self._pack))
 
@@ -461,7 +703,7 @@ class ServerCore:
             "requests": c.requests,
             "ok": c.codes["ok"],
             "errors": {code: n for code, n in c.codes.items() if code != "ok"},
-            "in_flight": len(self._light) + len(self._heavy) + len(self._running),
+            "in_flight": len(self._light) + len(self._heavy) + len(self._running) + len(self._uploads),
             "queue_length": len(self._light) + len(self._heavy),
             "running": len(self._running),
             "max_queue": self.config.max_queue,
@@ -473,11 +715,15 @@ class ServerCore:
             "stopped_jobs": c.stopped,
             "workers_died": c.workers_died,
             "restarted_jobs": c.restarted,
+            "uploads": len(self._uploads),
+            "held_results": len(self._downloading),
             "memory": {
                 "budget_bytes": plan.total,
                 "jobs_bytes": plan.jobs,
                 "reserved_bytes": self.reserved,
                 "unread_reply_bytes": self.unread,
+                "upload_bytes": sum(u.size for u in self._uploads.values()),
+                "held_result_bytes": sum(len(d.data) for d in self._downloading.values()),
             },
             "uptime_s": round(now - self._started_at, 3),
         }

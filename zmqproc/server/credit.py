@@ -8,7 +8,9 @@ and not yet answered, and their payload bytes) and the grants it was sent, by
 ``idle_after``; the ``+ 1`` keeps room for a newcomer. A request is judged by
 the grant it names (``credit_seq``), so lowering a share never turns a request
 sent under a larger one into ``busy``. A connection whose replies go unread is
-granted one request (:meth:`throttle`) until it reads them.
+granted one request (:meth:`throttle`) until it reads them. Every grant says
+the size of the parts in which the server takes and gives big payloads
+(``part_bytes``, see "Payloads in parts").
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from ..protocol import Credit
+from ..protocol import PART_BYTES, Credit
 
 IDLE_AFTER_S = 10.0  # no work outstanding or sent for this long: the connection no longer takes a share
 RETAIN_S = 300.0  # an account not heard from for this long (and with nothing outstanding) is forgotten
@@ -45,6 +47,7 @@ class CreditLedger:
         max_share: int | None = None,
         idle_after: float = IDLE_AFTER_S,
         retain: float = RETAIN_S,
+        part_bytes: int = PART_BYTES,
     ) -> None:
         if max_requests < 1 or max_bytes < 1:
             raise ValueError("the server's capacity must be at least one request and one byte")
@@ -53,6 +56,7 @@ class CreditLedger:
         self.max_share = max_share or max_requests  # no connection is granted more requests than this
         self.idle_after = idle_after
         self.retain = retain
+        self.part_bytes = part_bytes  # advertised in every grant
         self.closing = False
         self._accounts: dict[bytes, _Account] = {}
         self._active = (float("-inf"), 0)  # (counted at, count)
@@ -77,7 +81,7 @@ class CreditLedger:
             requests, size = 1, 1
         current = account.current
         if requests != current.requests or size != current.bytes:
-            account.current = Credit(current.seq + 1, requests, size)
+            account.current = Credit(current.seq + 1, requests, size, self.part_bytes)
             account.grants[account.current.seq] = account.current
             while len(account.grants) > GRANT_HISTORY:
                 account.grants.popitem(last=False)
@@ -137,7 +141,7 @@ class CreditLedger:
             if len(self._accounts) >= self._prune_at:
                 self._forget_gone(now)
                 self._prune_at = max(64, 2 * len(self._accounts))
-            account = self._accounts[client] = _Account(Credit(0, 0, 0), now)
+            account = self._accounts[client] = _Account(Credit(0, 0, 0, self.part_bytes), now)
         account.last_heard = now
         return account
 

@@ -6,7 +6,9 @@ the core says what to run inline (light work, here in the loop), what to start
 on a worker process (:class:`zmqproc.server.pool.WorkerPool`) and what to stop; the
 pool's outcomes go back to the core, whose replies the loop sends. Reply
 payloads go out without a copy and are tracked until libzmq lets go of them, so
-unread replies count against their client. See docs/architecture.md.
+unread replies count against their client; a worker's output segment is reused
+once the core holds its result no more (:meth:`ServerCore.holds`: a result sent
+in parts is held until it has been fetched). See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -111,8 +113,8 @@ class Server:
         self.curve = curve  # CURVE keys and allow-list; None serves in the clear
         self._stop = threading.Event()
         self._tracebacks = _TracebackLog()
-        self._held: list[tuple[zmq.MessageTracker, int, Segment | None]] = []  # replies libzmq still holds
-        self._segments: dict[int, Segment] = {}  # job -> the output segment its reply is sent from
+        self._held: list[tuple[zmq.MessageTracker, int]] = []  # replies libzmq still holds, and their jobs
+        self._segments: dict[int, Segment] = {}  # job -> the output segment its result is in, while the core holds it
 
     def stop(self) -> None:
         """Stop taking work, answer what is queued, let running work finish briefly, then return from serve()."""
@@ -198,7 +200,7 @@ class Server:
                 if event.segment is not None:
                     self._segments[event.job] = event.segment
                 self._act(core, router, pool, core.finished(event.job, event.outcome, now))
-                self._release_segment(pool, event.job)
+                self._release_segment(core, pool, event.job)
             for _ in range(RECEIVE_BATCH):
                 if not incoming and not readable(router):  # the poll said so for the first
                     break
@@ -208,6 +210,8 @@ class Server:
                 while core.bugs:
                     self._tracebacks("request", core.bugs.pop(), now)
             self._act(core, router, pool, core.pump(now, pool.idle()))
+            for job in [j for j in self._segments if not core.holds(j)] if self._segments else ():  # let go by the core
+                self._release_segment(core, pool, job)  # (a result in parts: cancelled, or not fetched in time)
             if now >= next_summary:
                 log.info("summary: %s", self._summary(core.stats(now)))
                 next_summary = now + SUMMARY_INTERVAL_S
@@ -241,26 +245,25 @@ class Server:
             tracker = send_frames(router, [send.client, *send.frames], track=bool(send.held))  # tracks the payload
             if send.held:
                 assert send.job is not None and tracker is not None
-                self._held.append((tracker, send.job, self._segments.pop(send.job, None)))
+                self._held.append((tracker, send.job))
         except zmq.ZMQError as exc:  # EHOSTUNREACH: client gone; EAGAIN: its pipe is full (it does not read)
             log.debug("reply to a gone or stalled client dropped (%s)", exc.strerror)
             core.send_failed(send, time.monotonic())
 
-    def _release_segment(self, pool: WorkerPool, job: int) -> None:
-        """A reply not held (small: pyzmq copied it; or not sent at all): its segment can take the next result."""
-        segment = self._segments.pop(job, None)
-        if segment is not None:
-            pool.release(segment)
+    def _release_segment(self, core: ServerCore, pool: WorkerPool, job: int) -> None:
+        """A result the core holds no more (its reply small: pyzmq copied it; let go by libzmq; not sent at all; a result in
+        parts all fetched or dropped): its segment can take the next result."""
+        if job in self._segments and not core.holds(job):
+            pool.release(self._segments.pop(job))
 
     def _check_held(self, core: ServerCore, pool: WorkerPool, now: float) -> None:
         still = []
-        for tracker, job, segment in self._held:
+        for tracker, job in self._held:
             if tracker.done:
                 core.reply_released(job, now)
-                if segment is not None:
-                    pool.release(segment)
+                self._release_segment(core, pool, job)
             else:
-                still.append((tracker, job, segment))
+                still.append((tracker, job))
         self._held = still
 
     @staticmethod
