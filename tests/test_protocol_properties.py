@@ -37,6 +37,7 @@ from zmqproc.protocol import (
     KINDS,
     MAX_ID_LENGTH,
     MAX_PIPELINE_STEPS,
+    PART_BYTES,
     REPLY_FORMATS,
     Limits,
     Request,
@@ -119,8 +120,14 @@ def encoded_image(draw: st.DrawFn) -> tuple[dict[str, Any], bytes]:
 def valid_message(draw: st.DrawFn) -> tuple[dict[str, Any], list[bytes]]:
     kind = draw(st.sampled_from(KINDS))
     header: dict[str, Any] = {"v": 1, "id": draw(st.text(min_size=1, max_size=20)), "kind": kind}
-    if kind == "cancel":
+    if kind in ("cancel", "part", "fetch"):
         header["target"] = draw(st.text(min_size=1, max_size=20))
+    if kind in ("part", "fetch"):
+        header["offset"] = draw(st.integers(0, 2**40))
+        if kind == "fetch":
+            header["length"] = draw(st.integers(1, PART_BYTES))
+            return header, []
+        return header, [draw(st.binary(min_size=1, max_size=64))]
     if kind != "process":
         return header, []
     image, payload = draw(raw_image() | encoded_image())
@@ -129,6 +136,11 @@ def valid_message(draw: st.DrawFn) -> tuple[dict[str, Any], list[bytes]]:
         header["reply_format"] = draw(st.sampled_from(REPLY_FORMATS))
     if draw(st.booleans()):
         header["deadline_ms"] = draw(st.integers(0, 10**6) | st.floats(0, 1e6))
+    if draw(st.booleans()):
+        header["parts"] = {"down": True}
+    if image["format"] == "raw" and draw(st.booleans()):
+        header["parts"] = {"up": len(payload)}  # the bytes follow in parts
+        return header, []
     return header, [payload]
 
 
@@ -206,9 +218,13 @@ def check_request(req: Request, frames: list[bytes]) -> None:
     """Everything the server relies on after decode_request returned."""
     assert isinstance(req.id, str) and 1 <= len(req.id) <= MAX_ID_LENGTH
     assert req.kind in KINDS
-    assert len(frames) == (2 if req.kind == "process" else 1)
-    if req.kind == "cancel":
+    assert len(frames) == (2 if req.kind == "part" or (req.kind == "process" and req.up is None) else 1)
+    if req.kind in ("cancel", "part", "fetch"):
         assert isinstance(req.target, str) and 1 <= len(req.target) <= MAX_ID_LENGTH
+    if req.kind == "part":
+        assert req.payload is not None and 1 <= len(req.payload) <= PART_BYTES and req.offset >= 0
+    if req.kind == "fetch":
+        assert 1 <= req.length <= PART_BYTES and req.offset >= 0
     if req.kind != "process":
         return
     assert 1 <= len(req.pipeline) <= MAX_PIPELINE_STEPS
@@ -216,6 +232,9 @@ def check_request(req: Request, frames: list[bytes]) -> None:
     assert req.reply_format is None or req.reply_format in REPLY_FORMATS
     assert req.deadline_ms is None or (isinstance(req.deadline_ms, int | float) and math.isfinite(req.deadline_ms) and req.deadline_ms >= 0)
     image = req.image
+    if req.up is not None:  # the bytes follow in parts: only their count is known
+        assert image is not None and req.payload is None and req.up <= LIMITS.max_frame_bytes
+        return
     assert image is not None and req.payload is not None and len(req.payload) <= LIMITS.max_frame_bytes
     if image.format == "raw":
         assert image.dtype in RAW_DTYPES and image.shape is not None
@@ -268,7 +287,12 @@ def test_valid_messages_are_accepted_as_sent(message: tuple[dict[str, Any], list
     if req.kind == "process":
         assert [Step(s["op"], s["params"]) for s in header["pipeline"]] == list(req.pipeline)
         assert req.image is not None and req.image.to_wire() == header["image"]
-        assert bytes(req.payload or b"") == payloads[0]
+        assert bytes(req.payload or b"") == payloads[0] if payloads else req.payload is None and req.up == header["parts"]["up"]
+        assert req.down == header.get("parts", {}).get("down", False)
+    if req.kind == "part":
+        assert (req.target, req.offset, bytes(req.payload or b"")) == (header["target"], header["offset"], payloads[0])
+    if req.kind == "fetch":
+        assert (req.target, req.offset, req.length) == (header["target"], header["offset"], header["length"])
 
 
 @FUZZ

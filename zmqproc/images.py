@@ -54,13 +54,14 @@ def parse_descriptor(value: object, payload: Any, max_pixels: int) -> ImageDescr
 
     An encoded file's descriptor gets the ``dtype`` and ``shape`` its decoder will
     produce, read from the file's own header: the server sizes the job from them
-    before anything is decoded.
+    before anything is decoded. ``payload`` an int: only its size is known yet (it comes in parts): an encoded file's
+    descriptor is then its format alone, sized once the bytes are in.
     """
     if not isinstance(value, dict):
         raise BadRequest("'image' must be a map describing frame 1")
     fmt = value.get("format")
     if fmt in ENCODED_FORMATS:
-        return _sized(fmt, payload, max_pixels)
+        return ImageDescriptor(fmt) if isinstance(payload, int) else _sized(fmt, payload, max_pixels)
     if fmt != "raw":
         raise BadRequest(f"image format must be one of {', '.join(FORMATS)}")
     dtype, shape = value.get("dtype"), value.get("shape")
@@ -74,8 +75,9 @@ def parse_descriptor(value: object, payload: Any, max_pixels: int) -> ImageDescr
     if pixels > max_pixels:
         raise TooLarge.over("pixels", pixels, max_pixels, f"image is {shape[1]}x{shape[0]} = {pixels} pixels, the limit is {max_pixels}")
     expected = pixels * (shape[2] if len(shape) == 3 else 1) * np.dtype(dtype).itemsize
-    if len(payload) != expected:
-        raise DecodeFailed(f"raw {dtype} {shape} needs {expected} bytes, frame 1 has {len(payload)}")
+    size = payload if isinstance(payload, int) else len(payload)
+    if size != expected:
+        raise DecodeFailed(f"raw {dtype} {shape} needs {expected} bytes, frame 1 has {size}")
     return ImageDescriptor("raw", dtype, tuple(shape))
 
 

@@ -29,13 +29,14 @@ from .formats import RAW_DTYPES, REPLY_FORMATS
 from .images import ImageDescriptor, parse_descriptor
 
 VERSION = 1
-KINDS = ("ping", "ops", "process", "cancel", "stats")
+KINDS = ("ping", "ops", "process", "cancel", "stats", "part", "fetch")
 
 MAX_ID_LENGTH = 128
 RESULT_KINDS = ("boxes", "points", "polygons")  # the kinds of results a viewer draws (see Results); others are listed
 MAX_PIPELINE_STEPS = 16
 
 Buffer = bytes | bytearray | memoryview
+PART_BYTES = 1 << 20  # the size of a payload's parts (docs/protocol.md, "Payloads in parts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,10 @@ class Request:
     target: str | None = None
     credit_seq: int | None = None  # the grant the client sent it under (flow control)
     tile_dtype: str | None = None  # ops with ``tile``: the halo of ``pipeline`` on images of this pixel type is asked for
+    up: int | None = None  # process: its payload's bytes follow in this many bytes of parts (payload is None)
+    down: bool = False  # process: its result may come in parts
+    offset: int = 0  # part, fetch: where in the payload
+    length: int = 0  # fetch: how many bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +90,13 @@ class Credit:
     seq: int
     requests: int
     bytes: int
+    part_bytes: int = 0  # the server takes payloads in parts of this size (0: it does not)
 
     def to_wire(self) -> dict[str, int]:
-        return {"seq": self.seq, "requests": self.requests, "bytes": self.bytes}
+        wire = {"seq": self.seq, "requests": self.requests, "bytes": self.bytes}
+        if self.part_bytes:
+            wire["part_bytes"] = self.part_bytes
+        return wire
 
     def admits(self, outstanding: int, outstanding_bytes: int, size: int) -> bool:
         """Whether one more request of ``size`` payload bytes fits beside what is outstanding."""
@@ -121,7 +130,7 @@ class Reply:
     def credit(self) -> Credit | None:
         """The grant this reply carries; None from a server without flow control (checked by :func:`decode_reply`)."""
         value = self.header.get("credit")
-        return None if value is None else Credit(value["seq"], value["requests"], value["bytes"])
+        return None if value is None else Credit(value["seq"], value["requests"], value["bytes"], value.get("part_bytes", 0))
 
 
 def _pack(header: dict[str, Any]) -> bytes:
@@ -149,7 +158,7 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _count(value: object) -> bool:
+def _count(value: object) -> TypeGuard[int]:
     """A non-negative int that fits msgpack's uint64 (not a bool)."""
     return type(value) is int and 0 <= value < 2**64
 
@@ -199,28 +208,37 @@ def _decode_checked(header: dict[str, Any], request_id: str, frames: Sequence[Bu
         raise BadRequest("'kind' must be a string")
     if kind not in KINDS:
         raise UnknownKind(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
-    expected = 2 if kind == "process" else 1
+    parts = header.get("parts") if kind == "process" else None
+    if parts is not None and not (
+        isinstance(parts, dict) and (parts.get("up") is None or _count(parts["up"])) and isinstance(parts.get("down", False), bool)
+    ):
+        raise BadRequest("'parts' must be a map with 'up' (a byte count) and/or 'down' (a bool)")
+    up = parts.get("up") if parts else None
+    expected = 2 if kind == "part" or (kind == "process" and up is None) else 1
     if len(frames) != expected:
         raise BadRequest(f"a {kind} request has {expected} frame(s), got {len(frames)}")
-    if kind == "cancel":
+    if kind in ("cancel", "part", "fetch"):
         target = header.get("target")
         if not _valid_id(target):
             raise BadRequest("'target' must be the id of an earlier request")
-        return Request(request_id, kind, target=target)
+        if kind == "cancel":
+            return Request(request_id, kind, target=target)
+        return _part_request(request_id, kind, target, header, frames)
     if kind == "ops" and "tile" in header:
         return _tile_request(request_id, header["tile"])
     if kind != "process":
         return Request(request_id, kind)
 
     pipeline = _parse_pipeline(header.get("pipeline"))
-    payload = frames[1]
-    if len(payload) > limits.max_frame_bytes:
+    payload = frames[1] if up is None else None
+    size = len(frames[1]) if up is None else up
+    if size > limits.max_frame_bytes:
         refused = TooLarge.over(
-            "frame_bytes", len(payload), limits.max_frame_bytes, f"payload is {len(payload)} bytes, the limit is {limits.max_frame_bytes}"
+            "frame_bytes", size, limits.max_frame_bytes, f"payload is {size} bytes, the limit is {limits.max_frame_bytes}"
         )
         refused.details["max_pixels"] = limits.max_pixels  # whether an encoded file of the same image would pass
         raise refused
-    image = parse_descriptor(header.get("image"), payload, limits.max_pixels)
+    image = parse_descriptor(header.get("image"), payload if payload is not None else size, limits.max_pixels)
     reply_format = header.get("reply_format")
     if reply_format is not None and reply_format not in REPLY_FORMATS:
         raise BadRequest(f"'reply_format' must be one of {', '.join(REPLY_FORMATS)}")
@@ -230,7 +248,23 @@ def _decode_checked(header: dict[str, Any], request_id: str, frames: Sequence[Bu
     credit_seq = header.get("credit_seq")
     if credit_seq is not None and not _count(credit_seq):
         raise BadRequest("'credit_seq' must be a non-negative integer (the seq of a credit this server sent)")
-    return Request(request_id, kind, pipeline, image, payload, reply_format, deadline_ms, credit_seq=credit_seq)
+    down = bool(parts.get("down", False)) if parts else False
+    return Request(request_id, kind, pipeline, image, payload, reply_format, deadline_ms, credit_seq=credit_seq, up=up, down=down)
+
+
+def _part_request(request_id: str, kind: str, target: str, header: dict[str, Any], frames: Sequence[Buffer]) -> Request:
+    """A ``part`` (frame 1: bytes of an upload) or a ``fetch`` (bytes of a held result); see Payloads in parts."""
+    offset = header.get("offset")
+    if not _count(offset):
+        raise BadRequest("'offset' must be a non-negative integer")
+    if kind == "part":
+        if not 1 <= len(frames[1]) <= PART_BYTES:
+            raise BadRequest(f"a part holds 1 to {PART_BYTES} bytes, this one {len(frames[1])}")
+        return Request(request_id, kind, payload=frames[1], target=target, offset=offset)
+    length = header.get("length")
+    if not _count(length) or not 1 <= length <= PART_BYTES:
+        raise BadRequest(f"'length' must be 1 to {PART_BYTES}")
+    return Request(request_id, kind, target=target, offset=offset, length=length)
 
 
 def _tile_request(request_id: str, tile: object) -> Request:
@@ -302,6 +336,24 @@ def process_fields(
     return fields
 
 
+def parts_fields(up: int | None, down: bool) -> dict[str, Any]:
+    """The ``parts`` key of a process request whose payload follows in ``up`` bytes of parts, or whose result may come in parts."""
+    parts: dict[str, Any] = {}
+    if up is not None:
+        parts["up"] = up
+    if down:
+        parts["down"] = True
+    return {"parts": parts} if parts else {}
+
+
+def part_fields(target: str, offset: int) -> dict[str, Any]:
+    return {"target": target, "offset": offset}
+
+
+def fetch_fields(target: str, offset: int, length: int) -> dict[str, Any]:
+    return {"target": target, "offset": offset, "length": length}
+
+
 def decode_reply(frames: Sequence[Buffer]) -> Reply:
     """Read a reply message; raise MalformedReply when it breaks the contract."""
     if not 1 <= len(frames) <= 2:
@@ -321,7 +373,11 @@ def decode_reply(frames: Sequence[Buffer]) -> Reply:
         raise MalformedReply("an error reply needs an 'error' map")  # else Reply.error would raise AttributeError
     credit = header.get("credit")
     if credit is not None and not (
-        isinstance(credit, dict) and _count(credit.get("seq")) and _count(credit.get("requests")) and _count(credit.get("bytes"))
+        isinstance(credit, dict)
+        and _count(credit.get("seq"))
+        and _count(credit.get("requests"))
+        and _count(credit.get("bytes"))
+        and _count(credit.get("part_bytes", 0))
     ):
-        raise MalformedReply("reply credit must be a map of non-negative integers seq, requests and bytes")
+        raise MalformedReply("reply credit must be a map of non-negative integers seq, requests, bytes (and part_bytes)")
     return Reply(request_id, header, frames[1] if len(frames) == 2 else None)
