@@ -60,4 +60,18 @@ class ServerRestarted:
     epoch: str
 
 
-Event = Resolve | Fail | RouteChanged | StateChanged | ServerRestarted
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Request ``request_id``'s payload travels in parts: bytes ``sent`` of ``up`` answered by the server (``up`` 0: it
+    went in one piece), ``received`` of ``down`` of its result (``down`` 0: not known yet); ``rate``: the route's
+    measured throughput, bytes/s (0 while unknown)."""
+
+    request_id: str
+    sent: int
+    up: int
+    received: int
+    down: int
+    rate: float
+
+
+Event = Resolve | Fail | RouteChanged | StateChanged | ServerRestarted | Progress

@@ -66,8 +66,21 @@ from ..errors import (
     TunnelError,
 )
 from ..images import ImageDescriptor, describe_array, sniff_format
-from ..protocol import Buffer, Credit, Reply, Step, decode_reply, encode_request, process_fields, tile_fields
-from .events import Event, Fail, Resolve, RouteChanged, Send, ServerRestarted, StateChanged
+from ..protocol import (
+    PART_BYTES,
+    Buffer,
+    Credit,
+    Reply,
+    Step,
+    decode_reply,
+    encode_request,
+    fetch_fields,
+    part_fields,
+    parts_fields,
+    process_fields,
+    tile_fields,
+)
+from .events import Event, Fail, Progress, Resolve, RouteChanged, Send, ServerRestarted, StateChanged
 from .pipeline import PipelineSpec, to_steps
 from .replies import reply_value
 
@@ -76,6 +89,11 @@ log = logging.getLogger("zmqproc.client")
 CONNECTING, CONNECTED, SLOW, LOST = "connecting", "connected", "slow", "lost"
 TUNNEL_OPEN, TUNNEL_RECONNECTING, TUNNEL_FAILED = "open", "reconnecting", "failed"
 BACKOFF_MAX_S = 1.0
+WINDOW_S = 0.5  # parts unanswered on a route: about this long at its measured rate (what a ping may wait behind)...
+MIN_WINDOW = 1 << 20  # ...but at least this many bytes (more than a link's bandwidth-delay product, up to 1 Gbit/s x 8 ms)
+MAX_WINDOW = 64 << 20
+RATE_WEIGHT = 0.3  # of a new throughput sample in a route's running estimate...
+RATE_SPAN = 0.05  # ...each sample the bytes answered over at least this long, while parts were out
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +127,45 @@ class _Request:
     generation: int = 0  # that route's connection when it was sent
     sent_at: float = 0.0
     sends: int = 0
-    deaths: int = 0  # servers that died holding it
     busy: int = 0  # `busy` answers so far (the backoff doubles)
     avoid: int | None = None  # the route that answered busy: another is preferred
     not_before: float = 0.0
     cancelling: bool = False
     waiting: bool = False  # in a queue (counted in waiting_bytes when it is process work)
+    deaths_at: list[tuple[int, str | None]] = field(default_factory=list)  # (route, instance) that dropped it unanswered
+    parted: bool = False  # this attempt's payload goes in parts
+    up_sent: int = 0  # of those parts: bytes sent, and answered
+    up_done: int = 0
+    download: _Download | None = None  # its result comes in parts
+
+    @property
+    def deaths(self) -> int:
+        """Servers that died holding it (a connection the same instance answers on again was only a cut: not counted)."""
+        return len(self.deaths_at)
+
+
+@dataclass(slots=True, eq=False)
+class _Download:
+    """A result held by the server for ``fetch`` requests: its reply header, and the bytes so far."""
+
+    header: dict[str, Any]
+    buffer: bytearray
+    asked: int  # bytes asked for (fetches sent), and received
+    received: int
+
+
+@dataclass(slots=True, eq=False)
+class _Part:
+    """A ``part`` or ``fetch`` out on a route, for ``request``'s attempt ``attempt``."""
+
+    request: _Request
+    kind: str
+    route: int
+    generation: int
+    attempt: int
+    offset: int
+    length: int
+    sent_at: float
 
 
 @dataclass(slots=True, eq=False)
@@ -146,6 +197,20 @@ class _Route:
     tunnel: str = TUNNEL_OPEN
     tunnel_error: BaseException | None = None
     state: str = CONNECTING
+    transfers: dict[str, _Request] = field(default_factory=dict)  # uploading or downloading in parts, in order
+    inflight: int = 0  # bytes of parts and fetches sent and not yet answered
+    rate: float = 0.0  # measured throughput of parts and fetches, bytes/s (0: not yet)
+    rate_from: float = 0.0  # the rate's next sample: bytes answered since this time
+    rate_bytes: int = 0
+    last_answer: float = float("-inf")  # when a part or fetch was last answered
+
+    @property
+    def part_bytes(self) -> int:
+        """The server takes payloads over this size in parts of it (0: it does not, or has not said yet)."""
+        return self.credit.part_bytes if self.credit is not None else 0
+
+    def window(self) -> int:
+        return int(min(MAX_WINDOW, max(MIN_WINDOW, self.rate * WINDOW_S)))
 
     @property
     def usable(self) -> bool:
@@ -167,11 +232,13 @@ class _Route:
         """Forget the connection before this one: its instance, whether it was blocked or silent, its pings."""
         self.new_instance()
         self.epoch, self.blocked, self.silent, self.ping, self.ping_due, self.rtt = None, False, False, None, now, -1.0
+        self.rate = 0.0  # perhaps another path (a tunnel re-opened): measured again
 
     def admits(self, size: int) -> bool:
-        """One more process request of ``size`` bytes fits this connection's grant (one at a time until told)."""
+        """One more process request of ``size`` bytes fits this connection's grant (one at a time until told; a big one
+        only once told, which says whether it can go in parts)."""
         if not self.told:
-            return self.work == 0
+            return self.work == 0 and size <= PART_BYTES
         return self.credit is None or self.credit.admits(self.work, self.work_bytes, size)
 
 
@@ -189,6 +256,7 @@ class ClientSession:
         self._prefix = uuid.uuid4().hex[:8]
         self._counter = itertools.count(1)
         self._requests: dict[str, _Request] = {}
+        self._parts: dict[str, _Part] = {}  # parts and fetches out, by their ids
         self._work: list[tuple[int, str]] = []  # process requests waiting for credit: (seq, id), a heap
         self._calls: deque[_Request] = deque()  # ops, stats, pings from callers: any connected route
         self._delayed: list[tuple[float, int, str]] = []  # busy retries: (not before, seq, id)
@@ -301,6 +369,8 @@ class ClientSession:
         cancel = self._add("cancel", {"target": request_id}, None, 0, self.options.ping_timeout, now, internal=True)
         cancel.pinned = request.route
         self._enqueue(cancel)
+        if request.download is not None:  # answered already: the cancel only frees what the server holds for it
+            self._fail(request, Cancelled("cancelled while its result came", request_id=request_id))
 
     def close(self, reason: str = "the client was closed before the reply arrived") -> list[Send]:
         """Fail everything pending with ConnectionLost; nothing is sent any more but what this returns: a ``cancel`` for
@@ -338,7 +408,8 @@ class ClientSession:
         r.up = False
         self._orphan(route, died=True, now=now, why="disconnected")
         r.ghosts.clear()
-        r.work = r.work_bytes = r.suspects = 0
+        r.work = r.work_bytes = r.suspects = r.inflight = 0
+        self._parts = {pid: p for pid, p in self._parts.items() if p.route != route}
         r.new_connection(now)
         for pending in r.pinned:
             self._forget(pending)
@@ -371,9 +442,18 @@ class ClientSession:
 
     def send_failed(self, send: Send, now: float) -> None:
         """The socket of ``send.route`` would have blocked: the request waits again, and the route until it is writable."""
-        request = self._requests.get(send.request_id)
         r = self.routes[send.route]
         r.blocked = True
+        part = self._parts.pop(send.request_id, None)
+        if part is not None:  # not sent: asked again once the socket is writable
+            r.inflight -= part.length
+            if part.attempt == part.request.sends and part.request.route == send.route:
+                if part.kind == "part":
+                    part.request.up_sent = min(part.request.up_sent, part.offset)
+                elif part.request.download is not None:
+                    part.request.download.asked = min(part.request.download.asked, part.offset)
+            return
+        request = self._requests.get(send.request_id)
         if request is None or request.route != send.route:
             return
         self._unassign(request)
@@ -403,6 +483,15 @@ class ClientSession:
             return
         r = self.routes[route]
         r.ping_due = now + self.options.heartbeat
+        part = self._parts.pop(reply.id, None) if reply.id is not None else None
+        if part is not None:
+            if part.generation == r.generation:
+                self._learn(route, reply, now)
+            if r.silent:
+                r.silent = False
+                self._refresh(now)
+            self._part_answered(route, part, reply, now)
+            return
         request = self._requests.get(reply.id) if reply.id is not None else None
         current = request is not None and request.route == route and request.generation == r.generation
         if not current and reply.id is not None and reply.id in r.ghosts:
@@ -482,6 +571,9 @@ class ClientSession:
             out.append(self._send(request, target, now))
         for item in skipped:
             heapq.heappush(self._work, item)
+        for index, r in enumerate(self.routes):
+            if r.transfers and r.up and not r.blocked:
+                out += self._parts_out(index, now)
         return out
 
     def events(self) -> list[Event]:
@@ -547,7 +639,7 @@ class ClientSession:
         if not request.internal and not r.assigned:  # silence counts from here: a ping if nothing is heard for a heartbeat
             r.ping_due = max(r.ping_due, now + self.options.heartbeat)
         r.assigned[request.id] = request
-        fields = request.fields
+        fields, payload = request.fields, request.payload
         if request.kind == "process":
             r.work += 1
             r.work_bytes += request.size
@@ -555,7 +647,97 @@ class ClientSession:
             fields = {**fields, "deadline_ms": max(0, round((request.deadline - now) * 1000))}
             if r.credit is not None:
                 fields["credit_seq"] = r.credit.seq
-        return Send(index, encode_request(request.kind, request.id, fields, request.payload, self._pack), request.id)
+            request.parted = 0 < r.part_bytes < request.size
+            request.up_sent = request.up_done = 0
+            request.download = None
+            if r.part_bytes:
+                fields.update(parts_fields(request.size if request.parted else None, down=True))
+            if request.parted:
+                payload = None
+                r.transfers[request.id] = request
+        return Send(index, encode_request(request.kind, request.id, fields, payload, self._pack), request.id)
+
+    def _parts_out(self, index: int, now: float) -> list[Send]:
+        """The parts and fetches that fit ``index``'s window: uploads and downloads in the order they began."""
+        r = self.routes[index]
+        out: list[Send] = []
+        for request in list(r.transfers.values()):
+            download = request.download
+            while r.inflight < r.window():
+                if download is None and request.up_sent < request.size and not request.cancelling:
+                    kind, offset = "part", request.up_sent
+                    length = min(r.part_bytes, request.size - offset)
+                    request.up_sent += length
+                elif download is not None and download.asked < len(download.buffer):
+                    kind, offset = "fetch", download.asked
+                    length = min(r.part_bytes, len(download.buffer) - offset)
+                    download.asked += length
+                else:
+                    break
+                if not r.inflight and now - r.last_answer > RATE_SPAN:  # the link was idle: a new sample starts now
+                    r.rate_from, r.rate_bytes = now, 0
+                part_id = f"{request.id}.{kind[0]}{offset}.{request.sends}"
+                self._parts[part_id] = _Part(request, kind, index, r.generation, request.sends, offset, length, now)
+                r.inflight += length
+                if kind == "part":
+                    piece = _bytes_of(request.payload)[offset : offset + length]
+                    frames = encode_request("part", part_id, part_fields(request.id, offset), piece, self._pack)
+                else:
+                    frames = encode_request("fetch", part_id, fetch_fields(request.id, offset, length), None, self._pack)
+                out.append(Send(index, frames, part_id))
+            if r.inflight >= r.window():
+                break
+        return out
+
+    def _part_answered(self, route: int, part: _Part, reply: Reply, now: float) -> None:
+        """A part or fetch was answered: the route's window and rate, the request's progress (and its end, once all is in)."""
+        r = self.routes[route]
+        if part.generation == r.generation:
+            r.inflight -= part.length
+            r.rate_bytes += part.length
+            r.last_answer = now
+            if now - r.rate_from >= RATE_SPAN:
+                sample = r.rate_bytes / (now - r.rate_from)
+                r.rate = sample if r.rate <= 0 else (1 - RATE_WEIGHT) * r.rate + RATE_WEIGHT * sample
+                r.rate_from, r.rate_bytes = now, 0
+        request = part.request
+        if request.id not in self._requests or request.route != route or request.sends != part.attempt or part.generation != r.generation:
+            return  # an earlier attempt's, or an ended request's
+        error = reply.error
+        if error is not None:
+            if not request.cancelling:
+                self._unassign(request)
+                self._fail(request, error)
+            return
+        download = request.download
+        if part.kind == "part":
+            request.up_done += part.length
+        elif download is not None:
+            payload = reply.payload
+            if payload is None or len(payload) != part.length:
+                self._unassign(request)
+                self._fail(
+                    request,
+                    MalformedReply(
+                        f"a fetch of {part.length} bytes of {request.id} was answered with {0 if payload is None else len(payload)}"
+                    ),
+                )
+                return
+            download.buffer[part.offset : part.offset + part.length] = payload
+            download.received += part.length
+        self._progress(request, r)
+        if download is not None and download.received == len(download.buffer):
+            self._unassign(request)
+            self._answer(route, request, Reply(request.id, download.header, download.buffer), now)
+
+    def _progress(self, request: _Request, r: _Route) -> None:
+        download = request.download
+        up = request.size if request.parted else 0
+        sent = request.up_done if request.parted else 0
+        if download is None:
+            self._events.append(Progress(request.id, sent, up, 0, 0, r.rate))
+        else:
+            self._events.append(Progress(request.id, up, up, download.received, len(download.buffer), r.rate))
 
     def _pick(self, request: _Request) -> int | None:
         """The route for a process request: usable, with room in its grant, fewest outstanding (and not the one that said busy)."""
@@ -580,7 +762,10 @@ class ClientSession:
         if request.route is None:
             return
         r = self.routes[request.route]
-        if r.assigned.pop(request.id, None) is not None and request.kind == "process":
+        r.transfers.pop(request.id, None)
+        if request.download is not None:  # answered: its credit was released then
+            r.assigned.pop(request.id, None)
+        elif r.assigned.pop(request.id, None) is not None and request.kind == "process":
             r.suspects -= request.deaths > 0
             if ghost and request.generation == r.generation and r.up:
                 r.ghosts[request.id] = request.size  # it still counts against the grant until the server answers
@@ -632,6 +817,8 @@ class ClientSession:
             if r.epoch is not None:  # a new instance on the same connection: the old one's work is lost
                 r.new_instance()
                 self._orphan(route, died=True, now=now, why=f"restarted (epoch {epoch})", keep=reply.id)
+            elif epoch == r.last_epoch:  # the instance of before the connection dropped: it was a cut, not a death
+                self._absolve(route, epoch)
             r.epoch = epoch
             if r.last_epoch is not None and r.last_epoch != epoch:
                 self._events.append(ServerRestarted(route, epoch))
@@ -641,13 +828,18 @@ class ClientSession:
         wire = reply.header.get("credit")
         if wire != r.credit_wire or not r.told:  # usually the same grant as last time: nothing to build
             r.told, r.credit_wire = True, wire
-            r.credit = None if wire is None else Credit(wire["seq"], wire["requests"], wire["bytes"])
+            r.credit = None if wire is None else Credit(wire["seq"], wire["requests"], wire["bytes"], wire.get("part_bytes", 0))
 
     def _answer(self, route: int, request: _Request, reply: Reply, now: float) -> None:
         """End ``request`` with its reply (or send it again, for ``busy``). A reply from where it is no longer
         outstanding (it was sent again meanwhile) still ends it, except a stale ``busy``: the new attempt goes on."""
         r = self.routes[route]
         here = request.route == route
+        parts = reply.header.get("parts") if request.kind == "process" and reply.ok else None
+        if parts is not None:
+            if here and request.download is None:
+                self._download(r, request, reply, parts)
+            return  # else an earlier attempt's: the rest of it cannot be fetched by this one
         if here:
             self._unassign(request)
         rtt = now - request.sent_at
@@ -665,6 +857,26 @@ class ClientSession:
             self._fail(request, error)
         elif here:
             self._busy(route, request, error, now)
+
+    def _download(self, r: _Route, request: _Request, reply: Reply, parts: Any) -> None:
+        """The reply's frame 1 is the first part of the result: the rest is fetched. Its credit is released now."""
+        total = parts.get("bytes") if isinstance(parts, dict) else None
+        first = reply.payload
+        assert first is not None
+        if type(total) is not int or not len(first) < total <= 1 << 40:
+            self._unassign(request)
+            self._fail(
+                request, MalformedReply(f"a process reply says its result has {total!r} bytes in parts, with {len(first)} in frame 1")
+            )
+            return
+        buffer = bytearray(total)
+        buffer[: len(first)] = first
+        r.suspects -= request.deaths > 0
+        self._release(r, request.size)
+        header = {k: v for k, v in reply.header.items() if k != "parts"}  # once all is in: the reply as if whole
+        request.download = _Download(header, buffer, len(first), len(first))
+        r.transfers[request.id] = request
+        self._progress(request, r)
 
     def _busy(self, route: int, request: _Request, error: Busy, now: float) -> None:
         """Not started: send it again (at once elsewhere if the server is leaving, else after a backoff), within its deadline."""
@@ -700,11 +912,22 @@ class ClientSession:
                 )
             else:
                 if died and request.kind == "process":
-                    request.deaths += 1
+                    request.deaths_at.append((route, r.last_epoch))
                 moved += 1
                 self._enqueue(request)
         if moved or crashed:
             log.info("%s %s: %d requests will be sent again, %d given up (ServerCrashed)", r.endpoint, why, moved, crashed)
+
+    def _absolve(self, route: int, epoch: str) -> None:
+        """Instance ``epoch`` of ``route`` answers again after its connection dropped: what that drop counted as its
+        death was a cut in the transport (resent without counting, never a ServerCrashed)."""
+        mark = (route, epoch)
+        for request in self._requests.values():
+            if mark in request.deaths_at:
+                suspect = request.deaths > 0
+                request.deaths_at = [m for m in request.deaths_at if m != mark]
+                if suspect and not request.deaths and request.route is not None and request.download is None:
+                    self.routes[request.route].suspects -= 1
 
     def _expired(self, request: _Request, now: float) -> None:
         if request.internal:
@@ -815,6 +1038,11 @@ class ClientSession:
 def _text_steps(text: str) -> tuple[Step, ...]:
     """Pipeline text parsed once (its steps are only read)."""
     return tuple(to_steps(text))
+
+
+def _bytes_of(payload: Any) -> memoryview:
+    """A payload as flat bytes, without a copy (its parts are slices of it)."""
+    return memoryview(payload).cast("B")
 
 
 def _peek_id(frames: Sequence[Buffer]) -> str | None:
