@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 
 from zmqproc.client.events import Fail, Progress, Resolve, RouteChanged
-from zmqproc.client.session import LOST, MIN_WINDOW, WINDOW_S, ClientOptions, ClientSession
+from zmqproc.client.session import LOST, MIN_PART, WINDOW_PARTS, WINDOW_S, ClientOptions, ClientSession
 from zmqproc.errors import Cancelled, ConnectionLost, ServerCrashed
 from zmqproc.protocol import Credit, decode_request, encode_error, encode_reply
 
@@ -140,7 +140,7 @@ def test_a_big_payload_goes_up_in_parts_within_a_window_and_its_result_comes_dow
     assert [h["offset"] for h in parts] == list(range(0, IMAGE.nbytes, PART))
     fetches = [(h["offset"], h["length"]) for h in link.sent if h["kind"] == "fetch"]
     assert fetches == [(o, PART) for o in range(PART, IMAGE.nbytes, PART)], "the reply held the first part"
-    assert link.first_window == MIN_WINDOW, "before the link's rate is known, a window of MIN_WINDOW"
+    assert link.first_window == WINDOW_PARTS * MIN_PART, "before the link's rate is known, a slow start"
     progress = [e for e in link.events if isinstance(e, Progress)]
     ups = [e.sent for e in progress if e.down == 0]
     downs = [e.received for e in progress if e.down]
@@ -148,13 +148,17 @@ def test_a_big_payload_goes_up_in_parts_within_a_window_and_its_result_comes_dow
     assert all(e.up == IMAGE.nbytes for e in progress) and progress[-1].rate > 0
 
 
-def test_the_window_grows_with_the_measured_rate():
+def test_the_window_grows_with_the_measured_rate_and_a_quick_transfer_goes_whole():
     link = Link(delay=0.001)
     link.connect()
     link.session.submit_process(np.zeros((4096, 4096, 4), np.uint8), "invert", 60.0, link.now)  # 64 MiB
     link.run(30.0)
     rate = link.session.routes[0].rate
-    assert rate > 100e6 and link.inflight_peak > MIN_WINDOW and link.inflight_peak <= max(MIN_WINDOW, rate * WINDOW_S)
+    assert rate > 100e6 and link.inflight_peak > WINDOW_PARTS * MIN_PART and link.inflight_peak <= rate * WINDOW_S
+    quick = link.session.submit_process(IMAGE, "invert", 60.0, link.now)
+    link.run(1.0)
+    assert "parts" not in link.sent[-1] and link.sent[-1]["id"] == quick, "this link carries 6 MiB in a blink: whole, no copies"
+    assert np.array_equal(link.value(quick).image, 255 - IMAGE)
 
 
 def test_while_parts_are_answered_the_route_stays_alive_however_long_the_transfer():

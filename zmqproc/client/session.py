@@ -33,8 +33,16 @@ A route is one connection to one endpoint. The rules (docs/protocol.md, "Flow co
   :class:`~zmqproc.errors.ServerCrashed` (a poison request cannot take down every replica). A request sent again after
   such a death goes to a route holding no other such request, so a second death names one request, not its neighbours.
 - **Liveness, one rule.** A connected route silent for ``heartbeat`` gets a ``ping`` (while work is out on it, or always
-  with ``keepalive``); one unanswered for ``ping_timeout`` makes the route silent: its work moves to live routes, if any.
-  Ping round trips give the route's state: connecting, connected, slow (over ``slow_after``) or lost.
+  with ``keepalive``); one unanswered for ``ping_timeout``, with nothing else heard on the route since it went, makes
+  the route silent: its work moves to live routes, if any. (A ping may wait behind parts of a big payload; answers to
+  those parts keep the route alive, so only a route on which nothing moves is silent.) Ping round trips give the
+  route's state: connecting, connected, slow (over ``slow_after``) or lost.
+- **Parts.** With a server that takes them, a payload over its ``part_bytes`` goes in parts, and a big result comes
+  back in parts (docs/protocol.md, "Payloads in parts"), each about ``PART_S`` on the link, unless the route's
+  measured rate carries the request in under ``WINDOW_S`` (then parts would only cost copies); at most a window of
+  about ``WINDOW_S`` of the route's measured rate is out unanswered, so whatever else is sent waits behind that at
+  most. A dropped connection after which the same server instance answers again was a cut: the work it held is resent
+  without counting as that server's death.
 - **Fail fast.** When every route has been unusable (not connected, silent, its tunnel reconnecting) for ``grace``, or
   lost for good (a refused CURVE key, a failed tunnel), what is pending and what is submitted fails at once, with
   :class:`~zmqproc.errors.ConnectionLost` naming the endpoints, or the known cause.
@@ -89,9 +97,11 @@ log = logging.getLogger("zmqproc.client")
 CONNECTING, CONNECTED, SLOW, LOST = "connecting", "connected", "slow", "lost"
 TUNNEL_OPEN, TUNNEL_RECONNECTING, TUNNEL_FAILED = "open", "reconnecting", "failed"
 BACKOFF_MAX_S = 1.0
-WINDOW_S = 0.5  # parts unanswered on a route: about this long at its measured rate (what a ping may wait behind)...
-MIN_WINDOW = 1 << 20  # ...but at least this many bytes (more than a link's bandwidth-delay product, up to 1 Gbit/s x 8 ms)
+WINDOW_S = 0.5  # parts unanswered on a route: about this long at its measured rate (what a ping may wait behind),
+WINDOW_PARTS = 2  # but at least this many parts (one arriving while the next travels)...
 MAX_WINDOW = 64 << 20
+PART_S = 0.125  # ...each about this long on the link (an answer at least this often while bytes move),
+MIN_PART = 256 << 10  # at least this big (the size too while the rate is unknown), at most the server's part_bytes
 RATE_WEIGHT = 0.3  # of a new throughput sample in a route's running estimate...
 RATE_SPAN = 0.05  # ...each sample the bytes answered over at least this long, while parts were out
 
@@ -203,14 +213,20 @@ class _Route:
     rate_from: float = 0.0  # the rate's next sample: bytes answered since this time
     rate_bytes: int = 0
     last_answer: float = float("-inf")  # when a part or fetch was last answered
+    heard: float = float("-inf")  # when anything last came on this connection
 
     @property
     def part_bytes(self) -> int:
         """The server takes payloads over this size in parts of it (0: it does not, or has not said yet)."""
         return self.credit.part_bytes if self.credit is not None else 0
 
+    def part_size(self) -> int:
+        """Parts of about PART_S on this link, within MIN_PART and the server's part_bytes."""
+        return int(min(self.part_bytes, max(MIN_PART, self.rate * PART_S)))
+
     def window(self) -> int:
-        return int(min(MAX_WINDOW, max(MIN_WINDOW, self.rate * WINDOW_S)))
+        """Bytes of parts and fetches that may be out unanswered: a slow start from two small parts, then WINDOW_S of the rate."""
+        return int(min(MAX_WINDOW, max(WINDOW_PARTS * self.part_size(), self.rate * WINDOW_S)))
 
     @property
     def usable(self) -> bool:
@@ -482,7 +498,7 @@ class ClientSession:
                 log.warning("dropped a malformed reply from %s: %s", self.endpoints[route], exc)
             return
         r = self.routes[route]
-        r.ping_due = now + self.options.heartbeat
+        r.ping_due, r.heard = now + self.options.heartbeat, now
         part = self._parts.pop(reply.id, None) if reply.id is not None else None
         if part is not None:
             if part.generation == r.generation:
@@ -647,10 +663,11 @@ class ClientSession:
             fields = {**fields, "deadline_ms": max(0, round((request.deadline - now) * 1000))}
             if r.credit is not None:
                 fields["credit_seq"] = r.credit.seq
-            request.parted = 0 < r.part_bytes < request.size
+            quick = r.rate > 0 and request.size <= r.rate * WINDOW_S  # on this link it takes less than a window's time
+            request.parted = 0 < r.part_bytes < request.size and not quick
             request.up_sent = request.up_done = 0
             request.download = None
-            if r.part_bytes:
+            if r.part_bytes and not quick:  # a result of about its size would be quick too
                 fields.update(parts_fields(request.size if request.parted else None, down=True))
             if request.parted:
                 payload = None
@@ -666,11 +683,11 @@ class ClientSession:
             while r.inflight < r.window():
                 if download is None and request.up_sent < request.size and not request.cancelling:
                     kind, offset = "part", request.up_sent
-                    length = min(r.part_bytes, request.size - offset)
+                    length = min(r.part_size(), request.size - offset)
                     request.up_sent += length
                 elif download is not None and download.asked < len(download.buffer):
                     kind, offset = "fetch", download.asked
-                    length = min(r.part_bytes, len(download.buffer) - offset)
+                    length = min(r.part_size(), len(download.buffer) - offset)
                     download.asked += length
                 else:
                     break
@@ -931,8 +948,8 @@ class ClientSession:
 
     def _expired(self, request: _Request, now: float) -> None:
         if request.internal:
-            if request.kind == "ping" and request.pinned is not None:
-                self._silent(request.pinned, now)
+            if request.kind == "ping" and request.pinned is not None and self.routes[request.pinned].heard <= request.sent_at:
+                self._silent(request.pinned, now)  # nothing at all came since it went (else it waits behind parts: alive)
             self._forget(request)
             return
         where = self.endpoints[request.route] if request.route is not None else ", ".join(self.endpoints)
