@@ -312,3 +312,18 @@ def test_results_come_out_while_a_slow_source_still_gives_inputs(endpoint):
     with Client(endpoint) as client:
         ages = [time.monotonic() - captured[item.index] for item in client.map(camera(), "invert")]
     assert len(ages) == 45 and max(ages) < 0.3, f"results waited up to {max(ages):.2f} s behind the source"
+
+
+def test_a_big_image_reports_its_transfer_up_and_down(endpoint):
+    """A fresh connection does not know its link's rate: 36 MB go in parts, and each part's answer is progress."""
+    image = (np.arange(3000 * 4000 * 3) % 253).astype(np.uint8).reshape(3000, 4000, 3)
+    seen = []
+    with Client(endpoint, timeout=30) as c:
+        future = c.submit(image, "invert", on_transfer=seen.append)
+        assert np.array_equal(future.result(timeout=30), 255 - image)
+    assert future.transfer is seen[-1] and seen[-1].request_id == future.request_id
+    ups = [p.sent for p in seen if p.down == 0]
+    downs = [p.received for p in seen if p.down]
+    assert ups == sorted(ups) and ups[-1] == image.nbytes and seen[0].up == image.nbytes
+    assert downs == sorted(downs) and downs[-1] == image.nbytes == seen[-1].down
+    assert seen[-1].rate > 0 and seen[-1].eta == 0

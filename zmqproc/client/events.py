@@ -73,5 +73,11 @@ class Progress:
     down: int
     rate: float
 
+    @property
+    def eta(self) -> float | None:
+        """Seconds until the bytes known of are through, at the measured rate (None while it is unknown)."""
+        left = self.up - self.sent + self.down - self.received
+        return left / self.rate if self.rate > 0 else None
+
 
 Event = Resolve | Fail | RouteChanged | StateChanged | ServerRestarted | Progress

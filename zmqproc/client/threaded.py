@@ -30,7 +30,7 @@ from ..images import MAX_CLIENT_PIXELS, ImageDescriptor, decode_image, describe_
 from ..security import ClientCurve
 from ..zmqflags import POLLIN, POLLOUT, readable, recv_frames
 from . import dealer
-from .events import Fail, Resolve
+from .events import Fail, Progress, Resolve
 from .pipeline import PipelineSpec
 from .replies import Processed
 from .session import ClientOptions, ClientSession
@@ -111,6 +111,7 @@ class Client:
         self._io = threading.Lock()  # held by the one thread that drives the sockets
         self._driver: int | None = None  # that thread's ident (futures' callbacks run on it)
         self._futures: dict[str, tuple[Future[Any], Callable[[Any], Any]]] = {}
+        self._watchers: dict[str, Callable[[Progress], None]] = {}  # on_transfer callbacks, by request
         self._closed = False
         self._curve = curve is not None
         ctx = context or zmq.Context.instance()
@@ -135,17 +136,21 @@ class Client:
         reply_format: str | None = None,
         timeout: float | None = None,
         details: bool = False,
+        on_transfer: Callable[[Progress], None] | None = None,
     ) -> Future[Any]:
         """Send an image (array: raw, without a copy; bytes: an encoded file) through ``pipeline``.
 
         The future's result is the processed array (or encoded bytes), or a :class:`Processed` with ``details=True``.
         Do not modify the array until the future is done: it is sent without a copy. Cancelling the future withdraws
         the request (the server stops it if it runs). With ``options.max_waiting_bytes``, this blocks while that much
-        payload already waits to be sent.
+        payload already waits to be sent. A payload or result big for the link travels in parts: the future's
+        ``transfer`` is then the latest :class:`~zmqproc.client.events.Progress` (bytes up and down, rate, ETA), and
+        ``on_transfer(progress)`` is called with each (on the thread that drives the sockets: keep it short).
         """
         t = self.timeout if timeout is None else timeout
         self._wait_for_room(t)
-        return self._start(lambda now: self._session.submit_process(image, pipeline, t, now, reply_format), _processed(details), True)
+        build = lambda now: self._session.submit_process(image, pipeline, t, now, reply_format)  # noqa: E731
+        return self._start(build, _processed(details), True, on_transfer)
 
     def process(
         self,
@@ -157,6 +162,7 @@ class Client:
         details: bool = False,
         tile: int | str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        on_transfer: Callable[[Progress], None] | None = None,
     ) -> Any:
         """Send and wait (see :meth:`submit`): the processed image, or a typed error.
 
@@ -166,13 +172,13 @@ class Client:
         or when several workers can share it (not through SSH, where a file goes smaller whole), and sends it whole
         otherwise (a file is decoded here only to be tiled; tiles travel raw and their result is an array, whatever
         ``reply_format`` asks of a whole image). ``timeout`` covers the whole image; ``progress(done, total)`` is
-        called as tiles are placed.
+        called as tiles are placed; ``on_transfer`` as :meth:`submit` says, for an image sent whole.
         """
         t = self.timeout if timeout is None else timeout
         if tile is not None:
-            return self._process_tiled(image, pipeline, tile, t, details, reply_format, progress)
-        future = self._start(lambda now: self._session.submit_process(image, pipeline, t, now, reply_format), _processed(details))
-        return self._wait(future, t)
+            return self._process_tiled(image, pipeline, tile, t, details, reply_format, progress, on_transfer)
+        build = lambda now: self._session.submit_process(image, pipeline, t, now, reply_format)  # noqa: E731
+        return self._wait(self._start(build, _processed(details), on_transfer=on_transfer), t)
 
     def map(
         self,
@@ -240,6 +246,7 @@ class Client:
         details: bool,
         reply_format: str | None,
         progress: Callable[[int, int], None] | None,
+        on_transfer: Callable[[Progress], None] | None,
     ) -> Any:
         deadline = time.monotonic() + t
         if isinstance(image, np.ndarray):
@@ -259,7 +266,7 @@ class Client:
         size = None if plan is None else tile_size(plan, height, width, each, tile, max(1, len(self.connected)), share)
         left = max(0.001, deadline - time.monotonic())
         if plan is None or size is None:
-            return self.process(image, pipeline, timeout=left, details=details, reply_format=reply_format)
+            return self.process(image, pipeline, timeout=left, details=details, reply_format=reply_format, on_transfer=on_transfer)
         pixels = image if isinstance(image, np.ndarray) else decode_image(ImageDescriptor(sniff_format(image[:16])), image)
         job = TiledJob(pixels, plan.halo or 0, size)
         tiles = self.map(job.inputs(), pipeline, ordered=False, timeout=t, details=True, deadline=deadline, lean=True)
@@ -337,7 +344,13 @@ class Client:
 
     # -- requests and futures ----------------------------------------------------------
 
-    def _start(self, build: Callable[[float], str], convert: Callable[[Any], Any], hand_over: bool = False) -> _Future:
+    def _start(
+        self,
+        build: Callable[[float], str],
+        convert: Callable[[Any], Any],
+        hand_over: bool = False,
+        on_transfer: Callable[[Progress], None] | None = None,
+    ) -> _Future:
         """Register a request and its future; ``hand_over``: nobody will wait on it here, so the driver must send it."""
         future = _Future(self)
         with self._lock:
@@ -345,6 +358,8 @@ class Client:
                 raise ConnectionLost("the client is closed")
             future.request_id = build(time.monotonic())
             self._futures[future.request_id] = (future, convert)
+            if on_transfer is not None:
+                self._watchers[future.request_id] = on_transfer
             wake = self._input(hand_over)
         if wake:
             self._wake()
@@ -457,8 +472,20 @@ class Client:
             self._fresh = False
             if self.options.max_waiting_bytes is not None:
                 self._room.notify_all()
-            done = [(self._futures.pop(e.request_id, None), e) for e in session.events() if isinstance(e, _ENDS)]
+            done, moving = [], []
+            for e in session.events():
+                if isinstance(e, _ENDS):
+                    done.append((self._futures.pop(e.request_id, None), e))
+                    self._watchers.pop(e.request_id, None)
+                elif isinstance(e, Progress) and e.request_id in self._futures:
+                    future = self._futures[e.request_id][0]
+                    assert isinstance(future, _Future)
+                    future.transfer = e
+                    moving.append((self._watchers.get(e.request_id), e))
             self._wakeup = session.next_wakeup()
+        for watcher, progress in moving:
+            if watcher is not None:
+                watcher(progress)
         for entry, event in done:
             if entry is not None:
                 _end(entry, event)
@@ -509,6 +536,7 @@ class _Future(Future[Any]):
         super().__init__()
         self._client = client
         self.request_id = ""
+        self.transfer: Progress | None = None  # the latest progress of a payload or result in parts
 
     def cancel(self) -> bool:
         if not super().cancel():
