@@ -45,6 +45,8 @@ def _positive_int(value: object) -> bool:
     return type(value) is int and value > 0
 
 
+PNG_FAST = [16, 1, 17, 3]  # cv2.IMWRITE_PNG_COMPRESSION 1, IMWRITE_PNG_STRATEGY RLE: 30 against 19 MB/s, and smaller
+# than OpenCV's default on photos (0.53 against 0.60 of the pixels' bytes, 12 MP); lossless like any PNG
 MAX_CLIENT_PIXELS = 1 << 30  # the most a client decodes or sends as a file (OpenCV's own ceiling; bigger goes as tiles)
 MAX_JPEG_SCANS = 128  # a progressive JPEG re-decodes the whole image per scan: 6000 empty scans took 28 s of CPU
 
@@ -292,12 +294,23 @@ def encode_image(image: np.ndarray, fmt: str) -> tuple[ImageDescriptor, Any]:
     if dtype_name(image) not in BY_NAME[fmt].dtypes:
         raise BadParams(f"{fmt} cannot hold {image.dtype} pixels; ask for reply_format raw (or png for uint16)")
     try:
-        ok, data = cv2.imencode(BY_NAME[fmt].suffix, image)
+        ok, data = cv2.imencode(BY_NAME[fmt].suffix, image, PNG_FAST if fmt == "png" else [])
     except cv2.error:
         ok = False
     if not ok:
         raise BadParams(f"a {image.dtype} image with shape {list(image.shape)} cannot be encoded as {fmt}")
     return ImageDescriptor(fmt), data
+
+
+def png_ratio(image: np.ndarray, bands: int = 4) -> float:
+    """About how small :data:`PNG_FAST` makes ``image`` (bytes / pixel bytes), from a few bands of its rows (1/16 of it)."""
+    import cv2
+
+    height = image.shape[0]
+    rows = max(1, height // (16 * bands))
+    sample = np.concatenate([image[i * height // bands : i * height // bands + rows] for i in range(bands)])
+    ok, data = cv2.imencode(".png", sample, PNG_FAST)
+    return len(data) / sample.nbytes if ok else 1.0
 
 
 def file_bytes(image: np.ndarray | bytes, fmt: str) -> bytes:

@@ -91,6 +91,7 @@ from ..protocol import (
 from .events import Event, Fail, Progress, Resolve, RouteChanged, Send, ServerRestarted, StateChanged
 from .pipeline import PipelineSpec, to_steps
 from .replies import reply_value
+from .transfer import Link
 
 log = logging.getLogger("zmqproc.client")
 
@@ -333,6 +334,12 @@ class ClientSession:
         finally:
             for r, (work, work_bytes) in zip(self.routes, saved, strict=True):
                 r.work, r.work_bytes = work, work_bytes
+
+    def link(self) -> Link:
+        """The way to the servers as measured: the best rate of the usable routes' parts, the best ping round trip."""
+        usable = [r for r in self.routes if r.usable] or self.routes
+        rtts = [r.rtt for r in usable if r.rtt >= 0]
+        return Link.known(max((r.rate for r in usable), default=0.0), min(rtts) if rtts else -1.0)
 
     def has_room(self) -> bool:
         """False while the payload waiting to be sent is over ``max_waiting_bytes``."""

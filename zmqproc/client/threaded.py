@@ -10,6 +10,7 @@ moves frames, time and futures.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -26,7 +27,7 @@ import zmq
 
 from ..endpoints import check as check_endpoint
 from ..errors import BadParams, Cancelled, ConnectionLost, RequestTimeout
-from ..images import MAX_CLIENT_PIXELS, ImageDescriptor, decode_image, describe_file, dtype_name, sniff_format
+from ..images import MAX_CLIENT_PIXELS, ImageDescriptor, decode_image, describe_file, dtype_name, encode_image, png_ratio, sniff_format
 from ..security import ClientCurve
 from ..zmqflags import POLLIN, POLLOUT, readable, recv_frames
 from . import dealer
@@ -36,6 +37,7 @@ from .replies import Processed
 from .session import ClientOptions, ClientSession
 from .stream import Item, Stream
 from .tiles import TiledJob, pixel_bytes, tile_size
+from .transfer import AUTO, PNG, RAW, choose
 
 if TYPE_CHECKING:
     from ..ssh.tunnel import Tunnel
@@ -137,6 +139,7 @@ class Client:
         timeout: float | None = None,
         details: bool = False,
         on_transfer: Callable[[Progress], None] | None = None,
+        transfer: str = "auto",
     ) -> Future[Any]:
         """Send an image (array: raw, without a copy; bytes: an encoded file) through ``pipeline``.
 
@@ -146,11 +149,16 @@ class Client:
         payload already waits to be sent. A payload or result big for the link travels in parts: the future's
         ``transfer`` is then the latest :class:`~zmqproc.client.events.Progress` (bytes up and down, rate, ETA), and
         ``on_transfer(progress)`` is called with each (on the thread that drives the sockets: keep it short).
+
+        ``transfer``: how an array and its result travel when ``reply_format`` is not given: ``"auto"`` the quickest
+        lossless way on the link as measured (raw, or PNG made here and by the server; see
+        :mod:`~zmqproc.client.transfer`), ``"raw"`` or ``"png"``; the result is the same array whichever way it came.
         """
         t = self.timeout if timeout is None else timeout
         self._wait_for_room(t)
-        build = lambda now: self._session.submit_process(image, pipeline, t, now, reply_format)  # noqa: E731
-        return self._start(build, _processed(details), True, on_transfer)
+        payload, reply_format, convert = self._travel(image, reply_format, transfer, details)
+        build = lambda now: self._session.submit_process(payload, pipeline, t, now, reply_format)  # noqa: E731
+        return self._start(build, convert, True, on_transfer)
 
     def process(
         self,
@@ -163,6 +171,7 @@ class Client:
         tile: int | str | None = None,
         progress: Callable[[int, int], None] | None = None,
         on_transfer: Callable[[Progress], None] | None = None,
+        transfer: str = "auto",
     ) -> Any:
         """Send and wait (see :meth:`submit`): the processed image, or a typed error.
 
@@ -172,13 +181,14 @@ class Client:
         or when several workers can share it (not through SSH, where a file goes smaller whole), and sends it whole
         otherwise (a file is decoded here only to be tiled; tiles travel raw and their result is an array, whatever
         ``reply_format`` asks of a whole image). ``timeout`` covers the whole image; ``progress(done, total)`` is
-        called as tiles are placed; ``on_transfer`` as :meth:`submit` says, for an image sent whole.
+        called as tiles are placed; ``on_transfer`` and ``transfer`` as :meth:`submit` says, for an image sent whole.
         """
         t = self.timeout if timeout is None else timeout
         if tile is not None:
-            return self._process_tiled(image, pipeline, tile, t, details, reply_format, progress, on_transfer)
-        build = lambda now: self._session.submit_process(image, pipeline, t, now, reply_format)  # noqa: E731
-        return self._wait(self._start(build, _processed(details), on_transfer=on_transfer), t)
+            return self._process_tiled(image, pipeline, tile, t, details, reply_format, progress, on_transfer, transfer)
+        payload, reply_format, convert = self._travel(image, reply_format, transfer, details)
+        build = lambda now: self._session.submit_process(payload, pipeline, t, now, reply_format)  # noqa: E731
+        return self._wait(self._start(build, convert, on_transfer=on_transfer), t)
 
     def map(
         self,
@@ -247,6 +257,7 @@ class Client:
         reply_format: str | None,
         progress: Callable[[int, int], None] | None,
         on_transfer: Callable[[Progress], None] | None,
+        transfer: str,
     ) -> Any:
         deadline = time.monotonic() + t
         if isinstance(image, np.ndarray):
@@ -266,7 +277,9 @@ class Client:
         size = None if plan is None else tile_size(plan, height, width, each, tile, max(1, len(self.connected)), share)
         left = max(0.001, deadline - time.monotonic())
         if plan is None or size is None:
-            return self.process(image, pipeline, timeout=left, details=details, reply_format=reply_format, on_transfer=on_transfer)
+            return self.process(
+                image, pipeline, timeout=left, details=details, reply_format=reply_format, on_transfer=on_transfer, transfer=transfer
+            )
         pixels = image if isinstance(image, np.ndarray) else decode_image(ImageDescriptor(sniff_format(image[:16])), image)
         job = TiledJob(pixels, plan.halo or 0, size)
         tiles = self.map(job.inputs(), pipeline, ordered=False, timeout=t, details=True, deadline=deadline, lean=True)
@@ -278,6 +291,25 @@ class Client:
         result = job.assembly
         assert result.image is not None
         return Processed(result.image, result.results, job.server_ms, self.epoch, result.kinds) if details else result.image
+
+    def _travel(
+        self, image: np.ndarray | bytes, reply_format: str | None, transfer: str, details: bool
+    ) -> tuple[np.ndarray | bytes, str | None, Callable[[Any], Any]]:
+        """What to send for ``image``, the reply format to ask, and how a reply becomes what the caller gets."""
+        if transfer not in (AUTO, RAW, PNG):
+            raise ValueError(f"transfer must be auto, raw or png, not {transfer!r}")
+        png_ok = isinstance(image, np.ndarray) and dtype_name(image) in ("uint8", "uint16") and image.shape[2:] != (1,)
+        if not isinstance(image, np.ndarray) or reply_format is not None or transfer == RAW or not png_ok:
+            return image, reply_format, _processed(details)
+        if transfer == PNG:
+            up = down = PNG
+        else:
+            with self._lock:
+                link = self._session.link()
+            choice = choose(link, image.nbytes, ratio=lambda: png_ratio(image), png_ok=png_ok)
+            up, down = choice.up, choice.down
+        payload = encode_image(image, PNG)[1].tobytes() if up == PNG else image
+        return payload, down, _from_png(details) if down == PNG else _processed(details)
 
     def _room_for(self, image: np.ndarray | bytes) -> bool:
         with self._lock:
@@ -555,6 +587,16 @@ def _image(value: Processed) -> Any:
 
 def _processed(details: bool) -> Callable[[Processed], Any]:
     return _same if details else _image
+
+
+def _from_png(details: bool) -> Callable[[Processed], Any]:
+    """A result that came as PNG (for the link's sake), as the pixels it holds."""
+
+    def convert(value: Processed) -> Any:
+        pixels = decode_image(ImageDescriptor(PNG), value.image)
+        return dataclasses.replace(value, image=pixels) if details else pixels
+
+    return convert
 
 
 def _end(entry: tuple[Future[Any], Callable[[Any], Any]], event: Resolve | Fail) -> None:
