@@ -266,3 +266,24 @@ def test_a_huge_image_goes_as_tiles_from_the_command_line(start_server, endpoint
     assert_one_clear_line(refused)
     bad = zmqproc("process", str(tmp_path / "big.tif"), "-o", str(tmp_path / "x.tif"), "--tile", "0", "--server", small.endpoint)
     assert bad.returncode == 2 and "a tile size in pixels" in bad.stderr
+
+
+def test_a_file_over_a_slow_link_shows_its_transfer(endpoint, tmp_path):
+    """Issue 23: an 8 MB file over 20 Mbit/s goes in parts, and the command line says how far it is, at what rate."""
+    from tests.conftest import load_script
+
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (1400, 2000, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "in.bmp"), image)
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    with load_script("link").link((host, int(port)), 20, 20) as slow:
+        out = zmqproc(
+            "process", str(tmp_path / "in.bmp"), "-o", str(tmp_path / "out.png"), "--op", "equalize_hist", "--server", slow.endpoint
+        )
+    assert out.returncode == 0, out.stderr
+    assert "up: " in out.stderr and " MB/s" in out.stderr and "ETA" in out.stderr, out.stderr
+    from zmqproc import Client
+
+    with Client(endpoint) as client:
+        expected = client.process(image, "equalize_hist")
+    assert np.array_equal(cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED), expected)

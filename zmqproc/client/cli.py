@@ -21,6 +21,7 @@ from ..errors import ProcessingError, ZmqprocError
 from ..formats import BY_NAME, ENCODED_FORMATS, TABLE, for_path, images_in
 from ..images import MAX_CLIENT_PIXELS, VIDEO_CODECS, VideoSink, describe_file, file_bytes, read_video
 from ..security import generate_keypair
+from .events import Progress
 from .pipeline import parse_step
 from .threaded import Client
 
@@ -173,11 +174,34 @@ class _Progress:
         rate = finished / max(now - self.started, 1e-9)
         eta = f", ETA {(self.total - finished) / rate:.0f} s" if rate and finished < self.total else ""
         speed = f"{rate * self.nbytes / self.total / 1e6:.1f} MB/s" if self.nbytes else f"{rate:.1f} {self.unit}/s"
-        line = f"{finished}/{self.total} {self.unit}: {self.done} done, {failed} failed, {speed}{eta}"
-        if self.tty:
-            print(f"\r{line}\x1b[K", end="\n" if final else "", file=sys.stderr, flush=True)
-        elif not final:
-            print(line, file=sys.stderr, flush=True)
+        _line(self.tty, f"{finished}/{self.total} {self.unit}: {self.done} done, {failed} failed, {speed}{eta}", final)
+
+
+class _Transfer:
+    """A payload or result in parts: bytes up or down of how many, rate and ETA, on the same terms as :class:`_Progress`."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self._shown = time.monotonic()
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        done = p.down and p.received == p.down
+        if not done and now - self._shown < (0.1 if self.tty else 2.0):
+            return
+        self._shown = now
+        way, moved, total = ("down", p.received, p.down) if p.down else ("up", p.sent, p.up)
+        eta = f", ETA {p.eta:.0f} s" if p.eta is not None and not done else ""
+        _line(self.tty, f"{way}: {moved / 1e6:.1f} of {total / 1e6:.1f} MB, {p.rate / 1e6:.1f} MB/s{eta}", bool(done))
+
+
+def _line(tty: bool, line: str, final: bool) -> None:
+    """A progress line: rewritten in place on a terminal (ended by the final one), else printed (the final one is not:
+    the summary follows)."""
+    if tty:
+        print(f"\r{line}\x1b[K", end="\n" if final else "", file=sys.stderr, flush=True)
+    elif not final:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _process_one(args: argparse.Namespace, given: str) -> int:
@@ -201,7 +225,9 @@ def _process_one(args: argparse.Namespace, given: str) -> int:
 
     with _client(args) as client:
         reply_format = fmt.name if fmt.server_encodes else "raw"
-        result = client.process(data, steps, reply_format=reply_format, details=True, tile=args.tile, progress=tiles_done)
+        result = client.process(
+            data, steps, reply_format=reply_format, details=True, tile=args.tile, progress=tiles_done, on_transfer=_Transfer()
+        )
     try:
         Path(args.output).write_bytes(file_bytes(result.image, fmt.name))
     except ProcessingError as exc:  # the result's pixels do not fit the file's format (float32 as bmp, ...)
