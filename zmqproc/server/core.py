@@ -58,7 +58,9 @@ INLINE_JOB_NS = 30_000  # what any inline job costs beside its ops (header, chec
 TRACK_MIN_BYTES = 64 * 1024  # replies this large are held (and counted against their client) until libzmq lets go
 SHUTDOWN_GRACE_S = 3.0  # after SIGTERM, running work may finish this long
 WORKER_DEATHS = 2  # a job whose workers died this many times under it is given up (internal); before that it starts again
-TRANSFER_STALL_S = 30.0  # an upload without a part, or a result held without a fetch, this long is dropped
+TRANSFER_STALL_S = 30.0  # a result held without a fetch this long is let go...
+UPLOAD_STALL_S = 10.0  # ...and an upload without a part this long dropped: its connection is gone (a cut; ZMTP's own
+# heartbeat gives up after 6 s), and the client sends it again, whole, on its new connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,14 +405,14 @@ class ServerCore:
             self._let_go(download.job, now)
 
     def _expire_transfers(self, now: float) -> list[Action]:
-        """Uploads past their deadline or without a part for TRANSFER_STALL_S are answered; results not fetched are let go."""
+        """Uploads past their deadline or without a part for UPLOAD_STALL_S are answered; results not fetched are let go."""
         actions: list[Action] = []
         for upload in list(self._uploads.values()):
             progress = f"{upload.got} of its {upload.size} bytes came in parts"
             if upload.deadline is not None and now > upload.deadline:
                 err = DeadlineExceeded(f"{progress} before its deadline_ms passed")
-            elif now - upload.last_part > TRANSFER_STALL_S:
-                err = DeadlineExceeded(f"{progress}, then none for {TRANSFER_STALL_S:g} s: the upload is dropped")
+            elif now - upload.last_part > UPLOAD_STALL_S:
+                err = DeadlineExceeded(f"{progress}, then none for {UPLOAD_STALL_S:g} s: the upload is dropped")
             else:
                 continue
             del self._uploads[(upload.client, upload.request_id)]
@@ -669,7 +671,7 @@ class ServerCore:
                 times.append(job.deadline)
         times += [r.over_since + self.config.job_timeout for r in self._readers.values() if r.over_since is not None]
         for upload in self._uploads.values():
-            times.append(upload.last_part + TRANSFER_STALL_S)
+            times.append(upload.last_part + UPLOAD_STALL_S)
             if upload.deadline is not None:
                 times.append(upload.deadline)
         times += [d.last_fetch + TRANSFER_STALL_S for d in self._downloads.values()]
