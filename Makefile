@@ -24,7 +24,7 @@ DOCKER_RUN_FLAGS = --read-only --tmpfs /tmp:rw,nosuid,nodev,noexec,size=16m --ca
   --security-opt no-new-privileges --pids-limit 128 --memory $(MEMORY) --memory-swap $(MEMORY) \
   --log-driver json-file --log-opt max-size=10m --log-opt max-file=3
 
-.PHONY: install test run run-server run-server-local lint wheel-check bench bench-peers bench-streams bench-tiles bench-ssh bench-docker clean wheels docker-build docker-test \
+.PHONY: install test run run-server run-server-local lint wheel-check bench bench-peers bench-streams bench-tiles bench-link bench-ssh bench-docker clean wheels docker-build docker-test \
   docker-run-flags fuzz soak
 
 install: $(VENV)/.installed
@@ -97,6 +97,9 @@ bench-streams: install  # frames through Client.map, imagezmq and NetGear in one
 bench-tiles: install  # a 100 Mpx image whole and as tiles, the viewer's first tile, 400 Mpx, imaging-server-kit; writes "## Tiles" in docs/benchmarks.md
 	$(BIN)/python -m pip install --quiet imaging-server-kit
 	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/tiles.py --write
+
+bench-link: install  # each way of sending a 12 MP and a 1080p photo over 1 Gbit/s, 100 Mbit/s and 20 Mbit/s emulated links, and auto; writes "## Links" in docs/benchmarks.md
+	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/link.py --write
 
 bench-ssh: install  # needs root and openssh-server (an sshd is started on a loopback port)
 	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/ssh.py
