@@ -57,7 +57,8 @@ def test_an_image_that_does_not_compress_goes_raw_and_png_only_where_it_can_hold
 def test_before_any_rate_is_measured_the_round_trip_tells_a_near_link_from_a_far_one():
     assert Link.known(0.0, 0.0004) == Link(GUESS_NEAR, 0.0004, False)
     assert Link.known(0.0, 0.06) == Link(GUESS_FAR, 0.06, False)
-    assert Link.known(0.0, -1.0).rate == GUESS_NEAR, "no ping answered yet: taken as near"
+    assert Link.known(0.0, -1.0).rate == GUESS_NEAR and Link.known(0.0, -1.0).blind, "no ping answered yet: a blind guess"
+    assert not Link.known(0.0, 0.06).blind and not Link.known(7 * MB, -1.0).blind
     assert Link.known(7 * MB, 0.06) == Link(7 * MB, 0.06, True)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 AUTO, RAW, PNG, FILE = "auto", "raw", "png", "file"
 
+BLIND_BYTES = 4 << 20  # an image this big is not costed blind: a round trip is asked for first (1/3 s at 100 Mbit/s)
 NEAR_RTT = 0.005  # before a rate is measured: a round trip under this is a local network...
 GUESS_NEAR = 125e6  # ...guessed at 1 Gbit/s,
 GUESS_FAR = 2.5e6  # and a longer one at 20 Mbit/s (bytes/s)
@@ -31,7 +32,8 @@ BEST_RATIO = 0.1  # no image is costed as compressing better than this before it
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """What the session knows of the way to the servers: ``rate`` in bytes/s (``measured``, or guessed), ``rtt`` in s."""
+    """What the session knows of the way to the servers: ``rate`` in bytes/s (``measured``, or guessed), ``rtt`` in s
+    (-1: no ping answered yet)."""
 
     rate: float
     rtt: float
@@ -41,8 +43,13 @@ class Link:
     def known(cls, rate: float, rtt: float) -> Link:
         """From a measured rate (0: none yet, then guessed from ``rtt``; -1 or less: unknown, a local network)."""
         if rate > 0:
-            return cls(rate, max(rtt, 0.0), True)
-        return cls(GUESS_FAR if rtt >= NEAR_RTT else GUESS_NEAR, max(rtt, 0.0), False)
+            return cls(rate, rtt, True)
+        return cls(GUESS_FAR if rtt >= NEAR_RTT else GUESS_NEAR, rtt, False)
+
+    @property
+    def blind(self) -> bool:
+        """Nothing measured yet, not even a round trip: a guess (near) that a big image should not be costed on."""
+        return not self.measured and self.rtt < 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,4 +84,4 @@ def choose(
         up[PNG] = down[PNG] = png
     way_up = min(up, key=up.__getitem__)
     way_down = min(down, key=down.__getitem__)
-    return Choice(way_up, way_down, up[way_up] + down[way_down] + link.rtt)
+    return Choice(way_up, way_down, up[way_up] + down[way_down] + max(link.rtt, 0.0))
