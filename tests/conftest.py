@@ -40,6 +40,7 @@ def free_port() -> int:
 GROUPS = {
     "sshd": ("ZMQPROC_REQUIRE_SSHD", "as root with Debian's openssh-server and openssh-client"),
     "docker": ("ZMQPROC_REQUIRE_DOCKER", "with a running Docker engine (and docker-compose for the replicas test)"),
+    "namespaces": ("ZMQPROC_REQUIRE_NAMESPACES", "as root with util-linux's unshare (a private /etc/hosts for DNS discovery)"),
 }
 
 

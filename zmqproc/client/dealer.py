@@ -66,13 +66,16 @@ def close_dealer(sock: zmq.Socket[Any], monitor: zmq.Socket[Any], linger_ms: int
     monitor.close(linger=0)
 
 
-def close_session(session: ClientSession, links: Sequence[tuple[zmq.Socket[Any], zmq.Socket[Any]]], reason: str) -> None:
-    r"""Close ``session`` and its sockets, the ``cancel``\ s it returns for work a server holds sent first; libzmq may
-    deliver them for CLOSE_LINGER_MS more (the context is never terminated, so nothing waits for it)."""
+def close_session(session: ClientSession, links: Sequence[tuple[zmq.Socket[Any], zmq.Socket[Any]] | None], reason: str) -> None:
+    r"""Close ``session`` and its sockets (None: a retired route's, closed already), the ``cancel``\ s it returns for work
+    a server holds sent first; libzmq may deliver them for CLOSE_LINGER_MS more (the context is never terminated, so
+    nothing waits for it)."""
     for farewell in session.close(reason):
-        send(links[farewell.route][0], farewell.frames)
-    for sock, monitor in links:
-        close_dealer(sock, monitor, CLOSE_LINGER_MS)
+        if (link := links[farewell.route]) is not None:
+            send(link[0], farewell.frames)
+    for link in links:
+        if link is not None:
+            close_dealer(*link, CLOSE_LINGER_MS)
 
 
 def send(sock: zmq.Socket[Any], frames: list[Any]) -> bool:

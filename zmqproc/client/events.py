@@ -80,4 +80,19 @@ class Progress:
         return left / self.rate if self.rate > 0 else None
 
 
-Event = Resolve | Fail | RouteChanged | StateChanged | ServerRestarted | Progress
+@dataclass(frozen=True, slots=True)
+class RouteAdded:
+    """A name resolved to a new address: route ``route`` connects to ``endpoint`` (the driver opens its socket)."""
+
+    route: int
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRetired:
+    """Route ``route``'s address no longer resolves and nothing is out on it: the driver closes its socket for good."""
+
+    route: int
+
+
+Event = Resolve | Fail | RouteChanged | StateChanged | ServerRestarted | Progress | RouteAdded | RouteRetired

@@ -88,14 +88,14 @@ from ..protocol import (
     process_fields,
     tile_fields,
 )
-from .events import Event, Fail, Progress, Resolve, RouteChanged, Send, ServerRestarted, StateChanged
+from .events import Event, Fail, Progress, Resolve, RouteAdded, RouteChanged, RouteRetired, Send, ServerRestarted, StateChanged
 from .pipeline import PipelineSpec, to_steps
 from .replies import reply_value
 from .transfer import Link
 
 log = logging.getLogger("zmqproc.client")
 
-CONNECTING, CONNECTED, SLOW, LOST = "connecting", "connected", "slow", "lost"
+CONNECTING, CONNECTED, SLOW, LOST, RETIRED = "connecting", "connected", "slow", "lost", "retired"
 TUNNEL_OPEN, TUNNEL_RECONNECTING, TUNNEL_FAILED = "open", "reconnecting", "failed"
 BACKOFF_MAX_S = 1.0
 WINDOW_S = 0.5  # parts unanswered on a route: about this long at its measured rate (what a ping may wait behind),
@@ -118,6 +118,7 @@ class ClientOptions:
     slow_after: float = 0.5  # a ping round trip over this shows the route as slow
     backoff: float = 0.05  # first delay before a `busy` request is sent again (doubling, up to 1 s)
     max_waiting_bytes: int | None = None  # Client.submit blocks while more payload than this waits unsent
+    rediscover: float = 10.0  # seconds between look-ups of the endpoints' host names (0: only at the start)
 
 
 # -- state ------------------------------------------------------------------------------
@@ -215,6 +216,9 @@ class _Route:
     rate_bytes: int = 0
     last_answer: float = float("-inf")  # when a part or fetch was last answered
     heard: float = float("-inf")  # when anything last came on this connection
+    service: str = ""  # the endpoint as given that this route is one address of (see discovered)
+    gone: bool = False  # its address no longer resolves: no new work; retired once nothing is out on it
+    retired: bool = False  # closed for good (its index is never reused)
 
     @property
     def part_bytes(self) -> int:
@@ -262,10 +266,17 @@ class _Route:
 class ClientSession:
     """The client protocol for requests to one or more endpoints (see the module docstring)."""
 
-    def __init__(self, endpoints: Sequence[str], options: ClientOptions | None = None, now: float = 0.0) -> None:
+    def __init__(
+        self, endpoints: Sequence[str], options: ClientOptions | None = None, now: float = 0.0, services: Sequence[str] | None = None
+    ) -> None:
+        """``services``: for each endpoint, the endpoint as given (a name) that it is an address of (see :meth:`discovered`;
+        by default itself)."""
         self.options = options or ClientOptions()
-        self.endpoints = list(endpoints)
-        self.routes = [_Route(endpoint, down_since=now) for endpoint in self.endpoints]
+        self.endpoints = list(endpoints)  # each route's, by route index (it only grows: a retired route keeps its index)
+        services = self.endpoints if services is None else list(services)
+        self.routes = [
+            _Route(endpoint, down_since=now, service=service) for endpoint, service in zip(self.endpoints, services, strict=True)
+        ]
         self.epoch: str | None = None  # of the instance that answered last
         self.resent = 0  # requests sent again (lost connection, restart, busy, silent server)
         self.late_replies = 0
@@ -335,9 +346,13 @@ class ClientSession:
             for r, (work, work_bytes) in zip(self.routes, saved, strict=True):
                 r.work, r.work_bytes = work, work_bytes
 
+    def replicas(self) -> list[tuple[str, str, float]]:
+        """(endpoint, state, round trip) of each route not retired (a drained one says ``draining``)."""
+        return [(r.endpoint, "draining" if r.gone else r.state, r.rtt) for r in self._present()]
+
     def link(self) -> Link:
         """The way to the servers as measured: the best rate of the usable routes' parts, the best ping round trip."""
-        usable = [r for r in self.routes if r.usable] or self.routes
+        usable = [r for r in self.routes if r.usable] or self._present()
         rtts = [r.rtt for r in usable if r.rtt >= 0]
         return Link.known(max((r.rate for r in usable), default=0.0), min(rtts) if rtts else -1.0)
 
@@ -437,6 +452,32 @@ class ClientSession:
         for pending in r.pinned:
             self._forget(pending)
         r.pinned.clear()
+        self._refresh(now)
+
+    def discovered(self, service: str, endpoints: Sequence[str], now: float) -> None:
+        """``service`` (an endpoint as given, by name) resolves to these ``endpoints`` now (one per address).
+
+        A new address becomes a route (:class:`RouteAdded`: the driver connects it); a route whose address is no longer
+        among them is drained: no new work goes to it, what is out on it finishes or is sent again by the usual rules,
+        then it is retired (:class:`RouteRetired`: the driver closes it). A name that resolves to nothing changes nothing:
+        the last known addresses stay (and the caller says so).
+        """
+        if not endpoints:
+            return
+        current = {r.endpoint: i for i, r in enumerate(self.routes) if r.service == service and not r.retired}
+        for endpoint in endpoints:
+            index = current.get(endpoint)
+            if index is None:
+                self.endpoints.append(endpoint)
+                self.routes.append(_Route(endpoint, down_since=now, service=service))
+                self._events.append(RouteAdded(len(self.routes) - 1, endpoint))
+                log.info("%s: a new address, %s", service, endpoint)
+            elif self.routes[index].gone:
+                self.routes[index].gone = False  # back before it was retired
+        for endpoint, index in current.items():
+            if endpoint not in endpoints and not self.routes[index].gone:
+                self.routes[index].gone = True
+                log.info("%s: %s is no longer among its addresses: drained", service, endpoint)
         self._refresh(now)
 
     def refused(self, route: int, error: BaseException, now: float) -> None:
@@ -554,7 +595,7 @@ class ClientSession:
                 ping.pinned = index
                 r.ping = ping.id
                 self._enqueue(ping)
-        if any(r.down_since is not None for r in self.routes):  # what only time changes: a grace ending
+        if any(r.down_since is not None for r in self._present()):  # what only time changes: a grace ending
             self._refresh(now)
 
     # -- outputs ---------------------------------------------------------------------------------
@@ -565,6 +606,9 @@ class ClientSession:
             return []
         out: list[Send] = []
         for index, r in enumerate(self.routes):
+            if r.gone and not r.retired and not r.assigned and not r.pinned:
+                self._retire(index)
+                self._refresh(now)
             while r.pinned and r.up and not r.blocked:
                 pinned = r.pinned.popleft()
                 if pinned.id in self._requests:  # not expired meanwhile
@@ -611,7 +655,7 @@ class ClientSession:
             times.append(self._delayed[0][0])
         keepalive = self.options.keepalive
         grace_matters = bool(self._requests) or self._state[0] == CONNECTING
-        for r in self.routes:
+        for r in self._present():
             if r.up and r.ping is None and (keepalive or not r.told or r.assigned):
                 times.append(r.ping_due)
             if r.down_since is not None and grace_matters and self._lost is None and r.tunnel != TUNNEL_RECONNECTING:
@@ -767,7 +811,7 @@ class ClientSession:
         """The route for a process request: usable, with room in its grant, fewest outstanding (and not the one that said busy)."""
         best: tuple[bool, bool, int, int] | None = None
         for index, r in enumerate(self.routes):
-            if not r.up or r.blocked or r.leaving or r.lost_for_good is not None or r.tunnel == TUNNEL_RECONNECTING:
+            if not r.up or r.blocked or r.leaving or r.gone or r.lost_for_good is not None or r.tunnel == TUNNEL_RECONNECTING:
                 continue
             if (request.deaths and r.suspects) or not r.admits(request.size):
                 continue
@@ -778,7 +822,9 @@ class ClientSession:
 
     def _pick_any(self) -> int | None:
         """The route for a ping, ops or stats call: a usable one with the least outstanding."""
-        candidates = [(not r.usable, r.leaving, len(r.assigned), i) for i, r in enumerate(self.routes) if r.up and not r.blocked]
+        candidates = [
+            (not r.usable, r.leaving, len(r.assigned), i) for i, r in enumerate(self.routes) if r.up and not r.blocked and not r.gone
+        ]
         return min(candidates)[3] if candidates else None
 
     def _unassign(self, request: _Request, ghost: bool = False) -> None:
@@ -982,15 +1028,17 @@ class ClientSession:
 
     def _cause(self, route: int | None) -> BaseException | None:
         """Why a request could not be answered, when known better than a timeout (a refused key, a dead tunnel)."""
-        routes = self.routes if route is None else [self.routes[route]]
+        routes = self._present() if route is None else [self.routes[route]]
         causes = [r.cause for r in routes]
         return causes[0] if all(causes) else None
 
     # -- internals: state --------------------------------------------------------------------------
 
     def _refresh(self, now: float) -> None:
-        """Route states, the overall state, and fail-fast."""
+        """Route states, the overall state, retirements, and fail-fast."""
         for index, r in enumerate(self.routes):
+            if r.retired:
+                continue
             if r.usable:
                 r.down_since = None
             elif r.down_since is None:
@@ -999,17 +1047,30 @@ class ClientSession:
             if state != r.state:
                 r.state = state
                 self._events.append(RouteChanged(index, state, r.rtt))
-        answering = [r.rtt for r in self.routes if r.state in (CONNECTED, SLOW)]
+        present = self._present()
+        answering = [r.rtt for r in present if r.state in (CONNECTED, SLOW)]
         if answering:
             best = min(answering)
             overall = (SLOW if best > self.options.slow_after else CONNECTED, best)
         else:
-            connecting = not self.routes or any(r.state == CONNECTING for r in self.routes)  # none yet: a tunnel opening
+            connecting = not present or any(r.state == CONNECTING for r in present)  # none yet: a tunnel opening
             overall = (CONNECTING if connecting else LOST, -1.0)
         if overall != self._state:
             self._state = overall
             self._events.append(StateChanged(*overall))
         self._check_lost(now)
+
+    def _present(self) -> list[_Route]:
+        """The routes not retired: what the client's state, fail-fast and errors are about."""
+        return [r for r in self.routes if not r.retired]
+
+    def _retire(self, index: int) -> None:
+        """A gone address with nothing out on it: closed for good (the driver closes its socket)."""
+        r = self.routes[index]
+        r.retired, r.up, r.down_since, r.state = True, False, None, RETIRED
+        self._parts = {pid: p for pid, p in self._parts.items() if p.route != index}
+        log.info("%s is no longer an address of %s and has nothing out: closed", r.endpoint, r.service)
+        self._events.append(RouteRetired(index))
 
     def _route_state(self, r: _Route, now: float) -> str:
         if r.lost_for_good is not None or r.silent:
@@ -1031,13 +1092,14 @@ class ClientSession:
 
     def _check_lost(self, now: float) -> None:
         grace = self.options.grace
-        lost = all(self._lost_route(r, now) for r in self.routes)
+        present = self._present()
+        lost = all(self._lost_route(r, now) for r in present)
         if not lost:
             self._lost = None
             return
         if self._lost is None:
             self._lost = self._unreachable(grace)
-            if self.routes:
+            if present:
                 log.info("%s", self._lost)  # the callers get it as their error
         if self._requests:
             error = self._lost
@@ -1046,12 +1108,13 @@ class ClientSession:
 
     def _unreachable(self, grace: float) -> BaseException:
         """The error for work that no server can take: the known cause, or ConnectionLost naming the endpoints."""
-        if not self.routes:
+        routes = self._present()
+        if not routes:
             return ConnectionLost("no server to send to (none is set, or its SSH tunnel is still opening)")
-        causes = [r.cause for r in self.routes]
-        if len(self.routes) == 1 and causes[0] is not None:
+        causes = [r.cause for r in routes]
+        if len(routes) == 1 and causes[0] is not None:
             return causes[0]
-        text = "; ".join(f"{r.endpoint}: {r.cause or 'not reachable'}" for r in self.routes)
+        text = "; ".join(f"{r.endpoint}: {r.cause or 'not reachable'}" for r in routes)
         first = causes[0]
         if isinstance(first, AuthenticationFailed | TunnelError) and all(type(c) is type(first) for c in causes):
             return type(first)(text)  # every server refused the key, or every tunnel failed alike

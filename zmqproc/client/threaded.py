@@ -30,8 +30,8 @@ from ..errors import BadParams, Cancelled, ConnectionLost, RequestTimeout, Zmqpr
 from ..images import MAX_CLIENT_PIXELS, ImageDescriptor, decode_image, describe_file, dtype_name, encode_image, png_ratio, sniff_format
 from ..security import ClientCurve
 from ..zmqflags import POLLIN, POLLOUT, readable, recv_frames
-from . import dealer
-from .events import Fail, Progress, Resolve
+from . import dealer, discovery
+from .events import Fail, Progress, Resolve, RouteAdded, RouteRetired
 from .pipeline import PipelineSpec
 from .replies import Processed
 from .session import ClientOptions, ClientSession
@@ -106,7 +106,8 @@ class Client:
                 timeout=timeout,
                 on_state_change=lambda _tunnel, _state: self._wake(),  # the driver reads the new state at once
             )
-        self._session = ClientSession(self.endpoints, self.options, time.monotonic())
+        routes, services = (self.endpoints, self.endpoints) if ssh else discovery.expand(self.endpoints)  # names: far side's
+        self._session = ClientSession(routes, self.options, time.monotonic(), services)
         self._lock = threading.Lock()  # guards the session and the futures
         self._wanted = threading.Condition(self._lock)  # the client's thread waits here for work nobody drives
         self._room = threading.Condition(self._lock)  # submit waits here while waiting work is over its memory bound
@@ -115,14 +116,19 @@ class Client:
         self._futures: dict[str, tuple[Future[Any], Callable[[Any], Any]]] = {}
         self._watchers: dict[str, Callable[[Progress], None]] = {}  # on_transfer callbacks, by request
         self._closed = False
-        self._curve = curve is not None
-        ctx = context or zmq.Context.instance()
-        local = [t.local_endpoint for t in self.tunnels] or self.endpoints
-        self._links = [dealer.open_dealer(ctx, endpoint, curve) for endpoint in local]
+        self._curve, self._keys = curve is not None, curve
+        self._ctx = context or zmq.Context.instance()
+        local = [t.local_endpoint for t in self.tunnels] or routes
+        self._links: list[tuple[zmq.Socket[Any], zmq.Socket[Any]] | None] = [
+            dealer.open_dealer(self._ctx, endpoint, curve) for endpoint in local
+        ]  # by route; None once retired
         self._wakeup: float | None = None
-        self._items: list[tuple[Any, int]] = [(self._wake_r.fileno(), POLLIN)]  # what the driver polls
-        for sock, monitor in self._links:
-            self._items += [(sock, POLLIN), (monitor, POLLIN)]
+        self._items: list[tuple[Any, int]] = []  # what the driver polls
+        self._poll_items()
+        self._found: list[tuple[str, list[str]]] = []  # look-ups of the names since the driver's last step
+        names = [] if ssh else discovery.named(self.endpoints)
+        period = self.options.rediscover
+        self._rediscovery = discovery.Rediscovery(names, period, self._rediscovered) if names and period > 0 else None
         self._polling = False  # the driver sleeps in zmq_poll: new work must wake it
         self._fresh = False  # work was submitted since the driver's last step
         self._thread = threading.Thread(target=self._run, name="zmqproc-client", daemon=True)
@@ -348,19 +354,33 @@ class Client:
     @property
     def connected(self) -> list[str]:
         """The endpoints whose connection is up now (handshake done, not dropped since)."""
-        if self._io.acquire(blocking=False):  # nobody drives the sockets: read what the monitors reported meanwhile
+        self._catch_up()
+        with self._lock:
+            return [endpoint for i, endpoint in enumerate(self._session.endpoints) if self._session.up(i)]
+
+    def replicas(self) -> list[tuple[str, str, float]]:
+        """Each server connection (one per address the endpoints resolve to): its endpoint, state (connecting,
+        connected, slow, lost, draining) and last ping round trip (-1: none yet); a drained address is left out once
+        closed."""
+        self._catch_up()
+        with self._lock:
+            return self._session.replicas()
+
+    def _catch_up(self) -> None:
+        """If nobody drives the sockets: read what the monitors and discovery reported meanwhile."""
+        if self._io.acquire(blocking=False):
             try:
                 if not self._closed:
                     self._step()
             finally:
                 self._io.release()
-        with self._lock:
-            return [endpoint for i, endpoint in enumerate(self.endpoints) if self._session.up(i)]
 
     def close(self) -> None:
         """Fail what is still pending with ConnectionLost and stop the I/O thread (and the SSH tunnels)."""
         for tunnel in self.tunnels:
             tunnel.close()
+        if self._rediscovery is not None:
+            self._rediscovery.close()
         with self._lock:
             if self._closed:
                 return
@@ -492,10 +512,16 @@ class Client:
         now = time.monotonic()
         with self._lock:
             session = self._session
-            for route, (sock, monitor) in enumerate(self._links):
+            for service, found in self._found:
+                session.discovered(service, found, now)
+            self._found.clear()
+            for route, link in enumerate(self._links):
+                if link is None:
+                    continue
+                sock, monitor = link
                 if ready is None or monitor in ready:
                     while readable(monitor):
-                        dealer.monitor_input(session, route, recv_frames(monitor), self.endpoints[route], self._curve, now)
+                        dealer.monitor_input(session, route, recv_frames(monitor), session.endpoints[route], self._curve, now)
                 flags = POLLIN if ready is None else ready.get(sock, 0)
                 if flags & POLLOUT:
                     session.writable(route, now)
@@ -503,13 +529,15 @@ class Client:
                 while flags & POLLIN and (known or readable(sock)):
                     known = False
                     session.receive(route, [f.buffer for f in recv_frames(sock)], now)
-            dealer.turn(session, self.tunnels, lambda route, frames: dealer.send(self._links[route][0], frames), now)
+            dealer.turn(session, self.tunnels, lambda route, frames: dealer.send(self._sock(route), frames), now)
             self._fresh = False
             if self.options.max_waiting_bytes is not None:
                 self._room.notify_all()
-            done, moving = [], []
+            done, moving, routes = [], [], []
             for e in session.events():
-                if isinstance(e, _ENDS):
+                if isinstance(e, RouteAdded | RouteRetired):
+                    routes.append(e)
+                elif isinstance(e, _ENDS):
                     done.append((self._futures.pop(e.request_id, None), e))
                     self._watchers.pop(e.request_id, None)
                 elif isinstance(e, Progress) and e.request_id in self._futures:
@@ -517,6 +545,8 @@ class Client:
                     assert isinstance(future, _Future)
                     future.transfer = e
                     moving.append((self._watchers.get(e.request_id), e))
+            if routes:
+                self._routes_changed(routes)
             self._wakeup = session.next_wakeup()
         for watcher, progress in moving:
             if watcher is not None:
@@ -525,13 +555,46 @@ class Client:
             if entry is not None:
                 _end(entry, event)
 
+    def _sock(self, route: int) -> zmq.Socket[Any]:
+        link = self._links[route]
+        assert link is not None  # the session sends nothing on a retired route
+        return link[0]
+
+    def _poll_items(self) -> None:
+        self._items = [(self._wake_r.fileno(), POLLIN)]
+        for link in self._links:
+            if link is not None:
+                self._items += [(link[0], POLLIN), (link[1], POLLIN)]
+
+    def _rediscovered(self, service: str, endpoints: list[str]) -> None:
+        """A look-up's result (on the discovery thread): the driver hands it to the session in its next step."""
+        if not endpoints:
+            log.warning("%s resolves to no address now: its last known addresses are kept", service)
+        with self._lock:
+            self._found.append((service, endpoints))
+            wake = self._input(False)
+        if wake:
+            self._wake()
+
+    def _routes_changed(self, events: list[Any]) -> None:
+        """Sockets for the routes discovery added, closed for those it retired (the caller holds the lock)."""
+        for event in events:
+            if isinstance(event, RouteAdded):
+                assert event.route == len(self._links)
+                self._links.append(dealer.open_dealer(self._ctx, event.endpoint, self._keys))
+            elif isinstance(event, RouteRetired) and (link := self._links[event.route]) is not None:
+                dealer.close_dealer(*link)
+                self._links[event.route] = None
+        self._poll_items()
+
     def _poll(self) -> dict[Any, int]:
         """Wait until a socket has something, or the session's next wakeup; what is ready."""
         items = self._items
         if any(self._session.blocked(route) for route in range(len(self._links))):
             items = [(self._wake_r.fileno(), POLLIN)]
-            for route, (sock, monitor) in enumerate(self._links):
-                items += [(sock, POLLIN | POLLOUT if self._session.blocked(route) else POLLIN), (monitor, POLLIN)]
+            for route, link in enumerate(self._links):
+                if link is not None:
+                    items += [(link[0], POLLIN | POLLOUT if self._session.blocked(route) else POLLIN), (link[1], POLLIN)]
         wakeup = self._wakeup
         with self._lock:
             self._polling = not self._fresh  # submitted since the last step: look, do not sleep
