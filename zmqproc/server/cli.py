@@ -61,6 +61,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="PATH_OR_MODULE",
         help="plugin ops: a .py file, a folder of them, or a module (repeatable; also $ZMQPROC_OPS, separated by ':')",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off; needs the metrics extra, which the image has)",
+    )
+    p.add_argument(
+        "--metrics-bind",
+        metavar="HOST",
+        help="the address the metrics endpoint listens on (default: --bind's host, so 0.0.0.0 in the image; 127.0.0.1 for ipc://)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
     args.ops += [spec for spec in os.environ.get("ZMQPROC_OPS", "").split(os.pathsep) if spec]
@@ -72,9 +83,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.bind = endpoints.check(args.bind, bind=True)
     except ValueError as exc:
         p.error(f"--bind: {exc}")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        p.error("--metrics-port must be between 0 and 65535 (0: any free port)")
+    if args.metrics_bind is not None and args.metrics_port is None:
+        p.error("--metrics-bind needs --metrics-port")
+    if args.metrics_port is not None and args.metrics_bind is None:
+        args.metrics_bind = metrics_host(args.bind)
     if (args.curve_secret is None) != (args.curve_allow is None):
         p.error("--curve-secret and --curve-allow go together")
     return args
+
+
+def metrics_host(bind: str) -> str:
+    """The metrics endpoint's default address: the host the server binds (``*`` is every address), 127.0.0.1 for ipc://."""
+    endpoint = endpoints.parse(bind, bind=True)
+    if endpoint.scheme != "tcp":
+        return "127.0.0.1"
+    return "0.0.0.0" if endpoint.host == "*" else endpoint.host
 
 
 def _size(text: str) -> int:
@@ -118,9 +143,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # unreadable CURVE keys or allow-list: one clear line
         log.error("CURVE: %s", exc)
         return 1
+    exporter = None
+    if args.metrics_port is not None:
+        try:
+            from .exporter import Exporter
+        except ImportError as exc:  # the metrics extra is not installed
+            log.error("--metrics-port needs prometheus-client: pip install 'zmqproc[metrics]' (%s)", exc)
+            return 2
+        try:
+            exporter = Exporter(args.metrics_bind, args.metrics_port)
+        except OSError as exc:  # the port is taken, or the address is not this machine's
+            log.error("cannot serve metrics on %s port %d: %s", args.metrics_bind, args.metrics_port, exc.strerror or exc)
+            return 1
+        log.info("metrics on %s", exporter.url)
     server = Server(
         args.bind, args.workers, args.max_queue, limits, max_client_queue=args.max_client_queue, curve=curve,
         max_memory=args.max_memory, job_timeout=args.job_timeout, opencv_threads=args.opencv_threads,
+        metrics=None if exporter is None else exporter.publish,
     )  # fmt: skip
     try:
         serve_until_signalled(server)
@@ -130,4 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # a budget too small for the server itself
         log.error("%s", exc)
         return 1
+    finally:
+        if exporter is not None:
+            exporter.close()
     return 0

@@ -49,6 +49,7 @@ from ..protocol import PART_BYTES, Buffer, Limits, Request, decode_request, enco
 from . import budget
 from .budget import BudgetPlan, Estimate
 from .credit import CreditLedger
+from .metrics import JobTimes, Snapshot
 from .work import Outcome, Spec, result_bytes
 from .work_queue import WorkQueue
 
@@ -198,6 +199,7 @@ class ServerCore:
         self._now = now  # the time of the latest receive or pump
         self.stopping_since: float | None = None
         self.counters = _Counters()
+        self.job_times = JobTimes()  # each job that ran to its end, for the metrics endpoint (zmqproc.server.metrics)
         limits = {"max_pixels": config.limits.max_pixels, "max_frame_bytes": config.limits.max_frame_bytes, "workers": config.workers}
         self._ops_reply = {"ops": ops.describe(), "limits": limits}
         self._started_at = now
@@ -544,6 +546,8 @@ class ServerCore:
         if job is None:
             return []
         self._end(job)
+        if job.started is not None:
+            self.job_times.observe(now - job.started)
         if outcome.code != "ok":
             assert outcome.error is not None
             return [self._answer(job, outcome.error, now)]
@@ -729,3 +733,7 @@ class ServerCore:
             },
             "uptime_s": round(now - self._started_at, 3),
         }
+
+    def snapshot(self, now: float) -> Snapshot:
+        """:meth:`stats` and the job times, copied: the metrics endpoint's thread reads this and never the core."""
+        return Snapshot(self.stats(now), self.job_times.snapshot())

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -29,6 +30,7 @@ from ..zmqflags import POLLIN, readable, recv_frames, send_frames
 from . import work
 from .budget import BudgetPlan, format_size
 from .core import CoreConfig, RunInline, Send, ServerCore, Start, Stop
+from .metrics import PUBLISH_INTERVAL_S, Snapshot
 from .pool import CACHE_MAX_BYTES, SPARE_OUTPUTS, Died, Segment, WorkerPool
 
 log = logging.getLogger("zmqproc.server")
@@ -83,6 +85,8 @@ class Server:
     is loaded: :func:`zmqproc.server.cli.main` sets it from ``--max-pixels``
     first; a program embedding this class sets it before importing zmqproc.
     ``max_memory`` is the whole server's budget in bytes (processes included).
+    ``metrics``, if given, is handed the core's :class:`~zmqproc.server.metrics.Snapshot` at most every 0.5 s, from this
+    loop's thread (the metrics endpoint's :meth:`~zmqproc.server.exporter.Exporter.publish`).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Server:
         max_memory: int = 2 << 30,
         job_timeout: float = 60.0,
         opencv_threads: int = 1,
+        metrics: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self.bind = bind
         self.workers = workers or os.cpu_count() or 1
@@ -106,6 +111,7 @@ class Server:
         self.max_memory = max_memory
         self.job_timeout = job_timeout
         self.opencv_threads = opencv_threads
+        self.metrics = metrics
         self.epoch = f"{uuid.uuid4().hex[:12]}"
         self.endpoint: str | None = None
         self.core: ServerCore | None = None
@@ -153,6 +159,8 @@ class Server:
             router.close(linger=0)
             raise
         self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self.metrics is not None:  # a scrape from now on has the server's metrics (then the loop's, every 0.5 s)
+            self.metrics(core.snapshot(time.monotonic()))
         log.info("%s", plan.describe())
         log.info(
             "listening on %s with %d worker processes, queue %d, job timeout %g s (epoch %s)",
@@ -176,6 +184,7 @@ class Server:
         generation = -1
         next_summary = time.monotonic() + SUMMARY_INTERVAL_S
         stopped_at = 0.0
+        next_metrics = 0.0
         while True:
             if pool.generation != generation:  # a worker was replaced: poll the new one's pipe and sentinel
                 items, generation = [(router, POLLIN), *((fd, POLLIN) for fd in pool.fds())], pool.generation
@@ -212,6 +221,9 @@ class Server:
             self._act(core, router, pool, core.pump(now, pool.idle()))
             for job in [j for j in self._segments if not core.holds(j)] if self._segments else ():  # let go by the core
                 self._release_segment(core, pool, job)  # (a result in parts: cancelled, or not fetched in time)
+            if self.metrics is not None and now >= next_metrics:  # off by default: one test a turn
+                self.metrics(core.snapshot(now))
+                next_metrics = now + PUBLISH_INTERVAL_S
             if now >= next_summary:
                 log.info("summary: %s", self._summary(core.stats(now)))
                 next_summary = now + SUMMARY_INTERVAL_S
