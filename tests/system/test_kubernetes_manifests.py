@@ -14,6 +14,7 @@ import copy
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import pytest
 import yaml
 import zmq.auth
 
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ROOT, ServerProcess, free_port
 from tests.fixtures.kubernetes import (
     BASE,
     COMPONENTS,
@@ -97,7 +98,7 @@ def test_a_headless_service_lists_every_ready_pod(rendered: list[Resource]) -> N
     service = resources["Service", "zmqproc"]["spec"]
     assert service["clusterIP"] == "None" and service["selector"] == LABELS and not service.get("publishNotReadyAddresses")
     (port,) = service["ports"]
-    (container_port,) = container["ports"]
+    (container_port,) = [p for p in container["ports"] if p["name"] == "zmqproc"]  # components/metrics adds its own
     assert port["port"] == container_port["containerPort"] == 5555 and port["targetPort"] == container_port["name"]
     assert container["image"] == "zmqproc-server"  # as `make docker-build` tags it (Makefile: IMAGE ?= zmqproc-server)
     assert container["imagePullPolicy"] == "IfNotPresent"
@@ -136,6 +137,26 @@ def test_network_policy_admits_only_the_zmqproc_port() -> None:
     assert policy["podSelector"]["matchLabels"] == LABELS and policy["policyTypes"] == ["Ingress"]
     ports = [p for rule in policy["ingress"] for p in rule["ports"]]
     assert ports == [{"protocol": "TCP", "port": container["ports"][0]["containerPort"]}]
+
+
+def test_the_metrics_component_adds_its_port_flag_and_rule() -> None:
+    """components/metrics: --metrics-port and a container port agree; with network-policy the rule admits that port too,
+    and without it no NetworkPolicy appears (the patch is skipped, as kustomize skips it: `kubectl kustomize` of
+    overlays/all-options is compared above)."""
+    components = {c.name: c for c in COMPONENTS}
+    alone = render(BASE, [components["metrics"]])
+    assert not [r for r in alone if r["kind"] == "NetworkPolicy"]
+    both = render(BASE, [components["network-policy"], components["metrics"]])
+    pod_spec, container = server_container(both)
+    args = container["args"]
+    port = int(args[args.index("--metrics-port") + 1])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"zmqproc": 5555, "metrics": port}
+    annotations = by_kind(both)["Deployment", "zmqproc"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port) and annotations["prometheus.io/scrape"] == "true"
+    policy = by_kind(both)["NetworkPolicy", "zmqproc"]["spec"]
+    assert sorted(p["port"] for rule in policy["ingress"] for p in rule["ports"]) == [5555, port]
+    assert "--metrics-bind" not in args, "the image binds 0.0.0.0, so the endpoint does too: reachable by the scraper"
 
 
 def test_curve_keys_and_plugin_ops_are_mounted_read_only() -> None:
@@ -196,10 +217,15 @@ def test_the_rendered_container_serves_and_its_probe_passes(tmp_path: Path) -> N
             text = text.replace(path, local[path])
         return text
 
-    server = ServerProcess(*[here(a) for a in container["args"]], "--opencv-threads", "1")
+    args = [here(a) for a in container["args"]]
+    metrics_port = free_port()  # the rendered port is the pod's own; here, a free one on this machine
+    args[args.index("--metrics-port") + 1] = str(metrics_port)
+    server = ServerProcess(*args, "--opencv-threads", "1")
     try:
         log = server.output()
         assert "CURVE on" in log and "2 client keys allowed" in log, log
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as scraped:  # plain HTTP beside CURVE
+            assert b"zmqproc_requests_total" in scraped.read()
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # the venv's zmqproc, as the image's
         env = {**os.environ, "ZMQPROC_HEALTH_ENDPOINT": server.endpoint, "PATH": path}
         probe = [here(part) for part in container["readinessProbe"]["exec"]["command"]]
