@@ -23,6 +23,7 @@ def big_file(tmp_path):
 
 def test_an_image_goes_as_tiles_painted_in_as_they_arrive_and_is_exact(qtbot, make_window, endpoint, big_file):
     win = make_window(endpoint, pipeline="gaussian_blur:ksize=15")
+    win.transfer.setCurrentIndex(win.transfer.findData("raw"))  # raw tiles share the workers (Auto: on a link it finds near)
     assert win.open_image(big_file[0])
     seen = []
     with qtbot.waitSignal(win.jobFinished, timeout=30000) as job:
@@ -42,6 +43,7 @@ def test_an_image_goes_as_tiles_painted_in_as_they_arrive_and_is_exact(qtbot, ma
 
 def test_esc_cancels_the_tiles_still_out(qtbot, make_window, endpoint, big_file):
     win = make_window(endpoint, pipeline="denoise:search_window=35")
+    win.transfer.setCurrentIndex(win.transfer.findData("raw"))
     assert win.open_image(big_file[0])
     with qtbot.waitSignal(win.jobFinished, timeout=30000) as job:
         win.process()

@@ -131,6 +131,7 @@ def test_words_a_user_reads_name_no_library_no_path_twice_no_byte_count(qtbot, w
 def test_split_and_flick_from_the_keyboard_and_the_result_described(qtbot, window):
     from PySide6.QtCore import Qt
 
+    window.transfer.setCurrentIndex(window.transfer.findData("raw"))  # Auto goes by the link as measured
     window.open_files([str(IMAGES / "coffee.png")])
     window.editor.set_steps("resize:scale=0.5")
     assert run_job(qtbot, window)[0]

@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--open", action="append", default=[], metavar="FILE", help="image(s) to open, or sample:NAME (several fill the batch list)"
     )
     p.add_argument("--pipeline", help='pipeline text, e.g. "grayscale;gaussian_blur:ksize=5", or a preset .json file')
-    p.add_argument("--transfer", choices=["auto", "raw", "encoded"], help="raw pixels, the encoded file, or auto (encoded through SSH)")
+    p.add_argument(
+        "--transfer", choices=["auto", "raw", "encoded"], help="raw pixels, the encoded file, or auto (the quickest lossless way)"
+    )
     p.add_argument("--curve-server-key", metavar="FILE", help="CURVE: the server's public key (NAME.key or its Z85 text)")
     p.add_argument("--curve-secret", metavar="FILE", help="CURVE: this viewer's NAME.key_secret (only the path is saved)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take (default %(default)s)")

@@ -3,27 +3,34 @@
 Tunnels open on a background thread; a password or key passphrase is asked in a
 dialog (each at most once, kept in memory only), an unknown host key is shown
 for the user to trust. The state label says connecting / connected (with the
-ping) / slow / lost, and "SSH reconnecting" while a tunnel heals itself.
+ping) / slow / lost, "SSH reconnecting" while a tunnel heals itself, and
+"transferring (2.5 MB/s)" while a payload or a result moves in parts: a ping
+that waits behind them is no sign of a slow or lost server (:attr:`state`
+decides which).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QMessageBox, QWidget
 
 from ..errors import HostKeyUnknown, TunnelAuthFailed
 from ..security import ClientCurve
 from .connection import Background, ConnectionDialog, ConnectionSettings, SshSecrets, ask_secret, valid_endpoints
-from .messages import explain
+from .messages import explain, rate
 from .qt_client import CONNECTED, CONNECTING, LOST, SLOW, QtClient
 
+TRANSFERRING = "transferring"
+MOVING_HOLD_S = 1.5  # a transfer whose last part moved this long ago no longer counts as moving
 STATE_TEXT = {
     CONNECTING: ("#999", "connecting…"),
     CONNECTED: ("#2a2", "connected"),
     SLOW: ("#d90", "slow"),
     LOST: ("#d22", "lost"),
+    TRANSFERRING: ("#27c", "transferring"),
     "ssh_reconnecting": ("#d90", "SSH reconnecting…"),
     "ssh_failed": ("#d22", "SSH tunnel failed"),
 }
@@ -43,16 +50,30 @@ class ConnectionControl(QObject):
         self.label = QLabel()
         self._window = parent
         self._state, self._rtt = CONNECTING, -1.0
+        self._moving: dict[str, tuple[float, float]] = {}  # request id -> (when its last part moved, the route's rate)
+        self._still = QTimer(self)  # the label looks again once the bytes may have stopped
+        self._still.setSingleShot(True)
+        self._still.timeout.connect(self._show)
         client.stateChanged.connect(self._on_state)
         client.tunnelChanged.connect(self._show)
+        client.transferred.connect(self._on_transfer)
         self._show()
 
     @property
     def state(self) -> str:
-        """connecting, connected, slow, lost, or ssh_reconnecting."""
+        """connecting, connected, slow, lost, ssh_reconnecting, or transferring while bytes move (whatever the pings say:
+        they wait behind the parts); the one place that decides what the label says."""
+        if self._state != "ssh_failed" and self.transfer_rate() is not None:
+            return TRANSFERRING
         if self._state != CONNECTED and any(getattr(t, "state", "open") == "reconnecting" for t in self.tunnels):
             return "ssh_reconnecting"
         return self._state
+
+    def transfer_rate(self) -> float | None:
+        """Bytes/s of the transfers moving now (0: not measured yet), or None when none moved in the last moments."""
+        now = time.monotonic()
+        self._moving = {rid: (at, r) for rid, (at, r) in self._moving.items() if now - at < MOVING_HOLD_S}
+        return max((r for _, r in self._moving.values()), default=0.0) if self._moving else None
 
     def connect_to(self, connection: ConnectionSettings, *, secrets: SshSecrets | None = None, accept_new: bool = False) -> None:
         """Connect directly, or open SSH tunnels first (off the GUI thread)."""
@@ -137,13 +158,25 @@ class ConnectionControl(QObject):
             return  # no connection to speak of: the failure stays on the label
         self._state, self._rtt = state, rtt
         self._show()
-        if state == LOST:
+        if state == LOST and self.state != TRANSFERRING:
             self.status.emit("The server does not answer; the viewer keeps trying to reconnect.", 0)
+
+    def _on_transfer(self, request_id: str, progress: Any) -> None:
+        """A part of a payload or result moved: transferring until the last of it (or for a moment after the latest)."""
+        if progress.up - progress.sent + progress.down - progress.received > 0:
+            self._moving[request_id] = (time.monotonic(), progress.rate)
+            self._still.start(int(MOVING_HOLD_S * 1000) + 10)
+        else:
+            self._moving.pop(request_id, None)
+        self._show()
 
     def _show(self) -> None:
         state = self.state
         color, text = STATE_TEXT[state]
         detail = f" ({self._rtt * 1000:.0f} ms)" if self._rtt >= 0 and state in (CONNECTED, SLOW) else ""
+        if state == TRANSFERRING:
+            moving = self.transfer_rate()
+            detail = f" ({rate(moving)})" if moving else ""
         where = ", ".join(self.connection.endpoints)
         self.label.setText(f"<span style='color:{color}'>●</span> {where} {text}{detail}")
         self.label.setProperty("state", state)

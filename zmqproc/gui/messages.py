@@ -54,6 +54,23 @@ def size(value: float, unit: str) -> str:
     return f"{value:g} {unit}"
 
 
+def rate(bytes_per_s: float) -> str:
+    """``2.5 MB/s`` (decimal megabytes, as people read a link's speed)."""
+    return f"{bytes_per_s / 1e6:.1f} MB/s" if bytes_per_s < 100e6 else f"{bytes_per_s / 1e6:.0f} MB/s"
+
+
+def transfer(sent: int, total: int, bytes_per_s: float, uploading: bool) -> str:
+    """A transfer in parts, as the status bar says it: ``uploading 12.3 of 36.0 MB at 2.5 MB/s, 9 s left``; the rate and
+    the time left only once the link's rate is measured; ``uploaded 36.0 MB; the server works on it`` once up."""
+    if uploading and sent >= total:
+        return f"uploaded {size(total, 'MB')}; the server works on it…"
+    amount = f"{'uploading' if uploading else 'downloading'} {sent / 1e6:.1f} of {size(total, 'MB')}"
+    if bytes_per_s <= 0:
+        return f"{amount}…"
+    left = (total - sent) / bytes_per_s
+    return f"{amount} at {rate(bytes_per_s)}, {left:.0f} s left" if left >= 1 else f"{amount} at {rate(bytes_per_s)}, under 1 s left"
+
+
 def pixel_type_sentence(step: object, op: str, takes: list[str], dtype: str) -> str:
     """An op that cannot take the image's pixel type, in those words (not as a parameter problem)."""
     return f"Step {step} ({op}) works on {' or '.join(takes)} images; this one is {dtype}. Convert it first, or choose another op."

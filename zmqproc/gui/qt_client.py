@@ -21,10 +21,11 @@ import zmq
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from ..client import dealer
-from ..client.events import Fail, Resolve, ServerRestarted, StateChanged
+from ..client.events import Fail, Progress, Resolve, ServerRestarted, StateChanged
 from ..client.pipeline import PipelineSpec
 from ..client.replies import Processed, TilePlan
 from ..client.session import CONNECTED, CONNECTING, LOST, SLOW, ClientOptions, ClientSession
+from ..client.transfer import Link
 from ..security import ClientCurve
 from .qt_socket import QZmqSocket
 
@@ -46,6 +47,7 @@ class QtClient(QObject):
     planReceived = Signal(str, object)  # request id, zmqproc.client.replies.TilePlan
     stateChanged = Signal(str, float)  # state, best ping round trip in seconds (-1 when unknown)
     serverRestarted = Signal(str)  # the new epoch
+    transferred = Signal(str, object)  # request id, zmqproc.client.events.Progress: a payload or result moving in parts
     tunnelChanged = Signal()  # an SSH tunnel opened, is reconnecting or failed (emitted from its thread, delivered on this one)
 
     def __init__(
@@ -97,6 +99,10 @@ class QtClient(QObject):
     def resent(self) -> int:
         """Requests sent again after a lost connection, a server restart, ``busy`` or a silent server."""
         return self._session.resent
+
+    def link(self) -> Link:
+        """The way to the servers as the session measured it (rate, round trip): what the transfer policy costs on."""
+        return self._session.link()
 
     def room_for(self, image: np.ndarray | bytes) -> bool:
         """A ``process`` request of this image would go out at once (see :meth:`ClientSession.room_for`)."""
@@ -214,6 +220,8 @@ class QtClient(QObject):
             self.stateChanged.emit(event.state, event.rtt)
         elif isinstance(event, ServerRestarted):
             self.serverRestarted.emit(event.epoch)
+        elif isinstance(event, Progress):
+            self.transferred.emit(event.request_id, event)
 
     def _drop(self, reason: str) -> None:
         """Close the session (cancelling on the servers what they hold for it) and its sockets."""

@@ -40,9 +40,10 @@ from .. import samples
 from ..client.pipeline import to_text
 from ..client.replies import Processed
 from ..client.tiles import Tile
+from ..client.transfer import FILE, PNG, RAW, Choice, choose
 from ..errors import ProcessingError, TooLarge
-from ..formats import SUFFIXES, TABLE, for_path
-from ..images import VIDEO_CODECS, encode_image, sniff_format
+from ..formats import BY_NAME, ENCODED_FORMATS, SUFFIXES, TABLE, for_path
+from ..images import VIDEO_CODECS, dtype_name, encode_image, png_ratio, sniff_format
 from ..protocol import Step
 from .batch_panel import BatchPanel
 from .compare import CompareView, DisplayRangeDialog
@@ -67,17 +68,19 @@ from .pipeline_editor import PipelineEditor, load_pipeline, read_preset
 from .player import VIDEO_FILTER, Player
 from .qt_client import QtClient
 from .tiled import WORTH_ASKING, TiledProcess
+from .transfer_bar import TransferBar
 from .views import to_qimage
 
 OPEN_FILTER = f"Images ({' '.join('*' + s for s in sorted(SUFFIXES))});;All files (*)"
 SAVE_FILTERS = {f"{f.label} (*{f.suffix})": f.suffix for f in TABLE}
 TRANSFERS = {
-    "auto": "Auto (encoded through SSH, else raw)",
+    "auto": "Auto (quickest for the link)",
     "raw": "Raw pixels (fast link)",
     "encoded": "Encoded file (slow link, e.g. SSH)",
 }
 LIVE_DELAY_MS = 150  # Live: a parameter change waits this long for the next one before the pipeline is sent
 MAX_RECENT = 8
+WAYS = {RAW: "raw pixels", PNG: "PNG", FILE: "the file"}  # how Auto sent an image and had its result back, in words
 DEFAULT_PIPELINE = "grayscale;gaussian_blur:ksize=5"
 
 
@@ -108,6 +111,7 @@ class MainWindow(QMainWindow):
         self.ops: list[dict[str, Any]] = []
         self._job: tuple[str, float, str] | None = None  # request id ("" while tiles go), started, pipeline text
         self._tiled: TiledProcess | None = None  # the job, when it goes as tiles
+        self.last_choice: Choice | None = None  # how Auto sent the last image whole (or would have: tiles go raw)
         self._tray: QSystemTrayIcon | None = None
         self._live_timer = QTimer(self)
         self._live_timer.setSingleShot(True)
@@ -117,6 +121,7 @@ class MainWindow(QMainWindow):
         self._restore()
         self.client.processed.connect(self._on_processed)
         self.client.failed.connect(self._on_failed)
+        self.client.transferred.connect(self._on_transferred)
         self.client.opsReceived.connect(self._on_ops)
         self.client.stateChanged.connect(lambda state, _rtt: self.client.request_ops() if state == "connected" and not self.ops else None)
         self.client.serverRestarted.connect(
@@ -214,7 +219,10 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([300, 1060])
         self.setCentralWidget(splitter)
+        self.transfer_bar = TransferBar()
+        self.statusBar().addPermanentWidget(self.transfer_bar)
         self.statusBar().addPermanentWidget(self.control.label)
+        self.transfer_bar.hide()  # until a transfer is worth showing (the status bar shows what it is given)
         self._build_menus()
 
     def _action(self, menu: Any, text: str, slot: Any, shortcut: Any = None) -> QAction:
@@ -521,12 +529,40 @@ class MainWindow(QMainWindow):
     # -- processing -----------------------------------------------------------------------
 
     def transfer_mode(self) -> str:
-        """``raw`` or ``encoded``: what the selector says, ``auto`` meaning encoded through an SSH tunnel."""
+        """``raw`` or ``encoded`` for a stream's frames: what the selector says, ``auto`` meaning encoded through an SSH
+        tunnel (a single image's or a batch's Auto goes by the link as measured: :meth:`_choose`)."""
         mode = str(self.transfer.currentData())
         return ("encoded" if self.connection.use_ssh else "raw") if mode == "auto" else mode
 
-    def _payload(self, path: str, image: np.ndarray | None = None) -> np.ndarray | bytes:
-        """What to send: the pixels (raw), or an encoded file (the file itself, or the in-memory image as PNG)."""
+    def _choose(self, path: str, image: np.ndarray) -> Choice | None:
+        """Auto: the library's transfer policy on the link as the client measured it (None: raw or encoded was chosen).
+
+        Up: the opened file's own bytes (when the image is that file's, not a former result), raw, or PNG made here;
+        down: raw or PNG; whichever way, the result shown is the decoded pixels (lossless)."""
+        if self.transfer.currentData() != "auto":
+            return None
+        file = None
+        if not self.original_in_memory or image is not self.original:
+            try:
+                with open(path, "rb") as f:
+                    fmt = sniff_format(f.read(16))
+                file = (fmt, Path(path).stat().st_size) if fmt in ENCODED_FORMATS else None  # what a server decodes
+            except (OSError, ValueError):
+                file = None
+        png_ok = dtype_name(image) in BY_NAME[PNG].dtypes and image.shape[2:] != (1,)  # as the library's Client rules
+        return choose(self.client.link(), image.nbytes, file=file, ratio=lambda: png_ratio(image), png_ok=png_ok)
+
+    def _payload(self, path: str, image: np.ndarray | None = None, choice: Choice | None = None) -> np.ndarray | bytes:
+        """What to send: the pixels (raw), or an encoded file (the file itself, or the in-memory image as PNG); with
+        Auto (``choice``, or chosen here for a batch's file) what the policy says."""
+        if self.transfer.currentData() == "auto":
+            if image is None:
+                image = read_image(path)
+            choice = choice or self._choose(path, image)
+            assert choice is not None
+            if choice.up == FILE:
+                return read_file(path).tobytes()
+            return bytes(encode_image(image, PNG)[1]) if choice.up == PNG else image
         if self.transfer_mode() != "encoded":
             return read_image(path) if image is None else image
         if image is not None and self.original_in_memory:
@@ -553,29 +589,36 @@ class MainWindow(QMainWindow):
             self.notify(problem, "error")
             return
         self._withdraw()
+        choice = self.last_choice = self._choose(self.path, self.original)
+        self.transfer_bar.start(time.monotonic())
         if self.original.shape[0] * self.original.shape[1] >= WORTH_ASKING:  # perhaps as tiles: the servers say
-            tiled = self._tiled = TiledProcess(self.client, self.original, steps, share=self.transfer_mode() == "raw", parent=self)
+            # tiles travel raw: they share the workers only when raw is how the image would go anyway
+            share = (choice.up, choice.down) == (RAW, RAW) if choice is not None else self.transfer_mode() == "raw"
+            tiled = self._tiled = TiledProcess(self.client, self.original, steps, share=share, parent=self)
             self._job = ("", time.monotonic(), to_text(steps))
-            tiled.whole.connect(lambda: self._send_whole(steps) if tiled is self._tiled else None)
+            tiled.whole.connect(lambda: self._send_whole(steps, choice) if tiled is self._tiled else None)
             tiled.tilePlaced.connect(lambda tile: self._tile_arrived(tiled, tile))
             tiled.finished.connect(lambda processed, error: self._tiles_finished(tiled, processed, error))
         else:
-            self._send_whole(steps)
+            self._send_whole(steps, choice)
         self.cancel_button.setEnabled(True)
         if self.notice.property("level") == "error":
             self.notice.hide()  # an old error is not about this job
         self.statusBar().showMessage(f"processing {Path(self.path).name}… (Esc cancels)")
 
-    def _send_whole(self, steps: list[Step]) -> None:
+    def _send_whole(self, steps: list[Step], choice: Choice | None) -> None:
         assert self.path is not None and self.original is not None
         self._tiled = None
         try:
-            payload = self._payload(self.path, self.original)
+            payload = self._payload(self.path, self.original, choice)
         except (OSError, ValueError) as exc:
             self._end_job()
             self.notify(f"Cannot send {Path(self.path).name}: {explain(exc)}", "error")
             return
-        reply_format = "png" if self.transfer_mode() == "encoded" else None
+        if choice is not None:
+            reply_format = "png" if choice.down == PNG else None
+        else:
+            reply_format = "png" if self.transfer_mode() == "encoded" else None
         started = self._job[1] if self._job is not None else time.monotonic()
         self._job = (self.client.process(payload, steps, reply_format=reply_format), started, to_text(steps))
 
@@ -587,6 +630,14 @@ class MainWindow(QMainWindow):
         elif self._job is not None and self._job[0]:
             self.client.cancel(self._job[0])
         self._job = None
+
+    def _on_transferred(self, request_id: str, progress: Any) -> None:
+        """A part of the job's image or result moved: the bar and the status text follow it."""
+        if self._job is None or request_id != self._job[0]:
+            return
+        text = self.transfer_bar.moved(progress)
+        if text is not None:
+            self.statusBar().showMessage(f"{Path(self.path or '').name}: {text} (Esc cancels)")
 
     def _tile_arrived(self, tiled: TiledProcess, tile: Tile) -> None:
         if tiled is not self._tiled or tiled.job is None:
@@ -645,7 +696,10 @@ class MainWindow(QMainWindow):
             self._finish(False, explain(exc))
             return
         elapsed = time.monotonic() - started
-        self._finish(True, f"Done: {pipeline} in {elapsed * 1000:.0f} ms (server {result.server_ms:.0f} ms).")
+        choice, way = self.last_choice, ""
+        if choice is not None and (choice.up, choice.down) != (RAW, RAW):  # Auto chose smaller than raw for this link
+            way = f" Sent as {WAYS[choice.up]}, back as {WAYS[choice.down]}."
+        self._finish(True, f"Done: {pipeline} in {elapsed * 1000:.0f} ms (server {result.server_ms:.0f} ms).{way}")
 
     def _on_failed(self, request_id: str, error: BaseException) -> None:
         if self._job is not None and request_id == self._job[0]:
@@ -725,6 +779,7 @@ class MainWindow(QMainWindow):
 
     def _end_job(self) -> None:
         self._job, self._tiled = None, None
+        self.transfer_bar.stop()
         self.cancel_button.setEnabled(False)
 
     def _finish(self, ok: bool, message: str) -> None:
