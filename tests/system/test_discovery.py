@@ -83,7 +83,10 @@ class Driver:
         return self._read()
 
     def addresses(self) -> set[str]:
-        return {endpoint for endpoint, _state, _rtt in self.ask("replicas")["replicas"]}
+        return set(self.states())
+
+    def states(self) -> dict[str, str]:
+        return {endpoint: state for endpoint, state, _rtt in self.ask("replicas")["replicas"]}
 
     def close(self) -> str:
         if self.proc.stdin:
@@ -112,7 +115,7 @@ def test_replicas_come_and_go_by_name_and_every_request_is_answered(replicas):
         assert replicas.requests("127.0.0.2") > 1 and replicas.requests("127.0.0.3") > 1, "both replicas worked"
 
         replicas.write("127.0.0.2", "127.0.0.3", "127.0.0.4")  # one added
-        wait_until(lambda: ep["127.0.0.4"] in driver.addresses(), timeout=5 * PERIOD + 5, what="the new replica found")
+        wait_until(lambda: driver.states().get(ep["127.0.0.4"]) == "connected", timeout=5 * PERIOD + 5, what="the new replica found")
         before = replicas.requests("127.0.0.4")
         added = driver.ask("run 60")
         assert added["ok"] == 60 and replicas.requests("127.0.0.4") > before + 5, "the new replica gets its share"
@@ -157,3 +160,17 @@ def test_a_name_that_resolves_to_nothing_at_the_start_is_a_clear_error(replicas)
         timeout=30,
     )
     assert out.returncode != 0 and f"{NAME} resolves to no address" in out.stderr, out.stderr
+
+
+def test_stats_lists_the_replicas_a_name_stands_for(replicas):
+    for address in ("127.0.0.2", "127.0.0.3"):
+        replicas.start(address)
+    replicas.write("127.0.0.2", "127.0.0.3")
+    script = 'mount --bind "$1" /etc/hosts && shift && exec "$@"'
+    cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(replicas.hosts)]
+    cmd += [sys.executable, "-m", "zmqproc", "stats", "--server", f"tcp://{NAME}:{replicas.port}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("2 replicas: ") and f"127.0.0.2:{replicas.port} (connected)" in first, out.stdout
+    assert out.stdout.count("requests ") == 2 and f"\ntcp://127.0.0.3:{replicas.port}\n" in out.stdout, out.stdout

@@ -299,10 +299,22 @@ def cmd_ops(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        stats = client.stats()
-    for key, value in stats.items():
-        print(f"{key:<16} {value}")
-    return 0
+        client.ping()  # the connections' first answers: which replicas are up
+        replicas = client.replicas()
+        each = client.stats_each() if len(replicas) > 1 else {replicas[0][0]: client.stats()}
+    if len(replicas) > 1:
+        print(f"{len(replicas)} replicas: " + ", ".join(f"{e} ({state})" for e, state, _ in replicas))
+    failed = 0
+    for endpoint, stats in each.items():
+        if len(each) > 1:
+            print(f"\n{endpoint}")
+        if isinstance(stats, BaseException):
+            failed += 1
+            print(f"  no answer: {stats}")
+            continue
+        for key, value in stats.items():
+            print(f"{key:<16} {value}")
+    return 1 if failed else 0
 
 
 def cmd_samples(args: argparse.Namespace) -> int:

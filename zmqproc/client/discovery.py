@@ -28,7 +28,7 @@ def addresses(endpoint: str) -> list[str] | None:
     if parsed.scheme != "tcp" or _literal(parsed.host):
         return None
     try:
-        infos = socket.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(parsed.host, parsed.port, socket.AF_INET, socket.SOCK_STREAM)  # IPv4, as libzmq connects
     except (socket.gaierror, UnicodeError):
         return []
     found: list[str] = []

@@ -346,6 +346,10 @@ class ClientSession:
             for r, (work, work_bytes) in zip(self.routes, saved, strict=True):
                 r.work, r.work_bytes = work, work_bytes
 
+    def present_routes(self) -> list[int]:
+        """The indexes of the routes not retired, in the order :meth:`replicas` lists them."""
+        return [i for i, r in enumerate(self.routes) if not r.retired]
+
     def replicas(self) -> list[tuple[str, str, float]]:
         """(endpoint, state, round trip) of each route not retired (a drained one says ``draining``)."""
         return [(r.endpoint, "draining" if r.gone else r.state, r.rtt) for r in self._present()]
@@ -386,11 +390,11 @@ class ClientSession:
         steps = _text_steps(pipeline) if isinstance(pipeline, str) else to_steps(pipeline)
         return self._add("ops", tile_fields(steps, dtype), None, 0, timeout, now).id
 
-    def submit(self, kind: str, timeout: float, now: float) -> str:
-        """A ``ping``, ``ops`` or ``stats`` request (to any connected route); its id."""
+    def submit(self, kind: str, timeout: float, now: float, route: int | None = None) -> str:
+        """A ``ping``, ``ops`` or ``stats`` request (to any connected route, or to ``route``); its id."""
         if kind not in ("ping", "ops", "stats"):
             raise ValueError(f"submit() sends ping, ops or stats, not {kind!r}")
-        return self._add(kind, None, None, 0, timeout, now).id
+        return self._add(kind, None, None, 0, timeout, now, pinned=route).id
 
     def cancel(self, request_id: str, now: float) -> None:
         """Withdraw a request: at once if it was not sent, else by a ``cancel`` to the server that holds it.
@@ -450,7 +454,10 @@ class ClientSession:
         self._parts = {pid: p for pid, p in self._parts.items() if p.route != route}
         r.new_connection(now)
         for pending in r.pinned:
-            self._forget(pending)
+            if pending.internal:
+                self._forget(pending)
+            else:  # a caller's call to this one server
+                self._fail(pending, ConnectionLost(f"{r.endpoint} dropped the connection before the call went out"))
         r.pinned.clear()
         self._refresh(now)
 
@@ -665,13 +672,21 @@ class ClientSession:
     # -- internals: requests -------------------------------------------------------------------
 
     def _add(
-        self, kind: str, fields: dict[str, Any] | None, payload: Any, size: int, timeout: float, now: float, internal: bool = False
+        self,
+        kind: str,
+        fields: dict[str, Any] | None,
+        payload: Any,
+        size: int,
+        timeout: float,
+        now: float,
+        internal: bool = False,
+        pinned: int | None = None,
     ) -> _Request:
         if self._closed is not None:
             raise ConnectionLost(self._closed)
         seq = next(self._counter)
         request_id = f"{self._prefix}-{seq}"
-        request = _Request(request_id, kind, seq, fields or {}, payload, size, now + timeout, internal=internal)
+        request = _Request(request_id, kind, seq, fields or {}, payload, size, now + timeout, internal=internal, pinned=pinned)
         self._requests[request_id] = request
         heapq.heappush(self._deadlines, (request.deadline, request_id))
         if not internal:

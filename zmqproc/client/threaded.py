@@ -336,6 +336,24 @@ class Client:
         """The server's counters (requests, ok, errors by code, in flight, queue length, uptime, epoch)."""
         return dict(self._call("stats", timeout))
 
+    def stats_each(self, timeout: float | None = None) -> dict[str, dict[str, Any] | BaseException]:
+        """Each replica's counters (see :meth:`replicas`), by endpoint; the error for one that did not answer."""
+        t = self.timeout if timeout is None else timeout
+        with self._lock:
+            routes = list(zip(self._session.present_routes(), [e for e, _, _ in self._session.replicas()], strict=True))
+
+        def ask(route: int) -> Callable[[float], str]:
+            return lambda now: self._session.submit("stats", t, now, route=route)
+
+        futures = [(endpoint, self._start(ask(route), _same, True)) for route, endpoint in routes]
+        out: dict[str, dict[str, Any] | BaseException] = {}
+        for endpoint, future in futures:
+            try:
+                out[endpoint] = dict(self._wait(future, t))
+            except Exception as exc:  # one replica's silence is its entry, not the end of the listing
+                out[endpoint] = exc
+        return out
+
     @property
     def epoch(self) -> str | None:
         """The epoch of the server instance that answered last."""
