@@ -63,7 +63,7 @@ class Driver:
     """tests/discovery_client.py in its own mount namespace, talking JSON lines."""
 
     def __init__(self, replicas: Replicas) -> None:
-        script = f'mount --bind "$1" /etc/hosts && exec "$2" tests/discovery_client.py "$3" "$4"'
+        script = 'mount --bind "$1" /etc/hosts && exec "$2" tests/discovery_client.py "$3" "$4"'
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"]
         cmd += [str(replicas.hosts), sys.executable, f"tcp://{NAME}:{replicas.port}", str(PERIOD)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
