@@ -7,9 +7,11 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import pytest
 
 from zmqproc.client.events import Fail, Progress, Resolve, RouteChanged
 from zmqproc.client.session import LOST, MIN_PART, WINDOW_PARTS, WINDOW_S, ClientOptions, ClientSession
+from zmqproc.client.transfer import GUESS_NEAR
 from zmqproc.errors import Cancelled, ConnectionLost, ServerCrashed
 from zmqproc.protocol import Credit, decode_request, encode_error, encode_reply
 
@@ -273,3 +275,14 @@ def test_an_error_answer_to_a_part_ends_its_request():
     request_id = link.session.submit_process(IMAGE, "invert", 60.0, link.now)
     link.run(2.0)
     assert "no upload" in str(link.value(request_id))
+
+
+def test_the_link_is_judged_by_its_least_round_trip_not_a_late_reading():
+    """A first ping answered late (the viewer's window was still being built) does not make loopback look far."""
+    link = Link(delay=0.03, keepalive=True)
+    link.connect()
+    link.run(0.1)
+    assert link.session.link().rtt == pytest.approx(0.03) and not link.session.link().measured
+    link.delay = 0.0002
+    link.run(3.0)  # keepalive pings, now answered at once
+    assert link.session.link().rtt == pytest.approx(0.0002) and link.session.link().rate == GUESS_NEAR

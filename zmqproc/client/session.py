@@ -204,6 +204,7 @@ class _Route:
     ping: str | None = None  # the id of the ping out on it
     ping_due: float = 0.0
     rtt: float = -1.0
+    best_rtt: float = -1.0  # the least ping round trip on this connection: the link's own, without a busy client's delays
     refused: BaseException | None = None  # the handshake was refused: lost until one succeeds
     cut_short: BaseException | None = None  # a CURVE handshake cut short: the likely cause if it never connects
     tunnel: str = TUNNEL_OPEN
@@ -253,7 +254,7 @@ class _Route:
         """Forget the connection before this one: its instance, whether it was blocked or silent, its pings."""
         self.new_instance()
         self.epoch, self.blocked, self.silent, self.ping, self.ping_due, self.rtt = None, False, False, None, now, -1.0
-        self.rate = 0.0  # perhaps another path (a tunnel re-opened): measured again
+        self.rate, self.best_rtt = 0.0, -1.0  # perhaps another path (a tunnel re-opened): measured again
 
     def admits(self, size: int) -> bool:
         """One more process request of ``size`` bytes fits this connection's grant (one at a time until told; a big one
@@ -357,7 +358,7 @@ class ClientSession:
     def link(self) -> Link:
         """The way to the servers as measured: the best rate of the usable routes' parts, the best ping round trip."""
         usable = [r for r in self.routes if r.usable] or self._present()
-        rtts = [r.rtt for r in usable if r.rtt >= 0]
+        rtts = [r.best_rtt for r in usable if r.best_rtt >= 0]
         return Link.known(max((r.rate for r in usable), default=0.0), min(rtts) if rtts else -1.0)
 
     def has_room(self) -> bool:
@@ -931,6 +932,7 @@ class ClientSession:
         if request.internal:
             if request.kind == "ping" and r.ping == request.id:
                 r.rtt = rtt
+                r.best_rtt = rtt if r.best_rtt < 0 else min(r.best_rtt, rtt)
                 self._refresh(now)
             self._forget(request)
             return

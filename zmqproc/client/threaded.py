@@ -37,7 +37,7 @@ from .replies import Processed
 from .session import ClientOptions, ClientSession
 from .stream import Item, Stream
 from .tiles import TiledJob, pixel_bytes, tile_size
-from .transfer import AUTO, BLIND_BYTES, PNG, RAW, Link, choose
+from .transfer import AUTO, BLIND_BYTES, PNG, RAW, Link, choose, png_holds
 
 if TYPE_CHECKING:
     from ..ssh.tunnel import Tunnel
@@ -304,7 +304,7 @@ class Client:
         """What to send for ``image``, the reply format to ask, and how a reply becomes what the caller gets."""
         if transfer not in (AUTO, RAW, PNG):
             raise ValueError(f"transfer must be auto, raw or png, not {transfer!r}")
-        png_ok = isinstance(image, np.ndarray) and dtype_name(image) in ("uint8", "uint16") and image.shape[2:] != (1,)
+        png_ok = isinstance(image, np.ndarray) and png_holds(image)
         if not isinstance(image, np.ndarray) or reply_format is not None or transfer == RAW or not png_ok:
             return image, reply_format, _processed(details)
         if transfer == PNG:

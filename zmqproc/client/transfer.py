@@ -19,6 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..formats import BY_NAME
+from ..images import dtype_name
+
 AUTO, RAW, PNG, FILE = "auto", "raw", "png", "file"
 
 BLIND_BYTES = 4 << 20  # an image this big is not costed blind: a round trip is asked for first (1/3 s at 100 Mbit/s)
@@ -50,6 +55,11 @@ class Link:
     def blind(self) -> bool:
         """Nothing measured yet, not even a round trip: a guess (near) that a big image should not be costed on."""
         return not self.measured and self.rtt < 0
+
+
+def png_holds(image: np.ndarray) -> bool:
+    """A PNG keeps these pixels exactly as they are (uint8 or uint16; 2-D, 3 or 4 channels), so it may carry them."""
+    return dtype_name(image) in BY_NAME[PNG].dtypes and image.shape[2:] != (1,)
 
 
 @dataclass(frozen=True, slots=True)

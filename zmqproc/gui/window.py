@@ -40,10 +40,10 @@ from .. import samples
 from ..client.pipeline import to_text
 from ..client.replies import Processed
 from ..client.tiles import Tile
-from ..client.transfer import FILE, PNG, RAW, Choice, choose
+from ..client.transfer import FILE, PNG, RAW, Choice, choose, png_holds
 from ..errors import ProcessingError, TooLarge
-from ..formats import BY_NAME, ENCODED_FORMATS, SUFFIXES, TABLE, for_path
-from ..images import VIDEO_CODECS, dtype_name, encode_image, png_ratio, sniff_format
+from ..formats import ENCODED_FORMATS, SUFFIXES, TABLE, for_path
+from ..images import VIDEO_CODECS, encode_image, png_ratio, sniff_format
 from ..protocol import Step
 from .batch_panel import BatchPanel
 from .compare import CompareView, DisplayRangeDialog
@@ -549,8 +549,7 @@ class MainWindow(QMainWindow):
                 file = (fmt, Path(path).stat().st_size) if fmt in ENCODED_FORMATS else None  # what a server decodes
             except (OSError, ValueError):
                 file = None
-        png_ok = dtype_name(image) in BY_NAME[PNG].dtypes and image.shape[2:] != (1,)  # as the library's Client rules
-        return choose(self.client.link(), image.nbytes, file=file, ratio=lambda: png_ratio(image), png_ok=png_ok)
+        return choose(self.client.link(), image.nbytes, file=file, ratio=lambda: png_ratio(image), png_ok=png_holds(image))
 
     def _payload(self, path: str, image: np.ndarray | None = None, choice: Choice | None = None) -> np.ndarray | bytes:
         """What to send: the pixels (raw), or an encoded file (the file itself, or the in-memory image as PNG); with
