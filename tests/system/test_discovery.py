@@ -62,10 +62,10 @@ class Replicas:
 class Driver:
     """tests/discovery_client.py in its own mount namespace, talking JSON lines."""
 
-    def __init__(self, replicas: Replicas) -> None:
-        script = 'mount --bind "$1" /etc/hosts && exec "$2" tests/discovery_client.py "$3" "$4"'
-        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"]
-        cmd += [str(replicas.hosts), sys.executable, f"tcp://{NAME}:{replicas.port}", str(PERIOD)]
+    def __init__(self, replicas: Replicas, *extra: str) -> None:
+        script = 'mount --bind "$1" /etc/hosts && shift && exec "$@"'
+        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(replicas.hosts)]
+        cmd += [sys.executable, "tests/discovery_client.py", f"tcp://{NAME}:{replicas.port}", str(PERIOD), *extra]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.first = self._read()
 
@@ -102,12 +102,14 @@ def replicas(namespaces, tmp_path):
     found.stop()
 
 
-def test_replicas_come_and_go_by_name_and_every_request_is_answered(replicas):
+@pytest.mark.parametrize("kind", ["library", "viewer"])
+def test_replicas_come_and_go_by_name_and_every_request_is_answered(replicas, kind):
+    """The library's Client and the viewer's QtClient alike (each drives the same session)."""
     for address in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
         replicas.start(address)
     ep = {a: f"tcp://{a}:{replicas.port}" for a in ("127.0.0.2", "127.0.0.3", "127.0.0.4")}
     replicas.write("127.0.0.2", "127.0.0.3")
-    driver = Driver(replicas)
+    driver = Driver(replicas, *(["--qt"] if kind == "viewer" else []))
     try:
         assert {e for e, _, _ in driver.first["replicas"]} == {ep["127.0.0.2"], ep["127.0.0.3"]}, "every address, from the start"
         first = driver.ask("run 40")

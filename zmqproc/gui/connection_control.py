@@ -57,6 +57,7 @@ class ConnectionControl(QObject):
         client.stateChanged.connect(self._on_state)
         client.tunnelChanged.connect(self._show)
         client.transferred.connect(self._on_transfer)
+        client.replicasChanged.connect(self._show)
         self._show()
 
     @property
@@ -178,5 +179,8 @@ class ConnectionControl(QObject):
             moving = self.transfer_rate()
             detail = f" ({rate(moving)})" if moving else ""
         where = ", ".join(self.connection.endpoints)
+        replicas = self.client.replicas()
+        if len(replicas) > len(self.connection.endpoints):  # a name stands for several servers
+            where += f" ({len(replicas)} replicas)"
         self.label.setText(f"<span style='color:{color}'>●</span> {where} {text}{detail}")
         self.label.setProperty("state", state)

@@ -20,12 +20,13 @@ import numpy as np
 import zmq
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from ..client import dealer
-from ..client.events import Fail, Progress, Resolve, ServerRestarted, StateChanged
+from ..client import dealer, discovery
+from ..client.events import Fail, Progress, Resolve, RouteAdded, RouteRetired, ServerRestarted, StateChanged
 from ..client.pipeline import PipelineSpec
 from ..client.replies import Processed, TilePlan
 from ..client.session import CONNECTED, CONNECTING, LOST, SLOW, ClientOptions, ClientSession
 from ..client.transfer import Link
+from ..errors import InvalidEndpoint
 from ..security import ClientCurve
 from .qt_socket import QZmqSocket
 
@@ -49,6 +50,8 @@ class QtClient(QObject):
     serverRestarted = Signal(str)  # the new epoch
     transferred = Signal(str, object)  # request id, zmqproc.client.events.Progress: a payload or result moving in parts
     tunnelChanged = Signal()  # an SSH tunnel opened, is reconnecting or failed (emitted from its thread, delivered on this one)
+    replicasChanged = Signal()  # discovery found a new address, or closed a drained one (see replicas())
+    _found = Signal(object, str, object)  # from the discovery thread: session, service, its addresses now
 
     def __init__(
         self,
@@ -66,13 +69,16 @@ class QtClient(QObject):
         self.endpoints: list[str] = []
         self._ctx = context or zmq.Context.instance()
         self._session = ClientSession([], options, time.monotonic())
-        self._links: list[tuple[QZmqSocket, QZmqSocket]] = []
+        self._links: list[tuple[QZmqSocket, QZmqSocket] | None] = []  # by route; None once retired
+        self._rediscovery: discovery.Rediscovery | None = None
         self._tunnels: list[Tunnel] = []
         self._curve = False
+        self._keys: ClientCurve | None = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._pump)
         self.tunnelChanged.connect(self._pump)
+        self._found.connect(self._rediscovered)
         self._later: list[object] = []  # events of a turn taken inside a call, delivered from the event loop
         self.set_endpoints(endpoints, curve=curve)
 
@@ -104,6 +110,10 @@ class QtClient(QObject):
         """The way to the servers as the session measured it (rate, round trip): what the transfer policy costs on."""
         return self._session.link()
 
+    def replicas(self) -> list[tuple[str, str, float]]:
+        """Each server connection (one per address the endpoints resolve to): endpoint, state, last round trip."""
+        return self._session.replicas()
+
     def room_for(self, image: np.ndarray | bytes) -> bool:
         """A ``process`` request of this image would go out at once (see :meth:`ClientSession.room_for`)."""
         return self._session.room_for(image.nbytes if isinstance(image, np.ndarray) else len(image))
@@ -111,17 +121,21 @@ class QtClient(QObject):
     def set_endpoints(self, endpoints: Sequence[str], *, curve: ClientCurve | None = None, tunnels: Sequence[Tunnel] = ()) -> None:
         """Connect to these servers instead (through ``tunnels`` when given, one per endpoint); what is pending fails."""
         self._drop("the viewer switched servers")
-        self.endpoints, self._tunnels, self._curve = list(endpoints), list(tunnels), curve is not None
+        self.endpoints, self._tunnels, self._curve, self._keys = list(endpoints), list(tunnels), curve is not None, curve
         for tunnel in self._tunnels:  # reconnecting, failed: read at once on this thread
             tunnel.on_state_change = lambda _tunnel, _state: self.tunnelChanged.emit()
-        session = self._session = ClientSession(self.endpoints, self.options, time.monotonic())
-        for route, endpoint in enumerate([t.local_endpoint for t in self._tunnels] or self.endpoints):
-            sock, monitor_sock = dealer.open_dealer(self._ctx, endpoint, curve)
-            dealer_q, monitor = QZmqSocket(socket=sock, parent=self), QZmqSocket(socket=monitor_sock, parent=self)
-            dealer_q.received.connect(lambda frames, r=route, s=session: self._input(s, lambda now: self._reply(s, r, frames, now)))
-            dealer_q.writable.connect(lambda r=route, s=session: self._input(s, lambda now: s.writable(r, now)))
-            monitor.received.connect(lambda frames, r=route, s=session: self._input(s, lambda now: self._monitor(s, r, frames, now)))
-            self._links.append((dealer_q, monitor))
+        routes, services = self.endpoints, self.endpoints
+        if not self._tunnels:  # names stand for every address they resolve to (through SSH the far side resolves)
+            try:
+                routes, services = discovery.expand(self.endpoints)
+            except InvalidEndpoint as exc:
+                log.warning("%s: connecting by name, and looking it up again", exc)  # the state says lost meanwhile
+        session = self._session = ClientSession(routes, self.options, time.monotonic(), services)
+        for endpoint in [t.local_endpoint for t in self._tunnels] or routes:
+            self._open(session, endpoint)
+        names = [] if self._tunnels else discovery.named(self.endpoints)
+        if names and self.options.rediscover > 0:
+            self._rediscovery = discovery.Rediscovery(names, self.options.rediscover, lambda n, found: self._found.emit(session, n, found))
         self.stateChanged.emit(*session.state)
         self._pump()
 
@@ -160,6 +174,31 @@ class QtClient(QObject):
 
     # -- driving the session ------------------------------------------------------------
 
+    def _open(self, session: ClientSession, endpoint: str) -> None:
+        """The sockets of the next route (its index is the number of routes opened so far)."""
+        route = len(self._links)
+        sock, monitor_sock = dealer.open_dealer(self._ctx, endpoint, self._keys)
+        dealer_q, monitor = QZmqSocket(socket=sock, parent=self), QZmqSocket(socket=monitor_sock, parent=self)
+        dealer_q.received.connect(lambda frames, r=route, s=session: self._input(s, lambda now: self._reply(s, r, frames, now)))
+        dealer_q.writable.connect(lambda r=route, s=session: self._input(s, lambda now: s.writable(r, now)))
+        monitor.received.connect(lambda frames, r=route, s=session: self._input(s, lambda now: self._monitor(s, r, frames, now)))
+        self._links.append((dealer_q, monitor))
+
+    def _rediscovered(self, session: ClientSession, service: str, found: list[str]) -> None:
+        if not found:
+            log.warning("%s resolves to no address now: its last known addresses are kept", service)
+        self._input(session, lambda now: session.discovered(service, found, now))
+
+    def _routes_changed(self, session: ClientSession, events: Sequence[RouteAdded | RouteRetired]) -> None:
+        """Open the sockets of routes discovery added, close those of routes it retired."""
+        for event in events:
+            if isinstance(event, RouteAdded):
+                self._open(session, event.endpoint)
+            elif isinstance(event, RouteRetired) and (link := self._links[event.route]) is not None:
+                self._links[event.route] = None
+                link[0].close_monitored(link[1])
+        self.replicasChanged.emit()
+
     def _input(self, session: ClientSession, feed: Callable[[float], None]) -> None:
         """One input from a socket; an error in it is logged, and the session still acts (nothing is lost)."""
         if session is not self._session:  # a late signal from sockets of an earlier set_endpoints
@@ -175,14 +214,14 @@ class QtClient(QObject):
         session.receive(route, [f.buffer for f in frames], now)
 
     def _monitor(self, session: ClientSession, route: int, frames: list[Any], now: float) -> None:
-        dealer.monitor_input(session, route, frames, self.endpoints[route], self._curve, now)
+        dealer.monitor_input(session, route, frames, session.endpoints[route], self._curve, now)
 
     def _pump(self, later: bool = False) -> None:
         """Let time pass, send what the session says, emit what it decided (``later``: from the event loop, after the
         caller returns), and set the timer to its next wakeup."""
         session = self._session
         try:
-            dealer.turn(session, self._tunnels, lambda route, frames: self._links[route][0].send(frames), time.monotonic())
+            dealer.turn(session, self._tunnels, lambda route, frames: self._send(route, frames), time.monotonic())
         except Exception:
             log.exception("the client session failed a turn")
         finally:
@@ -191,12 +230,21 @@ class QtClient(QObject):
                 self._timer.stop()
             else:
                 self._timer.start(max(0, int((wakeup - time.monotonic()) * 1000) + 1))
-        self._later += session.events()
+        events = session.events()
+        changed = [e for e in events if isinstance(e, RouteAdded | RouteRetired)]
+        if changed:
+            self._routes_changed(session, changed)
+        self._later += events
         if later:
             if self._later:
                 QTimer.singleShot(0, self._deliver)
         else:
             self._deliver()
+
+    def _send(self, route: int, frames: list[Any]) -> bool:
+        link = self._links[route]
+        assert link is not None  # the session sends nothing on a retired route
+        return link[0].send(frames)
 
     def _deliver(self) -> None:
         events, self._later = self._later, []
@@ -225,10 +273,14 @@ class QtClient(QObject):
 
     def _drop(self, reason: str) -> None:
         """Close the session (cancelling on the servers what they hold for it) and its sockets."""
-        dealer.close_session(self._session, [(d.socket, m.socket) for d, m in self._links], reason)
-        for dealer_q, monitor in self._links:
-            dealer_q.close()
-            monitor.close()
+        if self._rediscovery is not None:
+            self._rediscovery.close()
+            self._rediscovery = None
+        dealer.close_session(self._session, [None if link is None else (link[0].socket, link[1].socket) for link in self._links], reason)
+        for link in self._links:
+            if link is not None:
+                link[0].close()
+                link[1].close()
         self._links = []
         self._later += [event for event in self._session.events() if isinstance(event, Fail)]
         self._deliver()

@@ -75,6 +75,12 @@ class QZmqSocket(QObject):
         if not self.socket.closed:
             self.socket.close(linger=0)
 
+    def close_monitored(self, monitor: QZmqSocket) -> None:
+        """Close this DEALER and ``monitor``, its monitor socket (the monitor stopped first, as dealer.close_dealer does)."""
+        self._notifier.setEnabled(False)
+        monitor._notifier.setEnabled(False)
+        dealer.close_dealer(self.socket, monitor.socket)
+
     def _events(self) -> int:
         return cast(int, self.socket.get(zmq.EVENTS))
 
