@@ -60,7 +60,7 @@ def qt(endpoint: str, options: ClientOptions) -> None:
         command = line.split()
         if command[0] == "run":
             ids = [client.process(IMAGE, OP) for _ in range(int(command[1]))]
-            spin(20, lambda: all(i in ended for i in ids))
+            spin(20, lambda ids=ids: all(i in ended for i in ids))
             errors = [ended.get(i, "no answer") for i in ids if ended.get(i, "no answer") is not None]
             answer = {"ok": len(ids) - len(errors), "errors": errors, "replicas": client.replicas()}
         else:
