@@ -24,7 +24,7 @@ DOCKER_RUN_FLAGS = --read-only --tmpfs /tmp:rw,nosuid,nodev,noexec,size=16m --ca
   --security-opt no-new-privileges --pids-limit 128 --memory $(MEMORY) --memory-swap $(MEMORY) \
   --log-driver json-file --log-opt max-size=10m --log-opt max-file=3
 
-.PHONY: install test run run-server run-server-local lint wheel-check bench bench-peers bench-streams bench-tiles bench-link bench-ssh bench-docker clean wheels docker-build docker-test \
+.PHONY: install test run run-server run-server-local lint wheel-check bench bench-peers bench-streams bench-tiles bench-link bench-scaling bench-ssh bench-docker clean wheels docker-build docker-test \
   docker-run-flags fuzz soak
 
 install: $(VENV)/.installed
@@ -100,6 +100,9 @@ bench-tiles: install  # a 100 Mpx image whole and as tiles, the viewer's first t
 
 bench-link: install  # each way of sending a 12 MP and a 1080p photo over 1 Gbit/s, 100 Mbit/s and 20 Mbit/s emulated links, and auto; writes "## Links" in docs/benchmarks.md
 	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/link.py --write
+
+bench-scaling: install  # needs root and unshare: 1, 2, 3 one-worker servers found by one DNS name, one client; writes "## Scaling" in docs/benchmarks.md
+	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/scaling.py --write
 
 bench-ssh: install  # needs root and openssh-server (an sshd is started on a loopback port)
 	flock /tmp/zmqproc-bench.lock $(BIN)/python bench/ssh.py

@@ -32,15 +32,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
+def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            socket.create_connection((host, port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+    raise RuntimeError(f"nothing listens on {host}:{port}")
 
 
 def wait_for_path(path: str, timeout: float = 15.0) -> None:
@@ -52,11 +52,11 @@ def wait_for_path(path: str, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def process(args: list[str], port: int | str) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``args`` (a server on a tcp ``port``, or an ipc socket path) for the duration of the block."""
+def process(args: list[str], port: int | str, host: str = "127.0.0.1") -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` (a server on a tcp ``port`` of ``host``, or an ipc socket path) for the duration of the block."""
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_path(port) if isinstance(port, str) else wait_for_port(port)
+        wait_for_path(port) if isinstance(port, str) else wait_for_port(port, host=host)
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
