@@ -208,6 +208,7 @@ class Client:
         details: bool = False,
         deadline: float | None = None,
         lean: bool = False,
+        transfer: str = "auto",
     ) -> Generator[Item, None, None]:
         """Process a sequence: an :class:`~zmqproc.client.stream.Item` per input (its ``result`` as :meth:`submit`'s
         future gives it, or its ``error``: one failure does not end the stream), in input order unless ``ordered`` is
@@ -219,6 +220,7 @@ class Client:
         :mod:`~zmqproc.client.stream`). Closing the iterator (``break``) withdraws what is still out. ``deadline`` (a
         ``time.monotonic()`` value): every request ends by then, whatever ``timeout`` says. ``lean``: only as many out
         as the servers work on at once, none dropped (the servers then hold little of the sequence: a huge image's tiles).
+        ``transfer``: how each array travels, as :meth:`submit` says.
         """
         t = self.timeout if timeout is None else timeout
         stream = Stream(ordered, latest, t, lean)
@@ -228,7 +230,7 @@ class Client:
 
         def send(image: np.ndarray | bytes) -> str:
             left = t if deadline is None else max(0.001, min(t, deadline - time.monotonic()))
-            future = self.submit(image, pipeline, reply_format=reply_format, timeout=left, details=True)
+            future = self.submit(image, pipeline, reply_format=reply_format, timeout=left, details=True, transfer=transfer)
             request_id: str = future.request_id  # type: ignore[attr-defined]
             futures[request_id] = future
             future.add_done_callback(functools.partial(_report, ended, request_id))
@@ -288,7 +290,7 @@ class Client:
             )
         pixels = image if isinstance(image, np.ndarray) else decode_image(ImageDescriptor(sniff_format(image[:16])), image)
         job = TiledJob(pixels, plan.halo or 0, size)
-        tiles = self.map(job.inputs(), pipeline, ordered=False, timeout=t, details=True, deadline=deadline, lean=True)
+        tiles = self.map(job.inputs(), pipeline, ordered=False, timeout=t, details=True, deadline=deadline, lean=True, transfer=RAW)
         with contextlib.closing(tiles) as items:
             for item in items:
                 job.place(item)  # a tile's error is the image's: closing the stream withdraws the other tiles

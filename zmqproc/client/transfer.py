@@ -27,7 +27,8 @@ from ..images import dtype_name
 AUTO, RAW, PNG, FILE = "auto", "raw", "png", "file"
 
 BLIND_BYTES = 4 << 20  # an image this big is not costed blind: a round trip is asked for first (1/3 s at 100 Mbit/s)
-NEAR_RTT = 0.005  # before a rate is measured: a round trip under this is a local network...
+NEAR_RTT = 0.02  # before a rate is measured: a round trip under this is a local network (a loaded loopback's first
+# ping took 6.5 ms here; a far link's round trip is tens of ms)...
 GUESS_NEAR = 125e6  # ...guessed at 1 Gbit/s,
 GUESS_FAR = 2.5e6  # and a longer one at 20 Mbit/s (bytes/s)
 PNG_ENCODE = 30e6  # bytes of pixels per second, PNG_FAST (measured: 30 MB/s on a 12 MP photo-like image, this machine)
