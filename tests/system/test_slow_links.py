@@ -1,4 +1,6 @@
-"""Big images over slow, far links (issue 23): real servers behind scripts/link.py, the library's Client with defaults.
+"""Big images over slow, far links (issue 23): real servers behind scripts/link.py, the library's Client with defaults
+but for ``transfer="raw"``: these tests hold the 36 MB raw message that used to be cut (the default, ``auto``, would
+send PNG over a far link; tests/client/test_transfer.py and bench/link.py hold that).
 
 A 12 MP photo (36 MB raw each way) used to travel as one message: over 20 Mbit/s its liveness checks saw a silent
 server and the request failed with ConnectionLost at 7 s. Now payloads travel in parts (docs/protocol.md, "Payloads in
@@ -109,7 +111,7 @@ def test_12_mp_over_20_mbit_60_ms(server, port, local, big):
     before = local.stats()
     transfers = Transfers()
     with load_script("link").link(("127.0.0.1", port), *SLOW) as relay, Client(relay.endpoint) as client:
-        result = client.process(image, OP, timeout=TIMEOUT, on_transfer=transfers)  # ConnectionLost at 7 s before issue 23
+        result = client.process(image, OP, timeout=TIMEOUT, on_transfer=transfers, transfer="raw")  # ConnectionLost at 7 s before issue 23
     assert result.dtype == expected.dtype and result.shape == expected.shape
     assert result.tobytes() == expected.tobytes()
     transfers.check_complete(image.nbytes)
@@ -130,7 +132,7 @@ def test_12_mp_over_100_mbit_20_ms_through_ssh(server, port, local, big, sshd, b
         with Client(server.endpoint, ssh=target, ssh_key=sshd.key, ssh_known_hosts=str(known_hosts), ssh_backend=backend) as client:
             (tunnel,) = client.tunnels
             assert tunnel.backend == backend
-            result = client.process(image, OP, timeout=TIMEOUT, on_transfer=transfers)
+            result = client.process(image, OP, timeout=TIMEOUT, on_transfer=transfers, transfer="raw")
     assert result.tobytes() == expected.tobytes() and result.shape == expected.shape
     transfers.check_complete(image.nbytes)
     assert deaths(local.stats()) == deaths(before)
@@ -145,7 +147,7 @@ def test_two_cuts_mid_upload_are_resent_and_never_a_crash(server, port, local):
     before = local.stats()
     transfers = Transfers()
     with load_script("link").link(("127.0.0.1", port), *FAST) as relay, Client(relay.endpoint) as client:
-        future = client.submit(image, OP, timeout=TIMEOUT, on_transfer=transfers)
+        future = client.submit(image, OP, timeout=TIMEOUT, on_transfer=transfers, transfer="raw")
         for cut in (1, 2):
             wait_until(
                 functools.partial(quarter_up, future, transfers, cut, image.nbytes),
@@ -175,7 +177,7 @@ def test_cancel_mid_upload_frees_the_server(start_server):
         load_script("link").link(("127.0.0.1", port), *SLOW) as relay,
         Client(relay.endpoint) as client,
     ):
-        future = client.submit(image, OP, timeout=TIMEOUT, on_transfer=transfers)
+        future = client.submit(image, OP, timeout=TIMEOUT, on_transfer=transfers, transfer="raw")
         wait_until(lambda: any(p.sent > 0 for p in transfers.seen), timeout=30, what="the first parts answered")
         assert local.stats()["uploads"] == 1
         assert future.cancel()
