@@ -14,8 +14,8 @@ the same client given the N addresses as IP literals (no discovery): the ratio s
 The image: the shipped ``coffee`` sample (600x400) resized to VGA (640x480x3 uint8, bicubic): a photo, not noise.
 The op: ``denoise:template_window=5,search_window=5`` (non-local means), about 60-90 ms of one core per image here
 (``--op`` picks another). Each client sends ``--warmup`` images, then ``--requests`` through ``Client.map``
-(unordered: as many in flight as the servers' credit allows, spread over every connected replica; raw both ways, as
-``transfer="auto"`` picks on loopback once it knows the link, see ``--transfer``) and reports images/s,
+(unordered: as many in flight as the servers' credit allows, spread over every connected replica; the library's
+default ``transfer="auto"``, which sends raw both ways on loopback, or ``--transfer raw``) and reports images/s,
 its own CPU time per request (``resource.getrusage(RUSAGE_SELF)``: every thread of the process, libzmq's I/O thread
 included), the workers' median job time (``server_ms``) and each replica's share of the requests
 (``Client.stats_each``); then its CPU per second while idle for ``--idle`` s with the N connections open. The servers
@@ -79,14 +79,13 @@ def client_role(args: argparse.Namespace) -> None:
                 raise SystemExit(f"expected {args.expect} connected replicas, have {found}")
             time.sleep(0.01)
         replicas = sorted(endpoint for endpoint, _, _ in found)
-        raw = "raw" if args.transfer == "raw" else None  # map() has no transfer=: a reply format sends both ways raw
-        for item in client.map((image for _ in range(args.warmup)), args.op, ordered=False, reply_format=raw):
+        for item in client.map((image for _ in range(args.warmup)), args.op, ordered=False, transfer=args.transfer):
             if item.error is not None:
                 raise SystemExit(f"warm-up request failed: {item.error!r}")
         before = client.stats_each()
         cpu0, start = cpu_s(), time.perf_counter()
         server_ms = []
-        for item in client.map((image for _ in range(args.requests)), args.op, ordered=False, details=True, reply_format=raw):
+        for item in client.map((image for _ in range(args.requests)), args.op, ordered=False, details=True, transfer=args.transfer):
             if item.error is not None:
                 raise SystemExit(f"request {item.index} failed: {item.error!r}")
             server_ms.append(item.result.server_ms)
@@ -256,7 +255,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, help="requests before measuring (default 10, 4 with --quick)")
     p.add_argument("--repeat", type=int, help="client runs of each kind per N, alternating (default 3, 1 with --quick)")
     p.add_argument("--idle", type=float, help="seconds of idle CPU measured with the connections open (default 3, 1 with --quick)")
-    p.add_argument("--transfer", choices=("raw", "auto"), default="raw", help="raw both ways (default), or the library's auto choice")
+    p.add_argument("--transfer", choices=("auto", "raw"), default="auto", help="the library's choice (default), or raw both ways")
     p.add_argument("--write", action="store_true", help="write the figures into docs/benchmarks.md")
     p.add_argument("--image", help=argparse.SUPPRESS)
     p.add_argument("--expect", type=int, help=argparse.SUPPRESS)
@@ -293,7 +292,7 @@ def write(command: str, args: argparse.Namespace, lines: list[str], noted: list[
         f"(`--workers 1` each) on 127.0.0.2... one port, found by one client through one name (`tcp://{NAME}:PORT`, the",
         "client in a private mount namespace whose /etc/hosts lists the name on the N addresses), against the same client",
         f"given the N addresses as IP literals, in the same run. `{args.op}` on a VGA photo (the `coffee` sample resized),",
-        f"{args.requests} requests through `Client.map` (unordered, {args.transfer} both ways) after {args.warmup} to warm up,",
+        f"{args.requests} requests through `Client.map` (unordered, transfer={args.transfer}) after {args.warmup} to warm up,",
         f"best of {args.repeat} (throughput; least CPU). Client CPU: its process's user + system time (every thread) over",
         "the measured requests; idle: its CPU per second with the N connections open and nothing to do. Median job ms: the",
         "workers' own time per image (`server_ms`), which grows when replicas outnumber the cores.",
@@ -301,12 +300,6 @@ def write(command: str, args: argparse.Namespace, lines: list[str], noted: list[
         *lines,
         "",
         *noted,
-        "",
-        'Why raw both ways: with `transfer="auto"` (the default) a client guesses the link from its hello ping until it has',
-        "measured a rate, and a VGA image (under one 1 MiB part) never gives it one; on this loaded 2-core machine that first",
-        "ping often takes over 5 ms (`NEAR_RTT`), so the client takes loopback for 20 Mbit/s and sends and receives PNG for",
-        "its whole life: about 47 ms of client CPU per image instead of 2, and fewer images/s (`--transfer auto` shows it;",
-        "a `client.ping()` before the first request usually avoids it).",
         "",
     ]
     write_section(ROOT / "docs" / "benchmarks.md", "\n".join(section))
