@@ -219,13 +219,17 @@ def send(client: Client, way: str, image: Image) -> tuple[Any, str]:
         fmt, data, pixels = ("jpeg", image.jpeg, image.jpeg_pixels) if way == "auto-jpeg" else ("png", image.png, image.pixels)
         with client._lock:
             link = client._session.link()
-        choice = transfer.choose(link, pixels.nbytes, file=(fmt, len(data)), ratio=lambda: png_ratio(pixels))
+        learned = client._ratios.get(OP)  # the viewer remembers its results' PNG sizes as the library does
+        choice = transfer.choose(link, pixels.nbytes, file=(fmt, len(data)), ratio=lambda: png_ratio(pixels), down_ratio=learned)
         payload: np.ndarray | bytes = {
             transfer.FILE: lambda: data,
             transfer.RAW: lambda: pixels,
             transfer.PNG: lambda: encode_image(pixels, "png")[1].tobytes(),
         }[choice.up]()
-        return client.process(payload, OP, details=True, reply_format=choice.down), f"{choice.up}/{choice.down}"
+        reply = client.process(payload, OP, details=True, reply_format=choice.down)
+        if choice.down == transfer.PNG:
+            client._ratios.learn(OP, len(reply.image), pixels.nbytes)
+        return reply, f"{choice.up}/{choice.down}"
     file, down = way.split("-")
     return client.process(image.jpeg if file == "jpeg" else image.png, OP, details=True, reply_format=down), ""
 

@@ -32,12 +32,12 @@ from ..security import ClientCurve
 from ..zmqflags import POLLIN, POLLOUT, readable, recv_frames
 from . import dealer, discovery
 from .events import Fail, Progress, Resolve, RouteAdded, RouteRetired
-from .pipeline import PipelineSpec
+from .pipeline import PipelineSpec, to_steps, to_text
 from .replies import Processed
 from .session import ClientOptions, ClientSession
 from .stream import Item, Stream
 from .tiles import TiledJob, pixel_bytes, tile_size
-from .transfer import AUTO, BLIND_BYTES, PNG, RAW, Link, choose, png_holds
+from .transfer import AUTO, BLIND_BYTES, PNG, RAW, Link, Ratios, choose, png_holds
 
 if TYPE_CHECKING:
     from ..ssh.tunnel import Tunnel
@@ -115,6 +115,7 @@ class Client:
         self._driver: int | None = None  # that thread's ident (futures' callbacks run on it)
         self._futures: dict[str, tuple[Future[Any], Callable[[Any], Any]]] = {}
         self._watchers: dict[str, Callable[[Progress], None]] = {}  # on_transfer callbacks, by request
+        self._ratios = Ratios()  # how small PNG made each pipeline's results (the transfer policy's memory)
         self._closed = False
         self._curve, self._keys = curve is not None, curve
         self._ctx = context or zmq.Context.instance()
@@ -162,7 +163,7 @@ class Client:
         """
         t = self.timeout if timeout is None else timeout
         self._wait_for_room(t)
-        payload, reply_format, convert = self._travel(image, reply_format, transfer, details)
+        payload, reply_format, convert = self._travel(image, pipeline, reply_format, transfer, details)
         build = lambda now: self._session.submit_process(payload, pipeline, t, now, reply_format)  # noqa: E731
         return self._start(build, convert, True, on_transfer)
 
@@ -192,7 +193,7 @@ class Client:
         t = self.timeout if timeout is None else timeout
         if tile is not None:
             return self._process_tiled(image, pipeline, tile, t, details, reply_format, progress, on_transfer, transfer)
-        payload, reply_format, convert = self._travel(image, reply_format, transfer, details)
+        payload, reply_format, convert = self._travel(image, pipeline, reply_format, transfer, details)
         build = lambda now: self._session.submit_process(payload, pipeline, t, now, reply_format)  # noqa: E731
         return self._wait(self._start(build, convert, on_transfer=on_transfer), t)
 
@@ -301,7 +302,7 @@ class Client:
         return Processed(result.image, result.results, job.server_ms, self.epoch, result.kinds) if details else result.image
 
     def _travel(
-        self, image: np.ndarray | bytes, reply_format: str | None, transfer: str, details: bool
+        self, image: np.ndarray | bytes, pipeline: PipelineSpec, reply_format: str | None, transfer: str, details: bool
     ) -> tuple[np.ndarray | bytes, str | None, Callable[[Any], Any]]:
         """What to send for ``image``, the reply format to ask, and how a reply becomes what the caller gets."""
         if transfer not in (AUTO, RAW, PNG):
@@ -317,10 +318,21 @@ class Client:
             if link.blind and image.nbytes >= BLIND_BYTES:  # a new client: its hello ping not answered yet
                 with contextlib.suppress(ZmqprocError):
                     link = Link.known(0.0, self.ping(timeout=min(self.timeout, 5.0)))
-            choice = choose(link, image.nbytes, ratio=lambda: png_ratio(image), png_ok=png_ok)
+            down_ratio = self._ratios.get(_key(pipeline))
+            choice = choose(link, image.nbytes, ratio=lambda: png_ratio(image), png_ok=png_ok, down_ratio=down_ratio)
             up, down = choice.up, choice.down
         payload = encode_image(image, PNG)[1].tobytes() if up == PNG else image
-        return payload, down, _from_png(details) if down == PNG else _processed(details)
+        return payload, down, self._from_png(details, _key(pipeline)) if down == PNG else _processed(details)
+
+    def _from_png(self, details: bool, pipeline: str) -> Callable[[Processed], Any]:
+        """A result that came as PNG (for the link's sake), as the pixels it holds; how small it was is remembered."""
+
+        def convert(value: Processed) -> Any:
+            pixels = decode_image(ImageDescriptor(PNG), value.image)
+            self._ratios.learn(pipeline, len(value.image), pixels.nbytes)
+            return dataclasses.replace(value, image=pixels) if details else pixels
+
+        return convert
 
     def _room_for(self, image: np.ndarray | bytes) -> bool:
         with self._lock:
@@ -675,14 +687,9 @@ def _processed(details: bool) -> Callable[[Processed], Any]:
     return _same if details else _image
 
 
-def _from_png(details: bool) -> Callable[[Processed], Any]:
-    """A result that came as PNG (for the link's sake), as the pixels it holds."""
-
-    def convert(value: Processed) -> Any:
-        pixels = decode_image(ImageDescriptor(PNG), value.image)
-        return dataclasses.replace(value, image=pixels) if details else pixels
-
-    return convert
+def _key(pipeline: PipelineSpec) -> str:
+    """A pipeline as the text that names it (what results are remembered by)."""
+    return pipeline if isinstance(pipeline, str) else to_text(to_steps(pipeline))
 
 
 def _end(entry: tuple[Future[Any], Callable[[Any], Any]], event: Resolve | Fail) -> None:

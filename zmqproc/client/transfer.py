@@ -58,6 +58,21 @@ class Link:
         return not self.measured and self.rtt < 0
 
 
+class Ratios:
+    """How small PNG made each pipeline's latest result (bytes / pixel bytes): what the next result of the same pipeline
+    is costed at (a blur's result shrinks far more than the photo it was made from)."""
+
+    def __init__(self) -> None:
+        self._latest: dict[str, float] = {}
+
+    def learn(self, pipeline: str, png_bytes: int, pixel_bytes: int) -> None:
+        if pixel_bytes > 0:
+            self._latest[pipeline] = png_bytes / pixel_bytes
+
+    def get(self, pipeline: str) -> float | None:
+        return self._latest.get(pipeline)
+
+
 def png_holds(image: np.ndarray) -> bool:
     """A PNG keeps these pixels exactly as they are (uint8 or uint16; 2-D, 3 or 4 channels), so it may carry them."""
     return dtype_name(image) in BY_NAME[PNG].dtypes and image.shape[2:] != (1,)
@@ -79,20 +94,29 @@ def choose(
     file: tuple[str, int] | None = None,
     ratio: Callable[[], float] | None = None,
     png_ok: bool = True,
+    down_ratio: float | None = None,
 ) -> Choice:
     """The quickest lossless way for an image of ``raw_bytes`` of pixels (its result assumed as big), given the caller's
     ``file`` (format, bytes) if it has one, ``ratio()`` (PNG size / pixel bytes; asked at most once, and only if PNG could
-    win) and whether PNG can hold its pixels (``png_ok``: uint8 or uint16)."""
+    win), whether PNG can hold its pixels (``png_ok``: uint8 or uint16), and ``down_ratio``, how small PNG made this
+    pipeline's last result (:class:`Ratios`; else the result is costed as compressing like the image)."""
     rate = link.rate
+
+    def png(ratio: float) -> float:
+        return raw_bytes / PNG_ENCODE + raw_bytes * ratio / rate + raw_bytes / DECODE["png"]
+
     up = {RAW: raw_bytes / rate}
     if file is not None:
         fmt, size = file
         up[FILE] = size / rate + raw_bytes / DECODE.get(fmt, DECODE["png"])
     down = {RAW: raw_bytes / rate}
-    png_best = raw_bytes / PNG_ENCODE + raw_bytes * BEST_RATIO / rate + raw_bytes / DECODE["png"]
-    if png_ok and ratio is not None and png_best < max(min(up.values()), down[RAW]):
-        png = raw_bytes / PNG_ENCODE + raw_bytes * ratio() / rate + raw_bytes / DECODE["png"]
-        up[PNG] = down[PNG] = png
+    if png_ok and down_ratio is not None:
+        down[PNG] = png(down_ratio)
+    could = png_ok and png(BEST_RATIO) < max(min(up.values()), down[RAW] if down_ratio is None else 0.0)
+    if could and ratio is not None:
+        up[PNG] = png(image := ratio())
+        if down_ratio is None:
+            down[PNG] = png(image)
     way_up = min(up, key=up.__getitem__)
     way_down = min(down, key=down.__getitem__)
     return Choice(way_up, way_down, up[way_up] + down[way_down] + max(link.rtt, 0.0))

@@ -40,7 +40,7 @@ from .. import samples
 from ..client.pipeline import to_text
 from ..client.replies import Processed
 from ..client.tiles import Tile
-from ..client.transfer import FILE, PNG, RAW, Choice, choose, png_holds
+from ..client.transfer import FILE, PNG, RAW, Choice, Ratios, choose, png_holds
 from ..errors import ProcessingError, TooLarge
 from ..formats import ENCODED_FORMATS, SUFFIXES, TABLE, for_path
 from ..images import VIDEO_CODECS, encode_image, png_ratio, sniff_format
@@ -112,6 +112,7 @@ class MainWindow(QMainWindow):
         self._job: tuple[str, float, str] | None = None  # request id ("" while tiles go), started, pipeline text
         self._tiled: TiledProcess | None = None  # the job, when it goes as tiles
         self.last_choice: Choice | None = None  # how Auto sent the last image whole (or would have: tiles go raw)
+        self._ratios = Ratios()  # how small PNG made each pipeline's results: the transfer policy's memory
         self._tray: QSystemTrayIcon | None = None
         self._live_timer = QTimer(self)
         self._live_timer.setSingleShot(True)
@@ -534,7 +535,7 @@ class MainWindow(QMainWindow):
         mode = str(self.transfer.currentData())
         return ("encoded" if self.connection.use_ssh else "raw") if mode == "auto" else mode
 
-    def _choose(self, path: str, image: np.ndarray) -> Choice | None:
+    def _choose(self, path: str, image: np.ndarray, pipeline: str = "") -> Choice | None:
         """Auto: the library's transfer policy on the link as the client measured it (None: raw or encoded was chosen).
 
         Up: the opened file's own bytes (when the image is that file's, not a former result), raw, or PNG made here;
@@ -549,7 +550,10 @@ class MainWindow(QMainWindow):
                 file = (fmt, Path(path).stat().st_size) if fmt in ENCODED_FORMATS else None  # what a server decodes
             except (OSError, ValueError):
                 file = None
-        return choose(self.client.link(), image.nbytes, file=file, ratio=lambda: png_ratio(image), png_ok=png_holds(image))
+        down_ratio = self._ratios.get(pipeline)  # how small this pipeline's last result came as PNG
+        return choose(
+            self.client.link(), image.nbytes, file=file, ratio=lambda: png_ratio(image), png_ok=png_holds(image), down_ratio=down_ratio
+        )
 
     def _payload(self, path: str, image: np.ndarray | None = None, choice: Choice | None = None) -> np.ndarray | bytes:
         """What to send: the pixels (raw), or an encoded file (the file itself, or the in-memory image as PNG); with
@@ -588,7 +592,7 @@ class MainWindow(QMainWindow):
             self.notify(problem, "error")
             return
         self._withdraw()
-        choice = self.last_choice = self._choose(self.path, self.original)
+        choice = self.last_choice = self._choose(self.path, self.original, to_text(steps))
         self.transfer_bar.start(time.monotonic())
         if self.original.shape[0] * self.original.shape[1] >= WORTH_ASKING:  # perhaps as tiles: the servers say
             # tiles travel raw: they share the workers only when raw is how the image would go anyway
@@ -614,8 +618,9 @@ class MainWindow(QMainWindow):
             self._end_job()
             self.notify(f"Cannot send {Path(self.path).name}: {explain(exc)}", "error")
             return
-        if choice is not None:
-            reply_format = "png" if choice.down == PNG else None
+        reply_format: str | None
+        if choice is not None:  # raw asked for even when a file goes up (its own format may be lossy)
+            reply_format = "png" if choice.down == PNG else "raw"
         else:
             reply_format = "png" if self.transfer_mode() == "encoded" else None
         started = self._job[1] if self._job is not None else time.monotonic()
@@ -690,7 +695,10 @@ class MainWindow(QMainWindow):
         self._end_job()
         self._result_pipeline = pipeline
         try:
-            self.show_result(result_array(result.image), result.results, result.result_kinds, self._format_of(result.image))
+            pixels = result_array(result.image)
+            if isinstance(result.image, bytes) and self.last_choice is not None and self.last_choice.down == PNG:
+                self._ratios.learn(pipeline, len(result.image), pixels.nbytes)
+            self.show_result(pixels, result.results, result.result_kinds, self._format_of(result.image))
         except Exception as exc:  # whatever the result holds, the job ends with a message
             self._finish(False, explain(exc))
             return
