@@ -113,6 +113,24 @@ def test_auto_goes_raw_over_loopback(qtbot, make_window, endpoint, photo_file):
     assert np.array_equal(win.result, expected)
 
 
+def test_a_jpeg_file_goes_as_it_is_and_its_result_comes_back_lossless(qtbot, make_window, endpoint, tmp_path):
+    """Over loopback a JPEG file is quicker to send than its pixels; the result asked for is raw, not the file's format."""
+    noise = np.random.default_rng(5).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    path = tmp_path / "photo.jpg"
+    cv2.imwrite(str(path), cv2.GaussianBlur(noise, (7, 7), 0), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    pixels = cv2.imread(str(path))
+    with Client(endpoint) as client:
+        expected = client.process(pixels, OP, transfer="raw")
+    win = make_window(endpoint, pipeline=OP)
+    qtbot.waitUntil(lambda: 0 <= win.client.link().rtt < NEAR_RTT, timeout=15000)
+    assert win.open_image(str(path))
+    with qtbot.waitSignal(win.jobFinished, timeout=60000) as job:
+        win.process()
+    assert job.args[0], job.args[1]
+    assert win.last_choice is not None and win.last_choice.up == FILE
+    assert np.array_equal(win.result, expected), "the result's pixels exactly: not re-encoded as JPEG on the way back"
+
+
 def test_transfer_words():
     assert messages.rate(2.5e6) == "2.5 MB/s"
     assert messages.transfer(12_300_000, 36_000_000, 2.5e6, True) == "uploading 12.3 of 36.0 MB at 2.5 MB/s, 9 s left"
