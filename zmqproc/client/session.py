@@ -468,9 +468,10 @@ class ClientSession:
         A new address becomes a route (:class:`RouteAdded`: the driver connects it); a route whose address is no longer
         among them is drained: no new work goes to it, what is out on it finishes or is sent again by the usual rules,
         then it is retired (:class:`RouteRetired`: the driver closes it). A name that resolves to nothing changes nothing:
-        the last known addresses stay (and the caller says so).
+        the last known addresses stay (and the log says so).
         """
         if not endpoints:
+            log.warning("%s resolves to no address now: its last known addresses are kept", service)
             return
         current = {r.endpoint: i for i, r in enumerate(self.routes) if r.service == service and not r.retired}
         for endpoint in endpoints:

@@ -600,8 +600,6 @@ class Client:
 
     def _rediscovered(self, service: str, endpoints: list[str]) -> None:
         """A look-up's result (on the discovery thread): the driver hands it to the session in its next step."""
-        if not endpoints:
-            log.warning("%s resolves to no address now: its last known addresses are kept", service)
         with self._lock:
             self._found.append((service, endpoints))
             wake = self._input(False)

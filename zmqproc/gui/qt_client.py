@@ -185,8 +185,6 @@ class QtClient(QObject):
         self._links.append((dealer_q, monitor))
 
     def _rediscovered(self, session: ClientSession, service: str, found: list[str]) -> None:
-        if not found:
-            log.warning("%s resolves to no address now: its last known addresses are kept", service)
         self._input(session, lambda now: session.discovered(service, found, now))
 
     def _routes_changed(self, session: ClientSession, events: Sequence[RouteAdded | RouteRetired]) -> None:
