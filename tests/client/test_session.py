@@ -490,6 +490,20 @@ def test_state_connecting_connected_slow_and_lost():
     assert rig.session.state[0] == CONNECTED
 
 
+def test_a_first_stats_answer_measures_the_round_trip():
+    rig = Rig()
+    rig.session.connected(0, rig.now)
+    rig.session.submit("stats", 5.0, rig.now, route=0)  # asked before the connection's first heartbeat went
+    rig.session.tick(rig.now)
+    stats, ping = rig.session.sends(rig.now)
+    assert decode_request(stats.frames).kind == "stats" and decode_request(ping.frames).kind == "ping"
+    rig.now += 0.2
+    rig.deliver(0, [rig.servers[0].take(stats.frames)])
+    assert rig.session.replicas()[0][1:] == (CONNECTED, pytest.approx(0.2))
+    rig.deliver(0, [rig.servers[0].take(ping.frames)])  # the heartbeat's answer measures it again
+    assert rig.session.replicas()[0][2] == pytest.approx(0.2)
+
+
 def test_a_never_connected_route_is_connecting_for_the_grace_then_lost():
     rig = Rig(grace=3.0)
     rig.advance(2.9)

@@ -300,8 +300,9 @@ def cmd_ops(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     with _client(args) as client:
         client.ping()  # the connections' first answers: which replicas are up
-        replicas = client.replicas()
-        each = client.stats_each() if len(replicas) > 1 else {replicas[0][0]: client.stats()}
+        found = client.replicas()
+        each = client.stats_each() if len(found) > 1 else {found[0][0]: client.stats()}
+        replicas = client.replicas()  # the states once each replica has answered (or not)
     if len(replicas) > 1:
         print(f"{len(replicas)} replicas: " + ", ".join(f"{e} ({state})" for e, state, _ in replicas))
     failed = 0

@@ -105,6 +105,7 @@ PART_S = 0.125  # ...each about this long on the link (an answer at least this o
 MIN_PART = 256 << 10  # at least this big (the size too while the rate is unknown), at most the server's part_bytes
 RATE_WEIGHT = 0.3  # of a new throughput sample in a route's running estimate...
 RATE_SPAN = 0.05  # ...each sample the bytes answered over at least this long, while parts were out
+ROUND_TRIPS = ("ping", "ops", "stats")  # answered by the server's loop at once: a first one measures the round trip
 
 
 @dataclass(frozen=True, slots=True)
@@ -930,11 +931,12 @@ class ClientSession:
         if here:
             self._unassign(request)
         rtt = now - request.sent_at
+        heartbeat = request.internal and request.kind == "ping" and r.ping == request.id
+        if heartbeat or (r.rtt < 0 and request.kind in ROUND_TRIPS and here):  # a first answer is a round trip too
+            r.rtt = rtt
+            r.best_rtt = rtt if r.best_rtt < 0 else min(r.best_rtt, rtt)
+            self._refresh(now)
         if request.internal:
-            if request.kind == "ping" and r.ping == request.id:
-                r.rtt = rtt
-                r.best_rtt = rtt if r.best_rtt < 0 else min(r.best_rtt, rtt)
-                self._refresh(now)
             self._forget(request)
             return
         error = reply.error
