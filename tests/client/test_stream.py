@@ -54,9 +54,64 @@ def test_live_mode_replaces_a_stale_input_and_does_not_wait_for_it():
     s.pulled("f2")  # ...and replaced by a fresher frame
     assert s.progress.dropped == 1 and s.to_send() == (2, "f2")
     s.submitted(2, "r2")
-    s.finished("r2", "out2")
     s.finished("r0", "out0")
-    assert [i.index for i in s.ready()] == [0, 2], "the dropped frame is not waited for"
+    assert [i.index for i in s.ready()] == [0]
+    s.finished("r2", "out2")
+    assert [i.index for i in s.ready()] == [2], "the dropped frame is not waited for"
+
+
+def test_live_results_ready_at_once_hand_out_the_newest_and_every_error():
+    s = Stream(ordered=True, latest=True)
+    for i in range(3):
+        s.pulled(f"f{i}")
+        s.submitted(i, f"r{i}")
+        s.depth = 3
+    s.finished("r2", "out2")
+    s.finished("r1", error=ValueError("bad frame"))
+    s.finished("r0", "out0")
+    assert [(i.index, i.ok) for i in s.ready()] == [(1, False), (2, True)] and s.progress.dropped == 1
+
+
+def live_round(s: Stream, index: int, pulled: float, trip: float) -> None:
+    """Frame ``index`` read at ``pulled``, sent at once, its result ``trip`` later."""
+    s.pulled(f"f{index}", pulled)
+    s.submitted(index, f"r{index}", pulled)
+    s.finished(f"r{index}", f"out{index}", now=pulled + trip, service_s=trip)
+
+
+def test_a_live_result_that_waited_for_the_consumer_gives_way_to_a_fresher_one_due_soon():
+    """A camera at 30 fps, 3 ms round trips, a consumer that spends 100 ms on each result: what ended while it was away
+    is 100 ms old when it asks, the frame read as it asks is due in 3 ms."""
+    s = Stream(latest=True)
+    for i in range(4):
+        live_round(s, i, i / 30, 0.003)
+        assert [item.index for item in s.ready(i / 30 + 0.003, i / 30)] == [i], "a result that came while asked for goes out"
+    asked = 0.25
+    live_round(s, 4, 0.15, 0.003)  # ended at 0.153, while the consumer was away
+    s.pulled("f5", asked)
+    s.submitted(5, "r5", asked)
+    assert s.ready(asked, asked) == [] and s.progress.dropped == 1
+    s.finished("r5", "out5", now=asked + 0.003, service_s=0.003)
+    assert [item.index for item in s.ready(asked + 0.003, asked)] == [5]
+
+
+def test_a_live_result_that_waited_is_handed_out_when_a_fresher_one_is_due_later_than_it_waited():
+    """300 ms round trips: the consumer would wait 300 ms for a frame 400 ms fresher, for a result that waited 100 ms."""
+    s = Stream(latest=True)
+    for i in range(3):
+        live_round(s, i, i, 0.3)
+        s.ready(i + 0.3, i)
+    live_round(s, 3, 3.0, 0.3)  # ended at 3.3; the consumer asks at 3.4
+    s.pulled("f4", 3.4)
+    s.submitted(4, "r4", 3.4)
+    assert [item.index for item in s.ready(3.4, 3.4)] == [3]
+
+
+def test_a_live_reader_passing_inputs_over_leaves_gaps_in_the_indexes():
+    s = Stream(ordered=True, latest=True)
+    s.passed_over(2)
+    s.pulled("f2")
+    assert s.to_send() == (2, "f2") and s.progress.dropped == 2 and s.progress.pulled == 3
 
 
 def test_cancel_stops_pulling_and_names_what_to_withdraw():

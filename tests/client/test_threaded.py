@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import statistics
 import threading
 import time
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -260,26 +262,48 @@ def slow(image):
 '''
 
 
+def camera(fps: float, frames: int, captured: dict[int, float]) -> Iterator[np.ndarray]:
+    """Frames as a camera gives them: a read blocks until the next one is made."""
+    start = time.monotonic()
+    for i in range(frames):
+        time.sleep(max(0.0, start + i / fps - time.monotonic()))
+        captured[i] = time.monotonic()
+        yield np.full((48, 64, 3), i, np.uint8)
+
+
 def test_live_map_keeps_the_age_of_results_bounded_when_processing_is_slower_than_the_source(start_server, tmp_path):
     plugin = tmp_path / "slow.py"
     plugin.write_text(SLOW_OP)
     server = start_server("--workers", "1", "--ops", str(plugin))
     captured: dict[int, float] = {}
-
-    def camera():  # 30 frames a second for 3 s, as a camera gives them
-        start = time.monotonic()
-        for i in range(90):
-            time.sleep(max(0.0, start + i / 30 - time.monotonic()))
-            captured[i] = time.monotonic()
-            yield np.full((48, 64, 3), i, np.uint8)
-
     with Client(server.endpoint, timeout=30) as client:
-        shown = [(item.index, time.monotonic() - captured[item.index]) for item in client.map(camera(), "slow", latest=True)]
+        frames = camera(30, 90, captured)  # 3 s
+        shown = [(item.index, time.monotonic() - captured[item.index]) for item in client.map(frames, "slow", latest=True)]
     ages = [age for _, age in shown[3:]]
     indexes = [index for index, _ in shown]
     assert indexes == sorted(indexes), "in order"
     assert 15 <= len(shown) <= 40, f"{len(shown)} of 90 shown: about one per 100 ms, the rest dropped"
     assert max(ages) < 0.45, f"ages {[round(a, 2) for a in ages]}: stale frames were queued"
+
+
+def test_a_source_that_blocks_does_not_hold_back_the_results_ready_meanwhile(server):
+    """10 frames a second, identity: each result goes out as it comes, not once the next frame has been read."""
+    captured: dict[int, float] = {}
+    with Client(server.endpoint, timeout=10) as client:
+        lags = [time.monotonic() - captured[item.index] for item in client.map(camera(10, 20, captured), "identity")]
+    assert len(lags) == 20 and statistics.median(lags) < 0.05, f"lags {[round(lag, 3) for lag in lags]}"
+
+
+def test_a_live_consumer_slower_than_the_source_gets_what_was_captured_as_it_asked(server):
+    """30 frames a second, a consumer that spends 100 ms on each result: what ended while it was busy is 100 ms old
+    when it asks again; the frame read as it asks is due in a round trip, and is what it gets."""
+    captured: dict[int, float] = {}
+    ages = []
+    with Client(server.endpoint, timeout=10) as client:
+        for item in client.map(camera(30, 90, captured), "identity", latest=True):
+            ages.append(time.monotonic() - captured[item.index])
+            time.sleep(0.1)
+    assert len(ages) >= 15 and statistics.median(ages[2:]) < 0.07, f"ages {[round(age, 3) for age in ages]}"
 
 
 def test_a_slow_sequence_does_not_queue_its_requests_past_their_timeout(start_server, tmp_path):

@@ -11,7 +11,10 @@ requests would otherwise wait in the servers' queues past their deadline.
 sources faster than the processing (a camera), an input that cannot go out at once is replaced by the next one
 (counted as dropped), and only ``depth`` requests are out at once: enough to keep the servers busy (the rate results
 come back at, times their service time, plus one on its way), not the whole credit, which would only queue stale
-frames on the server. So the age of what is shown stays about one service time, whatever the source's rate.
+frames on the server. So the age of what is shown stays about one service time, whatever the source's rate. Results
+too are live: of those ready at once only the newest is handed out, and one that waited for a consumer busy with the
+one before is dropped when a fresher one is on its way, due sooner than it is fresher and than it waited (a
+consumer slower than the source then gets what was captured as it asked, not what was captured as it last asked).
 ``lean``: the same depth without dropping, so the servers hold no more of a sequence than they work on (a huge
 image's tiles, whose memory on the servers counts more than a queue's head start).
 """
@@ -70,6 +73,8 @@ class Stream:
     depth: float = math.inf  # requests out at most, tuned by what comes back (see the module's docstring)
     _ends: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # when the last results came
     _service: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # live: the servers' time on them
+    _trips: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # live: sent to ended, of the last results
+    _times: dict[int, list[float]] = field(default_factory=dict)  # live: input index -> [pulled, sent, ended] (as known)
 
     def __post_init__(self) -> None:
         self.depth = 1 if self.latest else START_DEPTH if self.timeout is not None or self.lean else math.inf
@@ -80,20 +85,18 @@ class Stream:
         return len(self._sent)
 
     def advance(
-        self, pull: Callable[[], Any] | None, room_for: Callable[[Any], bool], send: Callable[[Any], str], most: int | None = None
+        self, pull: Callable[[], Any] | None, room_for: Callable[[Any], bool], send: Callable[[Any], str], now: float | None = None
     ) -> None:
         """Pull and send what the rules allow now. ``pull()``: the source's next input (StopIteration at its end; None
         for a source that pushes through :meth:`pulled`), at most one per call when live, as a camera blocks until its
         next frame; ``room_for(value)``: the session would send it at once; ``send(value)``: its request id, or
-        ValueError when it cannot be sent (that input's item, not the stream's end). ``most``: inputs pulled in this call
-        at most (a driver that hands results out between calls: a source that blocks must not hold them back)."""
-        pulled, pulled_once = 0, False
+        ValueError when it cannot be sent (that input's item, not the stream's end)."""
+        pulled_once = False
         while not self._cancelled:
-            within = self._held is None and (most is None or pulled < most)
-            if pull is not None and not self.exhausted and self.wants_input() and (within or not pulled_once):
-                pulled_once, pulled = True, pulled + 1
+            if pull is not None and not self.exhausted and self.wants_input() and (self._held is None or not pulled_once):
+                pulled_once = True
                 try:
-                    self.pulled(pull())
+                    self.pulled(pull(), now)
                 except StopIteration:
                     self.exhausted = True
             held = self._held
@@ -104,19 +107,28 @@ class Stream:
             except ValueError as exc:
                 self.refused(exc)
                 continue
-            self.submitted(held[0], request_id)
+            self.submitted(held[0], request_id, now)
 
     def wants_input(self) -> bool:
         """Pull the next input now? Only when nothing pulled waits, or (latest) always: a fresher one replaces it."""
         return not self._cancelled and (self._held is None or self.latest)
 
-    def pulled(self, value: Any) -> None:
-        """The source gave its next input."""
+    def pulled(self, value: Any, now: float | None = None) -> None:
+        """The source gave its next input (``now``: when; live, what a result's freshness is judged by)."""
         if self._held is not None:  # latest: the unsent one is stale now
             self.progress.dropped += 1
             self._skip(self._held[0])
         self._held = (self.progress.pulled, value)
+        if self.latest and now is not None:
+            self._times[self.progress.pulled] = [now, now, now]
         self.progress.pulled += 1
+
+    def passed_over(self, count: int) -> None:
+        """Live: the driver's reader replaced ``count`` inputs by fresher ones before the stream saw them (dropped)."""
+        for _ in range(count):
+            self.progress.dropped += 1
+            self._skip(self.progress.pulled)
+            self.progress.pulled += 1
 
     def to_send(self) -> tuple[int, Any] | None:
         """The input to submit when :meth:`may_send` says so (its index and value)."""
@@ -129,10 +141,12 @@ class Stream:
             return False
         return not self._sent or (room and len(self._sent) < self.depth)
 
-    def submitted(self, index: int, request_id: str) -> None:
+    def submitted(self, index: int, request_id: str, now: float | None = None) -> None:
         assert self._held is not None and self._held[0] == index
         self._held = None
         self._sent[request_id] = index
+        if index in self._times and now is not None:
+            self._times[index][1] = now
 
     def refused(self, error: BaseException) -> None:
         """The held input could not be sent at all (nothing the client can send): its item is that error."""
@@ -160,6 +174,10 @@ class Stream:
             self.progress.failed += 1
         if now is not None and service_s is not None:  # a failure is no measure of the work (often fast, or a burst)
             self._tune(now, service_s)
+            times = self._times.get(index)
+            if times is not None:
+                times[2] = now
+                self._trips.append(now - times[1])
         self._hand_out(Item(index, result, error))
 
     def _tune(self, now: float, service_s: float) -> None:
@@ -176,11 +194,36 @@ class Stream:
         elif self.timeout is not None and len(self._ends) == WINDOW:
             self.depth = max(START_DEPTH, min(2 * self.depth, math.floor(rate * self.timeout * QUEUE_SHARE)))
 
-    def ready(self) -> list[Item]:
-        """What to hand out now (ordered: the next ones in input order)."""
+    def ready(self, now: float | None = None, asked: float | None = None) -> list[Item]:
+        """What to hand out now (ordered: the next ones in input order). Live: the newest result (and any errors), none
+        if it ended before the consumer ``asked`` and a fresher one is due sooner than it is fresher (``now``)."""
         out = list(self._ready)
         self._ready.clear()
-        return out
+        if not self.latest or not out:
+            return out
+        newest = max((item for item in out if item.ok), key=lambda item: item.index, default=None)
+        keep = [item for item in out if not item.ok or item is newest]
+        if newest is not None and now is not None and asked is not None and self._fresher_due(newest.index, now, asked):
+            keep.remove(newest)
+        self.progress.dropped += len(out) - len(keep)
+        for item in out:
+            self._times.pop(item.index, None)
+        return keep
+
+    def _fresher_due(self, index: int, now: float, asked: float) -> bool:
+        """A result that waited for the consumer (ended before it asked) is beaten by one out now, pulled later, whose
+        result is due (sent + the median round trip) sooner than it is fresher, and sooner than the result has waited
+        (the consumer never waits longer for freshness than the result waited for it)."""
+        times = self._times.get(index)
+        if times is None or times[2] >= asked or not self._trips:
+            return False
+        trip = sorted(self._trips)[len(self._trips) // 2]
+        waited = now - times[2]
+        for other in self._sent.values():
+            later = self._times.get(other)
+            if later is not None and later[0] > times[0] and later[1] + trip - now < min(later[0] - times[0], waited):
+                return True
+        return False
 
     def cancel(self) -> list[str]:
         """Stop: nothing more is pulled or sent; the requests to withdraw."""
@@ -197,6 +240,7 @@ class Stream:
 
     def _skip(self, index: int) -> None:
         """An input that will never have an outcome: an ordered stream does not wait for it."""
+        self._times.pop(index, None)
         self._hand_out(None, index)
 
     def _hand_out(self, item: Item | None, skipped: int | None = None) -> None:

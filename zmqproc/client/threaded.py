@@ -9,6 +9,7 @@ moves frames, time and futures.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -33,6 +34,7 @@ from ..zmqflags import POLLIN, POLLOUT, readable, recv_frames
 from . import dealer, discovery
 from .events import Fail, Progress, Resolve, RouteAdded, RouteRetired
 from .pipeline import PipelineSpec, to_steps, to_text
+from .reader import END, INPUT, RAISED, Reader
 from .replies import Processed
 from .session import ClientOptions, ClientSession
 from .stream import Item, Stream
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["Client", "ClientOptions", "Processed"]
 
 log = logging.getLogger("zmqproc.client")
-STREAM_POLL_S = 0.05  # map(): how long it waits for an outcome before it looks at its source again
+STREAM_POLL_S = 0.05  # map(): how long it waits for news before it looks again (credit may have come meanwhile)
 _ENDS = (Resolve, Fail)  # the session's events that end a future
 
 
@@ -225,8 +227,7 @@ class Client:
         """
         t = self.timeout if timeout is None else timeout
         stream = Stream(ordered, latest, t, lean)
-        ended: queue.SimpleQueue[tuple[str, float, Any, BaseException | None]] = queue.SimpleQueue()
-        source = iter(images)
+        events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()  # the reader's and the requests' news
         futures: dict[str, Future[Any]] = {}
 
         def send(image: np.ndarray | bytes) -> str:
@@ -234,27 +235,65 @@ class Client:
             future = self.submit(image, pipeline, reply_format=reply_format, timeout=left, details=True, transfer=transfer)
             request_id: str = future.request_id  # type: ignore[attr-defined]
             futures[request_id] = future
-            future.add_done_callback(functools.partial(_report, ended, request_id))
+            future.add_done_callback(functools.partial(_report, events, request_id))
             return request_id
 
+        reader = Reader(iter(images), events, live=latest)
+        ahead: collections.deque[Any] = collections.deque()  # inputs read and not yet in the stream (not live)
+        asked = time.monotonic()  # when the caller last asked for an item: what a live result's wait is judged by
         try:
             while not stream.over():
-                stream.advance(lambda: next(source), self._room_for, send, most=1)  # results go out between inputs
-                yield from stream.ready()
-                more = not stream.exhausted and (latest or stream.to_send() is None)  # room for another input: read it now
-                wait = 0.0 if more else STREAM_POLL_S
-                with contextlib.suppress(queue.Empty):
+                try:
+                    event = events.get(timeout=STREAM_POLL_S)
                     while True:
-                        request_id, at, result, error = ended.get(timeout=wait) if wait else ended.get_nowait()
-                        futures.pop(request_id, None)
-                        service_s = result.server_ms / 1000 if result is not None else None
-                        value = result if details or result is None else result.image
-                        stream.finished(request_id, value, error, now=at, service_s=service_s)
-                        wait = 0.0
-                yield from stream.ready()
+                        self._stream_event(stream, reader, ahead, futures, event, details)
+                        event = events.get_nowait()
+                except queue.Empty:
+                    pass
+                now = time.monotonic()
+                while True:
+                    if ahead and stream.wants_input():
+                        stream.pulled(ahead.popleft(), now)
+                        reader.taken()
+                    stream.advance(None, self._room_for, send, now)
+                    if stream.to_send() is not None or not ahead:
+                        break
+                for item in stream.ready(now, asked):
+                    yield item
+                    asked = time.monotonic()
         finally:
+            reader.stop()
             for request_id in stream.cancel():
                 futures[request_id].cancel()
+
+    @staticmethod
+    def _stream_event(
+        stream: Stream,
+        reader: Reader,
+        ahead: collections.deque[Any],
+        futures: dict[str, Future[Any]],
+        event: tuple[Any, ...],
+        details: bool,
+    ) -> None:
+        """One piece of news for :meth:`map`'s stream: an input read, the source's end or failure, a request's end."""
+        kind = event[0]
+        if kind == INPUT:
+            if len(event) > 1:
+                ahead.append(event[1])
+            else:  # live: the freshest frame
+                value, passed_over = reader.take()
+                stream.passed_over(passed_over)
+                stream.pulled(value, time.monotonic())
+        elif kind == END:
+            stream.exhausted = True
+        elif kind == RAISED:
+            raise event[1]
+        else:
+            request_id, at, result, error = event
+            futures.pop(request_id, None)
+            service_s = result.server_ms / 1000 if result is not None else None
+            value = result if details or result is None else result.image
+            stream.finished(request_id, value, error, now=at, service_s=service_s)
 
     def _process_tiled(
         self,
@@ -700,9 +739,9 @@ def _end(entry: tuple[Future[Any], Callable[[Any], Any]], event: Resolve | Fail)
             future.set_result(convert(event.value))
 
 
-def _report(ended: queue.SimpleQueue[tuple[str, float, Any, BaseException | None]], request_id: str, future: Future[Any]) -> None:
+def _report(events: queue.SimpleQueue[tuple[Any, ...]], request_id: str, future: Future[Any]) -> None:
     """A map's request ended: its outcome, and when (not when the caller gets to it: the rate a stream is tuned by)."""
-    ended.put((request_id, time.monotonic(), *_outcome(future)))
+    events.put((request_id, time.monotonic(), *_outcome(future)))
 
 
 def _outcome(future: Future[Any]) -> tuple[Any, BaseException | None]:
