@@ -105,6 +105,13 @@ def test_a_tiled_job_places_items_and_a_failed_tile_fails_the_image():
 
 
 def test_auto_cuts_evenly_into_a_multiple_of_the_workers():
-    """A 3x3 grid on 2 workers leaves the last tile running alone: 10000x10000 goes as 4x4 tiles of 2500."""
-    size = auto_tile(10000, 10000, 13, 2, PLAN.max_pixels, PLAN.max_frame_bytes, 3)
-    assert size == 2500 and len(grid(10000, 10000, size, 13)) % 2 == 0
+    """A 5x5 grid on 2 workers leaves the last tile running alone: 7000x7000 goes as 6x6 tiles of 1167."""
+    size = auto_tile(7000, 7000, 13, 2, PLAN.max_pixels, PLAN.max_frame_bytes, 3)
+    assert size == 1167 and len(grid(7000, 7000, size, 13)) % 2 == 0
+
+
+def test_auto_tiles_are_a_few_megabytes_whatever_the_image():
+    """A server holds a few tiles and an op's copies of each: its memory must not grow with the image."""
+    for side, each in ((10000, 3), (20000, 3), (20000, 1), (10000, 12)):
+        size = auto_tile(side, side, 13, 2, PLAN.max_pixels, PLAN.max_frame_bytes, each)
+        assert size is not None and 4 << 20 <= size * size * each <= 8 << 20, (side, each, size)

@@ -23,7 +23,9 @@ from .stream import Item
 
 MIN_TILE = 64  # a smaller tile costs more in requests than it gains
 AUTO_TILE_RANGE = (512, 4096)
-TILES_PER_WORKER = 4  # tile="auto": enough tiles that every worker stays busy to the end
+TILES_PER_WORKER = 4  # tile="auto": enough tiles that every worker stays busy to the end...
+AUTO_TILE_BYTES = 8 << 20  # ...each of at most about this many bytes: a server holds a few tiles and an op's working
+# copies of each (denoise's are 7x its tile), so its memory stays a small part of a huge image's
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +62,11 @@ def auto_tile(
     height: int, width: int, halo: int, workers: int, max_pixels: int, max_frame_bytes: int, pixel_bytes: int, share: bool = True
 ) -> int | None:
     """``tile="auto"``: a tile size when tiling pays (the image exceeds what a server takes, or, with ``share``, several
-    workers can share it: at least TILES_PER_WORKER tiles each), else None (process whole)."""
+    workers can share it: at least TILES_PER_WORKER tiles each, of AUTO_TILE_BYTES at most), else None (process whole)."""
     pixels = height * width
     too_big = pixels > max_pixels or pixels * pixel_bytes > max_frame_bytes
     side = math.isqrt(pixels // max(1, TILES_PER_WORKER * workers))
-    side = max(AUTO_TILE_RANGE[0], min(AUTO_TILE_RANGE[1], side))
+    side = max(AUTO_TILE_RANGE[0], min(AUTO_TILE_RANGE[1], math.isqrt(AUTO_TILE_BYTES // pixel_bytes), side))
     while side > MIN_TILE and ((side + 2 * halo) ** 2 > max_pixels or (side + 2 * halo) ** 2 * pixel_bytes > max_frame_bytes):
         side //= 2
     shareable = share and workers > 1 and pixels >= 2 * AUTO_TILE_RANGE[0] ** 2
