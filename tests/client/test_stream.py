@@ -243,3 +243,21 @@ def test_a_lean_stream_keeps_out_what_the_servers_work_on_and_drops_nothing():
         s.finished(done, "tile", now=now, service_s=1.0)
         s.ready()
     assert s.progress.done == 40 and s.progress.dropped == 0 and most <= 3, f"{most} out"
+
+
+def test_a_live_consumer_slower_than_two_round_trips_gets_one_request_at_a_time_sent_as_it_asks():
+    """3 ms round trips, 100 ms on each result: a frame sent before the consumer asks is stale when it does."""
+    s = Stream(latest=True)
+    s.depth = 4
+    asked = 0.0
+    for i in range(4):
+        live_round(s, i, asked, 0.003)
+        s.ready(asked + 0.003, asked)
+        asked += 0.103
+    s.pulled("f4", asked)
+    s.submitted(4, "r4", asked)
+    s.finished("r4", "out4", now=asked + 0.003, service_s=0.003)
+    s.pulled("f5", asked + 0.003)
+    assert not s.may_send(room=True), "the result before it waits to be handed out"
+    assert [item.index for item in s.ready(asked + 0.003, asked)] == [4]
+    assert s.may_send(room=True), "handed out: the next goes as the consumer asks"

@@ -14,7 +14,9 @@ come back at, times their service time, plus one on its way), not the whole cred
 frames on the server. So the age of what is shown stays about one service time, whatever the source's rate. Results
 too are live: of those ready at once only the newest is handed out, and one that waited for a consumer busy with the
 one before is dropped when a fresher one is on its way, due sooner than it is fresher and than it waited (a
-consumer slower than the source then gets what was captured as it asked, not what was captured as it last asked).
+consumer slower than the source then gets what was captured as it asked, not what was captured as it last asked); a
+consumer that spends longer on a result than two round trips gets one request at a time, sent as it asks (nothing is
+processed only to be dropped).
 ``lean``: the same depth without dropping, so the servers hold no more of a sequence than they work on (a huge
 image's tiles, whose memory on the servers counts more than a queue's head start).
 """
@@ -75,6 +77,8 @@ class Stream:
     _service: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # live: the servers' time on them
     _trips: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # live: sent to ended, of the last results
     _times: dict[int, list[float]] = field(default_factory=dict)  # live: input index -> [pulled, sent, ended] (as known)
+    _away: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # live: the consumer's time on a result
+    _handed: float | None = None  # live: when a result last went out
 
     def __post_init__(self) -> None:
         self.depth = 1 if self.latest else START_DEPTH if self.timeout is not None or self.lean else math.inf
@@ -139,7 +143,16 @@ class Stream:
         stream moves even on a server that has not granted credit yet); no more than ``depth``."""
         if self._held is None:
             return False
+        if self._consumer_bound():  # one at a time, sent once the result before it is handed out
+            return not self._sent and not self._ready
         return not self._sent or (room and len(self._sent) < self.depth)
+
+    def _consumer_bound(self) -> bool:
+        """Live: the consumer spends longer on a result than two round trips, so a frame sent ahead of its asking would
+        only be stale when it asks: one at a time, sent as it asks."""
+        if not self.latest or len(self._away) < 3 or not self._trips:
+            return False
+        return _median(self._away) > 2 * _median(self._trips)
 
     def submitted(self, index: int, request_id: str, now: float | None = None) -> None:
         assert self._held is not None and self._held[0] == index
@@ -201,6 +214,9 @@ class Stream:
         self._ready.clear()
         if not self.latest or not out:
             return out
+        if asked is not None and self._handed is not None and asked > self._handed:
+            self._away.append(asked - self._handed)
+            self._handed = None
         newest = max((item for item in out if item.ok), key=lambda item: item.index, default=None)
         keep = [item for item in out if not item.ok or item is newest]
         if newest is not None and now is not None and asked is not None and self._fresher_due(newest.index, now, asked):
@@ -208,6 +224,8 @@ class Stream:
         self.progress.dropped += len(out) - len(keep)
         for item in out:
             self._times.pop(item.index, None)
+        if keep and now is not None:
+            self._handed = now
         return keep
 
     def _fresher_due(self, index: int, now: float, asked: float) -> bool:
@@ -217,7 +235,7 @@ class Stream:
         times = self._times.get(index)
         if times is None or times[2] >= asked or not self._trips:
             return False
-        trip = sorted(self._trips)[len(self._trips) // 2]
+        trip = _median(self._trips)
         waited = now - times[2]
         for other in self._sent.values():
             later = self._times.get(other)
@@ -256,3 +274,7 @@ class Stream:
             if done is not None:
                 self._ready.append(done)
             self._next_out += 1
+
+
+def _median(values: deque[float]) -> float:
+    return sorted(values)[len(values) // 2]
